@@ -1,0 +1,64 @@
+"""Engines and connections: PyMySQL with LOAD DATA LOCAL allowed, SQLite tuned for one writer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from kmdb import schema
+from kmdb.errors import ConfigError
+from kmdb.settings import Settings, mask_url
+
+
+def is_mysql(engine: Engine) -> bool:
+    """True on MySQL and MariaDB."""
+    return engine.dialect.name in ("mysql", "mariadb")
+
+
+def make_engine(settings: Settings) -> Engine:
+    """An engine for DATABASE_URL that has been checked to connect."""
+    url = settings.database_url
+    kwargs: dict[str, Any] = {"future": True}
+    if url.startswith(("mysql", "mariadb")):
+        kwargs["connect_args"] = {"local_infile": True, "charset": "utf8mb4"}
+        kwargs["pool_pre_ping"] = True
+        kwargs["pool_recycle"] = 3600
+    else:
+        # Each worker process opens its own file handle; pooling buys nothing on SQLite.
+        kwargs["poolclass"] = NullPool
+        kwargs["connect_args"] = {"timeout": 60}
+    try:
+        engine = create_engine(url, **kwargs)
+    except Exception as exc:  # a malformed URL or a missing driver
+        raise ConfigError(f"DATABASE_URL {mask_url(url)} cannot be used ({exc}).") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        reason = str(exc.orig).strip() if exc.orig else str(exc)
+        raise ConfigError(
+            f"Cannot connect to the database at {mask_url(url)} ({reason}); "
+            "check DATABASE_URL and that the server is running."
+        ) from None
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def create_schema(engine: Engine) -> list[str]:
+    """Create whatever tables are missing; return their names."""
+    existing = set(inspect(engine).get_table_names())
+    missing = [t for t in schema.metadata.sorted_tables if t.name not in existing]
+    schema.metadata.create_all(engine, tables=missing)
+    return [t.name for t in missing]

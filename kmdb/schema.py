@@ -1,0 +1,192 @@
+"""The database schema, one SQLAlchemy Core definition for MySQL/MariaDB and SQLite.
+
+The seed's tables and columns (events, properties, keys, users, aliases and the
+three filter tables) are a public interface: people write SQL against them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.ext.compiler import compiles
+
+NAME_LENGTH = 255
+
+
+class Name(String):
+    """A name or value of up to 255 characters that compares exactly.
+
+    On MySQL it gets a binary NO PAD collation: with utf8mb4_bin (PAD SPACE) a
+    unique index would call 'bob' and 'bob ' the same person.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(NAME_LENGTH)
+
+
+@compiles(Name, "mysql")
+def _name_on_mysql(type_: Name, compiler: object, **kw: object) -> str:
+    dialect = compiler.dialect  # type: ignore[attr-defined]
+    if dialect.is_mariadb:
+        collation = "utf8mb4_nopad_bin"
+    elif dialect.server_version_info and dialect.server_version_info >= (8,):
+        collation = "utf8mb4_0900_bin"
+    else:  # MySQL 5.7 has no NO PAD binary collation; trailing spaces then compare equal
+        collation = "utf8mb4_bin"
+    return f"VARCHAR({type_.length}) CHARACTER SET utf8mb4 COLLATE {collation}"
+
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+# Times are UTC without a zone; on SQLite stored as 'YYYY-MM-DD HH:MM:SS' like MySQL shows them.
+Time = DateTime().with_variant(
+    sqlite.DATETIME(
+        storage_format="%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d",
+        regexp=r"(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)",
+    ),
+    "sqlite",
+)
+
+LongText = Text().with_variant(mysql.MEDIUMTEXT(charset="utf8mb4"), "mysql")
+
+metadata = MetaData()
+_mysql = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+
+# --- The imported data ------------------------------------------------------
+
+keys = Table(
+    "keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("string", Name(), nullable=False, unique=True),
+    **_mysql,
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", Name(), nullable=False, unique=True),
+    # The users.id of this identity's person (its canonical identity); NULL while it is its own.
+    Column("canonical_id", BigInteger, nullable=True),
+    **_mysql,
+)
+
+# events, properties and aliases may be partitioned by t, so every unique key includes t.
+events = Table(
+    "events",
+    metadata,
+    # revision * 10**12 + line number: the same line always gets the same id.
+    Column("id", BigInteger, nullable=False, autoincrement=False),
+    Column("t", Time, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    # The identity the line itself named (_p); user_id is its person's canonical identity.
+    Column("identity_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id", "t"),
+    Index("events_user_t", "user_id", "t"),
+    Index("events_n_t", "n", "t"),
+    **_mysql,
+)
+
+properties = Table(
+    "properties",
+    metadata,
+    # revision * 10**12 + the property's position in its revision file.
+    Column("id", BigInteger, nullable=False, autoincrement=False),
+    Column("t", Time, nullable=False),
+    Column("key", BigInteger, nullable=False),
+    Column("value", Name(), nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("event_id", BigInteger, nullable=True),
+    Column("identity_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("id", "t"),
+    Index("properties_user_key_t", "user_id", "key", "t"),
+    Index("properties_key_t", "key", "t"),
+    Index("properties_event", "event_id"),
+    **_mysql,
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("id", BigInteger, nullable=False, autoincrement=False),
+    Column("name1", Name(), nullable=False),
+    Column("name2", Name(), nullable=False),
+    Column("t", Time, nullable=False),
+    PrimaryKeyConstraint("id", "t"),
+    Index("aliases_names", "name1", "name2"),
+    Index("aliases_name2", "name2"),
+    **_mysql,
+)
+
+# --- The import's own bookkeeping --------------------------------------------
+
+revisions = Table(
+    "revisions",
+    metadata,
+    Column("number", Integer, primary_key=True, autoincrement=False),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("lines_done", BigInteger, nullable=False, default=0),
+    Column("bytes_done", BigInteger, nullable=False, default=0),
+    Column("properties_done", BigInteger, nullable=False, default=0),
+    Column("events", BigInteger, nullable=False, default=0),
+    Column("properties", BigInteger, nullable=False, default=0),
+    Column("aliases", BigInteger, nullable=False, default=0),
+    Column("rejected", BigInteger, nullable=False, default=0),
+    Column("size", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("started_at", DateTime, nullable=True),
+    Column("finished_at", DateTime, nullable=True),
+    **_mysql,
+)
+
+rejected_lines = Table(
+    "rejected_lines",
+    metadata,
+    Column("revision", Integer, nullable=False),
+    Column("line", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("text", LongText, nullable=False),
+    PrimaryKeyConstraint("revision", "line"),
+    **_mysql,
+)
+
+# Alias lines as read, until the identity step folds them into `aliases`.
+alias_sightings = Table(
+    "alias_sightings",
+    metadata,
+    Column("revision", Integer, nullable=False),
+    Column("line", BigInteger, nullable=False),
+    Column("name1", Name(), nullable=False),
+    Column("name2", Name(), nullable=False),
+    Column("t", Time, nullable=False),
+    PrimaryKeyConstraint("revision", "line"),
+    **_mysql,
+)
+
+# --- Filters: configuration the user fills before importing -----------------
+
+ignored_users = Table("ignored_users", metadata, Column("name", Name(), primary_key=True), **_mysql)
+whitelisted_events = Table(
+    "whitelisted_events", metadata, Column("name", Name(), primary_key=True), **_mysql
+)
+blacklisted_properties = Table(
+    "blacklisted_properties", metadata, Column("name", Name(), primary_key=True), **_mysql
+)
+
+IMPORTED = (events, properties, aliases, alias_sightings, users, keys, rejected_lines, revisions)
+FILTERS = (ignored_users, whitelisted_events, blacklisted_properties)
+PARTITIONED = (events, properties, aliases)

@@ -1,0 +1,114 @@
+"""Fixtures on the real services: a fresh MariaDB database and a clean Redis namespace per test.
+
+Under CI=true a missing service fails the run instead of skipping tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+from redis import Redis
+from sqlalchemy import Engine
+
+from kmdb import queues
+from kmdb.db import make_engine
+from kmdb.settings import Settings
+
+MYSQL_HOST = os.environ.get("KMDB_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("KMDB_TEST_MYSQL_PORT", "3306"))
+MYSQL_USER = os.environ.get("KMDB_TEST_MYSQL_USER", "root")
+MYSQL_PASSWORD = os.environ.get("KMDB_TEST_MYSQL_PASSWORD", "")
+REDIS_URL = os.environ.get("KMDB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SHARED = Path(os.environ.get("KMDB_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable ({exc}); bin/test starts or installs it."
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _mysql_admin() -> pymysql.Connection:
+    return pymysql.connect(
+        host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password=MYSQL_PASSWORD, autocommit=True
+    )
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """The URL of a new, empty MariaDB database, dropped after the test."""
+    try:
+        admin = _mysql_admin()
+    except pymysql.MySQLError as exc:
+        _unavailable("MariaDB", exc)
+    name = f"kmdb_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
+    try:
+        yield f"mysql+pymysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """The URL of a new SQLite file."""
+    return f"sqlite:///{tmp_path / 'kmdb.sqlite3'}"
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs once on SQLite and once on MariaDB."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def redis_queue() -> Iterator[str]:
+    """A queue name of the test's own on the real Redis; its jobs and keys are removed after."""
+    try:
+        Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:
+        _unavailable("Redis", exc)
+    name = f"kmdb-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    settings = Settings(redis_url=REDIS_URL, queue=name)
+    queues.clear(settings, queues.connect(settings))
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings for the parametrized database, with a private queue name and temp dir."""
+    return Settings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        queue=f"kmdb-test-{uuid.uuid4().hex[:12]}",
+        tmp_dir=str(tmp_path / "tmp"),
+    )
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    """An engine on the parametrized database."""
+    engine = make_engine(settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """An environment for running kmdb commands as subprocesses, with no stray .env around."""
+    monkeypatch.chdir(tmp_path)
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("KMDB_", "DATABASE_URL", "AWS_"))
+    }
+    env["KMDB_REDIS_URL"] = REDIS_URL
+    return env

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from kmdb.errors import ConfigError
+from kmdb.settings import from_env, mask_url, normalize_database_url
+
+
+def test_defaults_are_the_embedded_setup() -> None:
+    s = from_env({})
+    assert s.database_url == "sqlite:///kmdb.sqlite3"
+    assert s.redis_url == "redis://localhost:6379/0"
+    assert s.source is None
+    assert s.revision_lookahead == 10
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("mysql://u:p@h/db", "mysql+pymysql://u:p@h/db"),
+        ("mysql2://u:p@h:3307/db", "mysql+pymysql://u:p@h:3307/db"),
+        ("mysql+pymysql://u@h/db", "mysql+pymysql://u@h/db"),
+        ("sqlite:///x.sqlite3", "sqlite:///x.sqlite3"),
+    ],
+)
+def test_ruby_style_mysql_urls_mean_pymysql(given: str, expected: str) -> None:
+    assert normalize_database_url(given) == expected
+
+
+def test_unsupported_database_says_what_to_use() -> None:
+    with pytest.raises(ConfigError, match="mysql\\+pymysql://user:password@host/db"):
+        from_env({"DATABASE_URL": "postgresql://h/db"})
+
+
+def test_password_is_masked() -> None:
+    assert mask_url("mysql+pymysql://bob:s3cret@h/db") == "mysql+pymysql://bob:***@h/db"
+    assert mask_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+    assert mask_url("sqlite:///a.db") == "sqlite:///a.db"
+
+
+def test_bucket_gives_the_default_source() -> None:
+    assert from_env({"AWS_BUCKET": "my-km"}).source == "s3://my-km"
+    assert from_env({"AWS_BUCKET": "b", "KMDB_SOURCE": "/data/km"}).source == "/data/km"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("KMDB_BATCH_SIZE", "lots", "KMDB_BATCH_SIZE must be a whole number of at least 1"),
+        ("KMDB_DAYS_PER_PARTITION", "0", "KMDB_DAYS_PER_PARTITION must be a whole number"),
+        ("KMDB_MIN_DATE", "01/02/2014", "KMDB_MIN_DATE must be a date like 2014-01-31"),
+        ("KMDB_KEEP_FILES", "maybe", "KMDB_KEEP_FILES must be YES or NO"),
+        ("KMDB_QUEUE", "a b", "KMDB_QUEUE may only hold"),
+    ],
+)
+def test_malformed_settings_say_how_to_fix_them(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_env({name: value})
+
+
+def test_dates_and_flags_parse() -> None:
+    s = from_env({"KMDB_MIN_DATE": "2014-01-01", "KMDB_KEEP_FILES": "YES"})
+    assert s.min_date == dt.date(2014, 1, 1)
+    assert s.keep_files is True
