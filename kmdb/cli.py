@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from kmdb.settings import Settings, mask_url
 
 
 def _settings() -> Settings:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     settings_module.load_dotenv_file()
     return settings_module.from_env()
 
@@ -140,6 +142,143 @@ def partition(min_date: dt.date | None, max_date: dt.date | None, days: int | No
             click.echo(f"{p.table}: already covered, {p.total} partitions, nothing added")
 
 
+@cli.command(name="import")
+@click.option(
+    "--source",
+    help="s3://bucket[/prefix] or a folder (default $KMDB_SOURCE, else s3://$AWS_BUCKET).",
+)
+@click.option("--inline", is_flag=True, help="Import in this process, without Redis or workers.")
+@friendly
+def import_(source: str | None, inline: bool) -> None:
+    """Find revision files not imported yet and import them.
+
+    Without --inline the imports are enqueued as RQ jobs for kmdb-work; with
+    --inline they run here, with a progress bar, and a summary is printed.
+    Example:
+
+        kmdb import --inline --source ./sample
+    """
+    from kmdb.db import create_schema, make_engine
+    from kmdb.source import open_source
+
+    settings = _settings()
+    engine = make_engine(settings)
+    create_schema(engine)
+    src = open_source(source, settings)
+    if inline:
+        _import_inline(engine, src, settings)
+        return
+    from kmdb import queues
+    from kmdb.run import new_revisions
+
+    redis = queues.connect(settings)
+    todo = new_revisions(engine, src, settings)
+    enqueued, active, settle = queues.enqueue_import(settings, redis, src.name, todo)
+    where = f"queue {settings.queue!r} at {mask_url(settings.redis_url)}"
+    if enqueued:
+        click.echo(f"Enqueued {len(enqueued)} revisions ({_ranges(enqueued)}) on {where},")
+        click.echo("then a settle step that merges aliases once they are done.")
+    if active:
+        click.echo(f"Already queued or running: {len(active)} revisions ({_ranges(active)}).")
+    if not enqueued and not active:
+        click.echo(f"Nothing new to import in {src.name}.")
+    if enqueued:
+        click.echo("Run kmdb-work (or kmdb-pool) to import them.")
+
+
+def _ranges(numbers: list[int]) -> str:
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def _import_inline(engine: Any, src: Any, settings: Settings) -> None:
+    from tqdm import tqdm
+
+    from kmdb.run import import_inline, new_revisions, summary
+
+    todo = new_revisions(engine, src, settings)
+    with tqdm(total=len(todo), unit=" revisions", disable=None, file=sys.stderr) as bar:
+        _, seconds = import_inline(
+            engine,
+            src,
+            settings,
+            todo,
+            on_chunk=lambda counts: bar.set_postfix_str(f"{counts.lines} lines"),
+            on_revision=lambda _revision: bar.update(1),
+        )
+    click.echo(
+        f"Imported {len(todo)} revisions from {src.name} into {mask_url(settings.database_url)}"
+    )
+    for line in summary(engine).lines_of_text(seconds):
+        click.echo(line)
+
+
+@cli.command()
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@friendly
+def work(burst: bool) -> None:
+    """Run an RQ worker on kmdb's queue.
+
+    Start as many as you like, on one machine or several, with the same
+    DATABASE_URL and KMDB_REDIS_URL. With --burst it exits once the queue is
+    empty, with status 1 if any of its jobs failed. Example:
+
+        kmdb work --burst
+    """
+    from rq import Worker
+
+    from kmdb import queues
+
+    settings = _settings()
+    redis = queues.connect(settings)
+    logging.getLogger().setLevel(logging.INFO)
+    worker = Worker([queues.queue(settings, redis)], connection=redis)
+    worker.work(burst=burst, logging_level="INFO")
+    if burst and worker.failed_job_count:
+        click.echo(f"Error: {worker.failed_job_count} jobs failed; see kmdb-status.", err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--lines", default=10_000, show_default=True, help="Lines to write in all.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--lines-per-revision", default=2_000, show_default=True)
+@click.option("--first-revision", default=1, show_default=True)
+@friendly
+def sample(
+    folder: str, lines: int, seed: int, lines_per_revision: int, first_revision: int
+) -> None:
+    """Write a realistic synthetic KM export to FOLDER, to try kmdb on.
+
+    Example:
+
+        kmdb sample ./sample --lines 20000
+    """
+    from kmdb.sample import write_sample
+
+    try:
+        stats = write_sample(
+            folder,
+            lines,
+            seed=seed,
+            lines_per_revision=lines_per_revision,
+            first_revision=first_revision,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    last = stats.first_revision + stats.revisions - 1
+    click.echo(
+        f"Wrote {stats.lines:,} lines in revisions {stats.first_revision}-{last} to {folder} "
+        f"({stats.bad_lines} bad lines, {stats.blank_lines} blank)"
+    )
+
+
 def _standalone(name: str) -> Callable[[], None]:
     def run() -> None:
         cli.main(args=[name, *sys.argv[1:]], prog_name=f"kmdb-{name}")
@@ -150,3 +289,6 @@ def _standalone(name: str) -> Callable[[], None]:
 main = cli
 flush_main = _standalone("flush")
 partition_main = _standalone("partition")
+import_main = _standalone("import")
+work_main = _standalone("work")
+sample_main = _standalone("sample")

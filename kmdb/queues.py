@@ -57,3 +57,71 @@ def clear(settings: Settings, redis: Redis) -> int:
     for own in redis.scan_iter(match=key(settings, "*")):
         redis.delete(own)
     return len(job_ids)
+
+
+# Jobs may run for hours on a large revision; RQ's default of 180 s would kill them.
+JOB_TIMEOUT = 24 * 3600
+ACTIVE = ("queued", "started", "deferred", "scheduled")
+
+
+def revision_job_id(settings: Settings, revision: int) -> str:
+    """One job id per revision, so that enqueueing twice is noticed."""
+    return f"{settings.queue}-revision-{revision}"
+
+
+def enqueue_import(
+    settings: Settings, redis: Redis, source: str, revisions: list[int]
+) -> tuple[list[int], list[int], Job | None]:
+    """Enqueue revision jobs not already waiting or running, then the settle step after them.
+
+    Returns (enqueued, already active, the settle job or None).
+    """
+    from rq.job import Dependency
+
+    from kmdb import jobs
+
+    q = queue(settings, redis)
+    enqueued: list[int] = []
+    active: list[int] = []
+    new_jobs: list[Job] = []
+    for revision in revisions:
+        job_id = revision_job_id(settings, revision)
+        old = q.fetch_job(job_id)
+        if old is not None:
+            if old.get_status(refresh=True) in ACTIVE:
+                active.append(revision)
+                continue
+            old.delete()
+        new_jobs.append(
+            q.enqueue(
+                jobs.import_revision_job,
+                source,
+                revision,
+                job_id=job_id,
+                job_timeout=JOB_TIMEOUT,
+                result_ttl=86400,
+                failure_ttl=7 * 86400,
+                description=f"import revision {revision} from {source}",
+            )
+        )
+        enqueued.append(revision)
+    if not new_jobs:
+        return enqueued, active, None
+    # The settle step runs once after this run's revisions, failed or not (what did
+    # import still gets settled), and after any earlier settle still pending.
+    waits: list[Job] = list(new_jobs)
+    previous = redis.get(key(settings, "settle"))
+    if previous:
+        earlier = q.fetch_job(previous.decode())
+        if earlier is not None and earlier.get_status(refresh=True) in ACTIVE:
+            waits.append(earlier)
+    settle = q.enqueue(
+        jobs.settle_job,
+        depends_on=Dependency(jobs=waits, allow_failure=True),
+        job_timeout=JOB_TIMEOUT,
+        result_ttl=86400,
+        failure_ttl=7 * 86400,
+        description="settle identities after the revisions",
+    )
+    redis.set(key(settings, "settle"), settle.id)
+    return enqueued, active, settle

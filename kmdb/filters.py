@@ -1,0 +1,48 @@
+"""The user's filters: ignored users, whitelisted events, blacklisted properties (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select
+
+from kmdb import schema
+from kmdb.parse import Record
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the three filter tables held when the import started."""
+
+    ignored_users: frozenset[str] = frozenset()
+    whitelisted_events: frozenset[str] = frozenset()
+    blacklisted_properties: frozenset[str] = frozenset()
+
+    def keep(self, record: Record) -> Record | None:
+        """The record as it is to be stored, or None when a filter drops it."""
+        if record.p in self.ignored_users or record.p2 in self.ignored_users:
+            return None
+        if (
+            record.kind == "event"
+            and self.whitelisted_events
+            and record.n not in self.whitelisted_events
+        ):
+            return None
+        if self.blacklisted_properties and record.properties:
+            kept = tuple(p for p in record.properties if p[0] not in self.blacklisted_properties)
+            if len(kept) != len(record.properties):
+                return Record(record.kind, record.t, record.p, record.n, record.p2, kept)
+        return record
+
+
+def load(conn: Connection) -> Filters:
+    """Read the filter tables."""
+
+    def names(table: object) -> frozenset[str]:
+        return frozenset(conn.execute(select(table.c.name)).scalars())  # type: ignore[attr-defined]
+
+    return Filters(
+        names(schema.ignored_users),
+        names(schema.whitelisted_events),
+        names(schema.blacklisted_properties),
+    )

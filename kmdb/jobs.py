@@ -1,0 +1,42 @@
+"""RQ job functions: small, arguments that serialise, the work itself lives elsewhere.
+
+A worker builds its settings from its own environment (DATABASE_URL and the
+rest), so every worker of a pool must be started with the same settings.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine
+
+from kmdb import settings as settings_module
+from kmdb.db import make_engine
+from kmdb.importer import Counts, import_revision
+from kmdb.people import Settled, settle
+from kmdb.source import open_source
+
+log = logging.getLogger(__name__)
+_engines: dict[str, Engine] = {}
+
+
+def _engine() -> tuple[Engine, settings_module.Settings]:
+    settings = settings_module.from_env()
+    if settings.database_url not in _engines:
+        _engines[settings.database_url] = make_engine(settings)
+    return _engines[settings.database_url], settings
+
+
+def import_revision_job(source: str, revision: int) -> dict[str, int]:
+    """Import one revision file of the export at source."""
+    engine, settings = _engine()
+    counts: Counts = import_revision(engine, open_source(source, settings), revision, settings)
+    log.info("Revision %s: %s lines, %s events", revision, counts.lines, counts.events)
+    return {"lines": counts.lines, "events": counts.events, "rejected": counts.rejected}
+
+
+def settle_job() -> dict[str, int]:
+    """Fold new aliases into people and re-point rows, once the revisions are in."""
+    engine, _ = _engine()
+    result: Settled = settle(engine)
+    return {"new_aliases": result.new_aliases, "events_moved": result.events_moved}

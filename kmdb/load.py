@@ -1,0 +1,155 @@
+"""Writing to the database: interning names, and bulk writes (LOAD DATA LOCAL on MySQL)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, Table, bindparam, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from kmdb import schema
+from kmdb.db import is_mysql
+
+log = logging.getLogger(__name__)
+
+# MySQL's deadlock and lock-wait-timeout errors: the statement is safe to retry.
+RETRYABLE = {1205, 1213}
+LOOKUP_BATCH = 1000
+T = TypeVar("T")
+
+
+def retrying(action: Callable[[], T], attempts: int = 8) -> T:
+    """Run action, retrying with backoff on deadlocks and lock-wait timeouts."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except OperationalError as exc:
+            code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+            if code not in RETRYABLE or attempt == attempts - 1:
+                raise
+            delay = min(2.0, 0.05 * 2**attempt)
+            log.info("Retrying after MySQL error %s in %.2fs", code, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Interner:
+    """Ids for names in `keys` or `users`, inserting the missing ones.
+
+    Inserts run in short autocommit transactions of their own, in sorted order:
+    inside a long transaction a worker could not see another worker's new rows
+    (REPEATABLE READ), and unsorted concurrent INSERT IGNOREs deadlock.
+    """
+
+    def __init__(self, engine: Engine, table: Table, column: str, extra: str | None = None) -> None:
+        self.engine = engine
+        self.table = table
+        self.column = table.c[column]
+        self.extra = table.c[extra] if extra else None
+        self.cache: dict[str, Any] = {}
+        verb = "INSERT IGNORE" if is_mysql(engine) else "INSERT OR IGNORE"
+        self._insert = text(
+            f"{verb} INTO {engine.dialect.identifier_preparer.quote(table.name)} "
+            f"({engine.dialect.identifier_preparer.quote(column)}) VALUES (:name)"
+        )
+
+    def _lookup(self, conn: Connection, names: Sequence[str]) -> None:
+        columns = [self.column, self.table.c.id] + ([self.extra] if self.extra is not None else [])
+        query = select(*columns).where(self.column.in_(bindparam("names", expanding=True)))
+        for part in _chunks(names, LOOKUP_BATCH):
+            for row in conn.execute(query, {"names": list(part)}):
+                self.cache[row[0]] = row[1] if self.extra is None else (row[1], row[2])
+
+    def ids(self, names: Iterable[str]) -> dict[str, Any]:
+        """The cache, holding every one of names (id, or (id, extra) with an extra column)."""
+        wanted = sorted({n for n in names if n not in self.cache})
+        if not wanted:
+            return self.cache
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            self._lookup(conn, wanted)
+            missing = [n for n in wanted if n not in self.cache]
+            if missing:
+                for part in _chunks(missing, LOOKUP_BATCH):
+                    retrying(
+                        lambda part=part: conn.execute(self._insert, [{"name": n} for n in part])
+                    )
+                self._lookup(conn, missing)
+        lost = [n for n in wanted if n not in self.cache]
+        if lost:
+            raise RuntimeError(f"{len(lost)} names of {self.table.name} could not be interned")
+        return self.cache
+
+
+# --- Bulk writes --------------------------------------------------------------
+
+_ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\0": "\\0"})
+
+
+def _field(value: object) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_ESCAPE)
+    return str(value)
+
+
+def write_rows(
+    conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple], tmp_dir: str | None
+) -> None:
+    """Insert rows inside the caller's transaction, by LOAD DATA LOCAL on MySQL."""
+    if not rows:
+        return
+    if not is_mysql(conn.engine):
+        names = ", ".join(f'"{c}"' for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
+        return
+    folder = tmp_dir or tempfile.gettempdir()
+    os.makedirs(folder, exist_ok=True)
+    # The file is ours alone: written here, read by LOAD DATA LOCAL, then removed.
+    path = os.path.join(folder, f"kmdb-{table.name}-{os.getpid()}-{uuid.uuid4().hex}.tsv")
+    try:
+        with open(path, "w", encoding="utf-8", newline="\n") as out:
+            out.writelines("\t".join(map(_field, row)) + "\n" for row in rows)
+        quoted = path.replace("\\", "\\\\").replace("'", "\\'")
+        names = ", ".join(f"`{c}`" for c in columns)
+        conn.exec_driver_sql(
+            f"LOAD DATA LOCAL INFILE '{quoted}' INTO TABLE `{table.name}` CHARACTER SET utf8mb4 "
+            "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+            f"({names})"
+        )
+    finally:
+        os.unlink(path)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error is worth retrying (lost connection, deadlock)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = getattr(exc, "orig", None)
+    code = orig.args[0] if orig is not None and getattr(orig, "args", None) else None
+    return code in RETRYABLE or code in (2003, 2006, 2013)
+
+
+EVENT_COLUMNS = ("id", "t", "n", "user_id", "identity_id")
+PROPERTY_COLUMNS = ("id", "t", "key", "value", "user_id", "event_id", "identity_id")
+SIGHTING_COLUMNS = ("revision", "line", "name1", "name2", "t")
+REJECTED_COLUMNS = ("revision", "line", "reason", "text")
+
+TABLES = {
+    "events": (schema.events, EVENT_COLUMNS),
+    "properties": (schema.properties, PROPERTY_COLUMNS),
+    "alias_sightings": (schema.alias_sightings, SIGHTING_COLUMNS),
+    "rejected_lines": (schema.rejected_lines, REJECTED_COLUMNS),
+}

@@ -1,0 +1,166 @@
+"""Settling identities in the database: aliases become people, rows point at canonical ids.
+
+Revision imports record alias lines in `alias_sightings` and write rows against
+the canonical ids known at the time. `settle` runs after them: it folds the
+sightings into `aliases` (one row per pair, earliest time), recomputes every
+person from `aliases`, stores each identity's canonical id in users.canonical_id,
+and re-points events and properties. The result depends only on which lines
+were imported, not on the order the revisions ran in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
+
+from kmdb import schema
+from kmdb.db import is_mysql
+from kmdb.identity import people
+from kmdb.load import Interner
+
+log = logging.getLogger(__name__)
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What a settle changed."""
+
+    sightings: int
+    new_aliases: int
+    people_changed: int
+    events_moved: int
+    properties_moved: int
+
+
+@contextmanager
+def _exclusive(engine: Engine) -> Iterator[None]:
+    """Only one settle at a time on MySQL (SQLite allows one writer anyway)."""
+    if not is_mysql(engine):
+        yield
+        return
+    with engine.connect() as conn:
+        name = "kmdb_settle_" + (conn.execute(text("SELECT DATABASE()")).scalar() or "")
+        conn.execute(text("SELECT GET_LOCK(:n, 86400)"), {"n": name})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+
+
+def _merge_sightings(conn: Connection) -> tuple[int, int]:
+    s, a = schema.alias_sightings, schema.aliases
+    seen = conn.execute(select(s.c.revision, s.c.line, s.c.name1, s.c.name2, s.c.t)).all()
+    if not seen:
+        return 0, 0
+    earliest: dict[tuple[str, str], object] = {}
+    for _, _, name1, name2, t in seen:
+        pair = (name1, name2)
+        if pair not in earliest or t < earliest[pair]:  # type: ignore[operator]
+            earliest[pair] = t
+    existing: dict[tuple[str, str], tuple[int, object]] = {}
+    names1 = sorted({p[0] for p in earliest})
+    query = select(a.c.id, a.c.name1, a.c.name2, a.c.t).where(
+        a.c.name1.in_(bindparam("names", expanding=True))
+    )
+    for start in range(0, len(names1), BATCH):
+        # Positional: Row.t is SQLAlchemy's own attribute, not the column t.
+        for id_, name1, name2, t in conn.execute(query, {"names": names1[start : start + BATCH]}):
+            pair = (name1, name2)
+            if pair in earliest and (pair not in existing or t < existing[pair][1]):
+                existing[pair] = (id_, t)
+    next_id = (conn.execute(select(func.max(a.c.id))).scalar() or 0) + 1
+    new_rows = []
+    for pair in sorted(earliest):
+        if pair not in existing:
+            new_rows.append(
+                {"id": next_id, "name1": pair[0], "name2": pair[1], "t": earliest[pair]}
+            )
+            next_id += 1
+    if new_rows:
+        conn.execute(a.insert(), new_rows)
+    earlier = [
+        {"alias_id": id_, "new_t": earliest[pair]}
+        for pair, (id_, t) in existing.items()
+        if earliest[pair] < t  # type: ignore[operator]
+    ]
+    if earlier:
+        conn.execute(
+            update(a).where(a.c.id == bindparam("alias_id")).values(t=bindparam("new_t")), earlier
+        )
+    keys = [{"r": r, "l": line} for r, line, *_ in seen]
+    delete = s.delete().where(s.c.revision == bindparam("r"), s.c.line == bindparam("l"))
+    for start in range(0, len(keys), BATCH * 10):
+        conn.execute(delete, keys[start : start + BATCH * 10])
+    return len(seen), len(new_rows)
+
+
+def _repoint(conn: Connection, full: bool) -> tuple[int, int]:
+    moved = []
+    for table in ("events", "properties"):
+        if is_mysql(conn.engine):
+            if full:
+                sql = (
+                    f"UPDATE `{table}` r JOIN users u ON r.identity_id = u.id "
+                    "SET r.user_id = COALESCE(u.canonical_id, u.id) "
+                    "WHERE r.user_id <> COALESCE(u.canonical_id, u.id)"
+                )
+            else:
+                # Rows only ever point at an identity of their own person, so one hop
+                # from a non-canonical identity to its canonical one is enough.
+                sql = (
+                    f"UPDATE `{table}` r JOIN users u ON r.user_id = u.id "
+                    "SET r.user_id = u.canonical_id WHERE u.canonical_id IS NOT NULL"
+                )
+        elif full:
+            person = f"(SELECT COALESCE(canonical_id, id) FROM users WHERE users.id = {table}.identity_id)"
+            sql = f"UPDATE {table} SET user_id = {person} WHERE user_id <> {person}"
+        else:
+            sql = (
+                f"UPDATE {table} SET user_id = "
+                f"(SELECT canonical_id FROM users WHERE users.id = {table}.user_id) "
+                "WHERE user_id IN (SELECT id FROM users WHERE canonical_id IS NOT NULL)"
+            )
+        moved.append(conn.execute(text(sql)).rowcount)
+    return moved[0], moved[1]
+
+
+def settle(engine: Engine, full: bool = False) -> Settled:
+    """Fold new alias sightings into aliases, recompute people and re-point rows.
+
+    With full=True every row is re-pointed from the identity it named, as needed
+    after aliases were edited or removed by hand; otherwise only rows that point
+    at an identity that is no longer canonical move.
+    """
+    with _exclusive(engine):
+        with engine.begin() as conn:
+            sightings, new_aliases = _merge_sightings(conn)
+        with engine.connect() as conn:
+            pairs = conn.execute(select(schema.aliases.c.name1, schema.aliases.c.name2)).all()
+        canonical = people((a, b) for a, b in pairs)
+        ids = Interner(engine, schema.users, "name").ids(canonical.keys())
+        wanted = {ids[name]: ids[c] for name, c in canonical.items() if name != c}
+        with engine.begin() as conn:
+            u = schema.users
+            current = dict(
+                conn.execute(
+                    select(u.c.id, u.c.canonical_id).where(u.c.canonical_id.is_not(None))
+                ).all()
+            )
+            changes = [{"uid": i, "cid": c} for i, c in wanted.items() if current.get(i) != c]
+            changes += [{"uid": i, "cid": None} for i in current if i not in wanted]
+            if changes:
+                conn.execute(
+                    update(u)
+                    .where(u.c.id == bindparam("uid"))
+                    .values(canonical_id=bindparam("cid")),
+                    changes,
+                )
+            events_moved, properties_moved = _repoint(conn, full)
+    result = Settled(sightings, new_aliases, len(changes), events_moved, properties_moved)
+    log.info("Settled identities: %s", result)
+    return result

@@ -1,0 +1,98 @@
+"""Finding the revisions to import, importing them in this process, and summing up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, select
+
+from kmdb import schema
+from kmdb.db import create_schema
+from kmdb.importer import Counts, import_revision
+from kmdb.people import settle
+from kmdb.settings import Settings
+from kmdb.source import Source, find_new
+
+
+def new_revisions(engine: Engine, source: Source, settings: Settings) -> list[int]:
+    """Revisions of the source that are not fully imported yet, in numeric order."""
+    r = schema.revisions
+    with engine.connect() as conn:
+        done = set(conn.execute(select(r.c.number).where(r.c.status == "done")).scalars())
+    start = max(done) + 1 if done else max(1, settings.min_revision)
+    return find_new(source, done, settings, start)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The database's totals after an import."""
+
+    revisions: int
+    lines: int
+    events: int
+    properties: int
+    people: int
+    aliases: int
+    rejected: int
+
+    def lines_of_text(self, seconds: float | None = None) -> list[str]:
+        """The summary as printed by kmdb-import."""
+        shown = [
+            f"revisions  {self.revisions:>12,}",
+            f"lines      {self.lines:>12,}",
+            f"events     {self.events:>12,}",
+            f"properties {self.properties:>12,}",
+            f"people     {self.people:>12,}",
+            f"aliases    {self.aliases:>12,}",
+            f"rejected   {self.rejected:>12,}",
+        ]
+        if seconds is not None:
+            shown.append(f"seconds    {seconds:>12,.1f}")
+        return shown
+
+
+def summary(engine: Engine) -> Summary:
+    """Count what the database holds."""
+    r = schema.revisions
+
+    def count(table: object, *where: object) -> int:
+        query = select(func.count()).select_from(table)  # type: ignore[arg-type]
+        return conn.execute(query.where(*where)).scalar_one()  # type: ignore[arg-type]
+
+    with engine.connect() as conn:
+        done = conn.execute(
+            select(func.count(), func.coalesce(func.sum(r.c.lines_done), 0)).where(
+                r.c.status == "done"
+            )
+        ).one()
+        return Summary(
+            revisions=done[0],
+            lines=int(done[1]),
+            events=count(schema.events),
+            properties=count(schema.properties),
+            people=count(schema.users, schema.users.c.canonical_id.is_(None)),
+            aliases=count(schema.aliases),
+            rejected=count(schema.rejected_lines),
+        )
+
+
+def import_inline(
+    engine: Engine,
+    source: Source,
+    settings: Settings,
+    revisions: list[int],
+    on_chunk: Callable[[Counts], None] | None = None,
+    on_revision: Callable[[int], None] | None = None,
+) -> tuple[Counts, float]:
+    """Import the revisions in this process, then settle identities: the jobs' code, no Redis."""
+    started = time.perf_counter()
+    create_schema(engine)
+    total = Counts()
+    for revision in revisions:
+        total.add(import_revision(engine, source, revision, settings, on_chunk))
+        if on_revision:
+            on_revision(revision)
+    settle(engine)
+    return total, time.perf_counter() - started

@@ -1,0 +1,243 @@
+"""Where revision files come from: an S3 bucket (the only boto3 user) or a local folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from kmdb.errors import ConfigError, SourceError
+from kmdb.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+_REVISION = re.compile(r"(?:^|/)revisions/(\d+)\.json$")
+
+
+class Source(Protocol):
+    """A KM export: revision files by number."""
+
+    name: str
+
+    def list_revisions(self) -> list[int] | None:
+        """Revision numbers present, sorted; None when listing is not allowed."""
+
+    def exists(self, revision: int) -> bool:
+        """Whether revisions/N.json is there."""
+
+    def size(self, revision: int) -> int | None:
+        """The file's size in bytes, if known."""
+
+    def chunks(self, revision: int, offset: int = 0) -> Iterator[bytes]:
+        """The file's bytes from offset on, in chunks."""
+
+
+def revision_numbers(keys: Iterator[str]) -> list[int]:
+    """The N of every revisions/N.json among object keys or paths."""
+    found = set()
+    for key in keys:
+        match = _REVISION.search(key)
+        if match:
+            found.add(int(match.group(1)))
+    return sorted(found)
+
+
+def lines(chunks: Iterator[bytes], offset: int = 0) -> Iterator[tuple[bytes, int]]:
+    """Split chunks into lines (without the newline), each with the byte offset after it.
+
+    We split ourselves: botocore's iter_lines is quadratic on long lines.
+    """
+    rest = b""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        data = rest + chunk if rest else chunk
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            offset += end + 1 - start
+            yield data[start:end], offset
+            start = end + 1
+        rest = data[start:]
+    if rest:
+        offset += len(rest)
+        yield rest, offset
+
+
+class LocalSource:
+    """An export copied to a folder: FOLDER/revisions/N.json."""
+
+    def __init__(self, folder: str) -> None:
+        self.root = Path(folder)
+        self.name = str(self.root)
+        if not self.root.is_dir():
+            raise ConfigError(
+                f"The export folder {folder} does not exist; pass --source with a folder "
+                "that holds revisions/N.json, or s3://bucket."
+            )
+
+    def _path(self, revision: int) -> Path:
+        return self.root / "revisions" / f"{revision}.json"
+
+    def list_revisions(self) -> list[int] | None:
+        folder = self.root / "revisions"
+        if not folder.is_dir():
+            return []
+        return revision_numbers(f"revisions/{p.name}" for p in folder.iterdir())
+
+    def exists(self, revision: int) -> bool:
+        return self._path(revision).is_file()
+
+    def size(self, revision: int) -> int | None:
+        return self._path(revision).stat().st_size if self.exists(revision) else None
+
+    def chunks(self, revision: int, offset: int = 0) -> Iterator[bytes]:
+        try:
+            handle = self._path(revision).open("rb")
+        except OSError as exc:
+            raise SourceError(f"Cannot read revision {revision} in {self.name}: {exc}.") from exc
+        with handle:
+            handle.seek(offset)
+            while chunk := handle.read(CHUNK):
+                yield chunk
+
+
+class S3Source:
+    """An export in a bucket: s3://bucket[/prefix]/revisions/N.json, read with boto3."""
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        import boto3
+        from botocore.config import Config
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ConfigError("The source s3:// needs a bucket name, e.g. s3://my-km-export.")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.name = url
+        self.settings = settings
+        # Adaptive retries back off on throttling (503 SlowDown) as well as on errors.
+        config = Config(retries={"max_attempts": 10, "mode": "adaptive"})
+        self.client = boto3.client("s3", config=config)
+
+    def _key(self, revision: int) -> str:
+        return f"{self.prefix}revisions/{revision}.json"
+
+    def _error(self, exc: Exception, what: str) -> SourceError:
+        return SourceError(f"Cannot {what} in {self.name}: {exc}.")
+
+    def list_revisions(self) -> list[int] | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        paginator = self.client.get_paginator("list_objects_v2")
+        keys: list[str] = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}revisions/"):
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("AccessDenied", "403"):
+                log.info("Listing %s is not allowed; probing revision numbers instead", self.name)
+                return None
+            if code == "NoSuchBucket":
+                raise SourceError(
+                    f"The bucket {self.bucket} does not exist; check --source or AWS_BUCKET."
+                ) from None
+            raise self._error(exc, "list revisions") from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, "list revisions") from exc
+        return revision_numbers(iter(keys))
+
+    def _head(self, revision: int) -> dict | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(revision))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._error(exc, f"look up revision {revision}") from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, f"look up revision {revision}") from exc
+
+    def exists(self, revision: int) -> bool:
+        return self._head(revision) is not None
+
+    def size(self, revision: int) -> int | None:
+        head = self._head(revision)
+        return int(head["ContentLength"]) if head else None
+
+    def _local_copy(self, revision: int) -> Path | None:
+        """With KMDB_KEEP_FILES, the file is downloaded once to KMDB_TMP_DIR and kept."""
+        if not self.settings.keep_files:
+            return None
+        folder = Path(self.settings.tmp_dir or tempfile.gettempdir()) / "kmdb" / self.bucket
+        path = folder / self.prefix / "revisions" / f"{revision}.json"
+        size = self.size(revision)
+        if path.is_file() and path.stat().st_size == size:
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".part{os.getpid()}")
+        try:
+            self.client.download_file(self.bucket, self._key(revision), str(partial))
+        except Exception as exc:
+            partial.unlink(missing_ok=True)
+            raise self._error(exc, f"download revision {revision}") from exc
+        shutil.move(partial, path)
+        return path
+
+    def chunks(self, revision: int, offset: int = 0) -> Iterator[bytes]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        local = self._local_copy(revision)
+        if local is not None:
+            yield from LocalSource(str(local.parents[1])).chunks(revision, offset)
+            return
+        args = {"Bucket": self.bucket, "Key": self._key(revision)}
+        if offset:
+            args["Range"] = f"bytes={offset}-"
+        try:
+            body = self.client.get_object(**args)["Body"]
+            yield from body.iter_chunks(CHUNK)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, f"read revision {revision}") from exc
+
+
+def open_source(spec: str | None, settings: Settings) -> Source:
+    """The source named by --source, KMDB_SOURCE or AWS_BUCKET."""
+    spec = spec or settings.source
+    if not spec:
+        raise ConfigError(
+            "No export to import: pass --source (a folder or s3://bucket), "
+            "or set KMDB_SOURCE or AWS_BUCKET."
+        )
+    if spec.startswith("s3://"):
+        return S3Source(spec, settings)
+    return LocalSource(spec)
+
+
+def find_new(source: Source, done: set[int], settings: Settings, start: int) -> list[int]:
+    """Revision numbers to import, per the contract's "Finding work"."""
+    listed = source.list_revisions()
+    if listed is not None:
+        return [n for n in listed if n >= settings.min_revision and n not in done]
+    # Listing is denied: probe upwards until LOOKAHEAD numbers in a row are missing.
+    found, missing, n = [], 0, max(start, settings.min_revision)
+    while missing < settings.revision_lookahead:
+        if n in done:
+            missing = 0
+        elif source.exists(n):
+            found.append(n)
+            missing = 0
+        else:
+            missing += 1
+        n += 1
+    return found
