@@ -1,0 +1,363 @@
+"""The import against the contract, on SQLite and MariaDB, compared with an independent model."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, create_engine, text
+
+from kmdb.db import create_schema
+from kmdb.flush import flush
+from kmdb.importer import import_revision
+from kmdb.people import settle
+from kmdb.run import import_inline, new_revisions, summary
+from kmdb.sample import write_sample
+from kmdb.settings import Settings
+from kmdb.source import LocalSource
+from tests.model import assert_same, dump, expected, read_export
+
+
+def write_export(folder: Path, revisions: dict[int, list[bytes]]) -> Path:
+    (folder / "revisions").mkdir(parents=True, exist_ok=True)
+    for number, lines in revisions.items():
+        (folder / "revisions" / f"{number}.json").write_bytes(
+            b"".join(line + b"\n" for line in lines)
+        )
+    return folder
+
+
+def line(**fields: object) -> bytes:
+    return orjson.dumps(fields)
+
+
+def run_import(engine: Engine, folder: Path, settings: Settings) -> list[int]:
+    source = LocalSource(str(folder))
+    create_schema(engine)
+    todo = new_revisions(engine, source, settings)
+    import_inline(engine, source, settings, todo)
+    return todo
+
+
+def test_sample_export_matches_the_model(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 6_000, seed=3, lines_per_revision=700, first_revision=140)
+    settings = settings.replace(batch_size=500)
+    assert run_import(engine, folder, settings)[0] == 140
+    wanted = expected(read_export(folder))
+    assert_same(dump(engine), wanted)
+    assert len(wanted.aliases) > 50 and len(wanted.rejected) > 5
+
+
+def test_filters_apply(engine: Engine, settings: Settings, tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 3_000, seed=5, lines_per_revision=1_000)
+    lines = read_export(folder)
+    create_schema(engine)
+    people = [
+        r.p
+        for raw in lines[1]
+        if (r := __import__("kmdb.parse").parse.parse_line(raw)) and hasattr(r, "p")
+    ]
+    ignored = frozenset(people[:3])
+    with engine.begin() as conn:
+        for name in sorted(ignored):
+            conn.execute(text("INSERT INTO ignored_users (name) VALUES (:n)"), {"n": name})
+        conn.execute(
+            text("INSERT INTO whitelisted_events (name) VALUES ('purchased'), ('signed up')")
+        )
+        conn.execute(text("INSERT INTO blacklisted_properties (name) VALUES ('url'), ('plan')"))
+    run_import(engine, folder, settings)
+    wanted = expected(
+        lines,
+        ignored=ignored,
+        whitelist=frozenset({"purchased", "signed up"}),
+        blacklist=frozenset({"url", "plan"}),
+    )
+    assert_same(dump(engine), wanted)
+    assert {e[1] for e in wanted.events} == {"purchased", "signed up"}
+
+
+def test_transitive_aliases_across_files_and_runs(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    write_export(
+        folder,
+        {
+            7: [
+                line(_n="visited", _p="anon-b", _t=100, url="x"),
+                line(_p="anon-b", _t=101, plan="free"),
+                line(_n="visited", _p="zed", _t=102),
+            ],
+            8: [line(_p="anon-b", _p2="bob@x", _t=200), line(_n="paid", _p="bob@x", _t=201)],
+        },
+    )
+    run_import(engine, folder, settings)
+    result = dump(engine)
+    assert {(e[1], e[2]) for e in result.events} == {
+        ("visited", "anon-b"),
+        ("paid", "anon-b"),
+        ("visited", "zed"),
+    }
+    # A later run brings a numeric account that joins bob's person: it becomes canonical,
+    # and so does the link through "zed".
+    write_export(
+        folder, {9: [line(_p="42", _p2="bob@x", _t=300), line(_p2="zed", _p="42", _t=301)]}
+    )
+    assert run_import(engine, folder, settings) == [9]
+    result = dump(engine)
+    assert {e[2] for e in result.events} == {"42"}
+    assert {s[1] for s in result.sets} == {"42"}
+    assert result.aliases == {
+        ("anon-b", "bob@x", "1970-01-01 00:03:20"),
+        ("42", "bob@x", "1970-01-01 00:05:00"),
+        ("42", "zed", "1970-01-01 00:05:01"),
+    }
+    assert_same(result, expected(read_export(folder)))
+
+
+def test_alias_rules(engine: Engine, settings: Settings, tmp_path: Path) -> None:
+    folder = write_export(
+        tmp_path / "export",
+        {
+            1: [
+                line(_p="12", _p2="34", _t=10),  # two accounts: ignored
+                line(_p="a", _p2="a", _t=11),  # itself: ignored
+                line(_p="b", _p2="a", _t=50),  # stored as (a, b)
+                line(_p="a", _p2="b", _t=20),  # same pair, earlier
+                line(_p="x", _p2=7, _t=30),  # numeric first
+                line(_p="007", _p2="x", _t=31),  # 007 and 7 tie by value: lower text wins
+                line(_n="e", _p="x", _t=40),
+                line(_n="e", _p="12", _t=41),
+                line(_n="e", _p="34", _t=42),
+                line(_n="e", _p="b", _t=43),
+            ]
+        },
+    )
+    run_import(engine, folder, settings)
+    result = dump(engine)
+    assert result.aliases == {
+        ("a", "b", "1970-01-01 00:00:20"),
+        ("7", "x", "1970-01-01 00:00:30"),
+        ("007", "x", "1970-01-01 00:00:31"),
+    }
+    assert sorted(e[2] for e in result.events) == ["007", "12", "34", "a"]
+
+
+def test_names_with_awkward_characters_round_trip(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    awkward = [
+        "tab\there",
+        "new\nline",
+        "back\\slash",
+        'quo"te',
+        "nul\0byte",
+        "emoji 😀",
+        "trail ",
+        "\\N",
+        "cr\r",
+    ]
+    folder = write_export(
+        tmp_path / "export",
+        {
+            1: [
+                line(_n=name, _p=name, _t=1_000_000 + i, **{name: name})
+                for i, name in enumerate(awkward)
+            ]
+        },
+    )
+    run_import(engine, folder, settings)
+    result = dump(engine)
+    assert sorted(result.events) == sorted(
+        (e[0], e[1], e[2], e[3]) for e in expected(read_export(folder)).events
+    )
+    assert {e[2] for e in result.events} == set(awkward)
+    assert {e[3] for e in result.events} == {((n, n),) for n in awkward}
+
+
+def test_people_differ_by_case_and_trailing_space(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    folder = write_export(
+        tmp_path / "export",
+        {1: [line(_n="e", _p=p, _t=5) for p in ("bob", "Bob", "bob ", "böb")]},
+    )
+    run_import(engine, folder, settings)
+    assert sorted(e[2] for e in dump(engine).events) == sorted(["bob", "Bob", "bob ", "böb"])
+
+
+def test_rejected_lines_are_recorded_and_the_rest_goes_on(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    folder = write_export(
+        tmp_path / "export",
+        {
+            3: [
+                line(_n="ok", _p="a", _t=1),
+                b'{"_n":"viewed","_p":"x","_t":13511',
+                b"",
+                line(_n="ok", _p="a", _t="yesterday"),
+                line(_n="ok", _p="b", _t=2),
+            ]
+        },
+    )
+    run_import(engine, folder, settings)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT revision, line, reason, text FROM rejected_lines ORDER BY line")
+        ).all()
+    assert [(r[0], r[1]) for r in rows] == [(3, 2), (3, 4)]
+    assert rows[0][2].startswith("not valid JSON")
+    assert rows[0][3] == '{"_n":"viewed","_p":"x","_t":13511'
+    assert "_t is not a time" in rows[1][2]
+    assert len(dump(engine).events) == 2
+    assert summary(engine).rejected == 2
+
+
+def test_importing_twice_changes_nothing(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 2_000, seed=9, lines_per_revision=500)
+    run_import(engine, folder, settings)
+    first = dump(engine)
+    assert run_import(engine, folder, settings) == []
+    source = LocalSource(str(folder))
+    again = import_revision(engine, source, 1, settings)
+    assert again.lines == 0
+    settle(engine)
+    assert_same(dump(engine), first)
+
+
+class Interrupted(Exception):
+    pass
+
+
+class FlakySource(LocalSource):
+    """A folder source whose reads stop after some chunks, like a killed worker."""
+
+    def __init__(self, folder: str, fail_after: int) -> None:
+        super().__init__(folder)
+        self.fail_after = fail_after
+
+    def chunks(self, revision: int, offset: int = 0):
+        for i, chunk in enumerate(super().chunks(revision, offset)):
+            if i >= self.fail_after:
+                raise Interrupted("stopped")
+            yield chunk
+
+
+def test_an_interrupted_import_resumes_exactly(
+    engine: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 4_000, seed=11, lines_per_revision=4_000)
+    monkeypatch.setattr("kmdb.source.CHUNK", 4096)
+    settings = settings.replace(batch_size=97)
+    create_schema(engine)
+    for fail_after in (3, 20, 30):
+        with pytest.raises(Interrupted):
+            import_revision(engine, FlakySource(str(folder), fail_after), 1, settings)
+    with engine.connect() as conn:
+        status = conn.execute(text("SELECT status, lines_done FROM revisions")).one()
+    assert status[0] == "failed" and 0 < status[1] < 4_000
+    run_import(engine, folder, settings)
+    assert_same(dump(engine), expected(read_export(folder)))
+
+
+def test_revisions_are_found_from_any_number(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    folder = write_export(
+        tmp_path / "export",
+        {n: [line(_n="e", _p="a", _t=n)] for n in (140, 141, 150, 1000)},
+    )
+    (folder / "hello.txt").write_text("hi")
+    (folder / "revisions" / "notes.txt").write_text("not a revision")
+    create_schema(engine)
+    source = LocalSource(str(folder))
+    assert new_revisions(engine, source, settings) == [140, 141, 150, 1000]
+    assert new_revisions(engine, source, settings.replace(min_revision=150)) == [150, 1000]
+
+
+class NoListing(LocalSource):
+    def list_revisions(self):
+        return None
+
+
+def test_without_listing_revisions_are_probed(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    folder = write_export(
+        tmp_path / "export", {n: [line(_n="e", _p="a", _t=n)] for n in (1, 2, 5, 20)}
+    )
+    create_schema(engine)
+    source = NoListing(str(folder))
+    assert new_revisions(engine, source, settings.replace(revision_lookahead=3)) == [1, 2, 5]
+    assert new_revisions(engine, source, settings.replace(revision_lookahead=15)) == [1, 2, 5, 20]
+    import_inline(engine, source, settings, [1, 2])
+    assert new_revisions(engine, source, settings.replace(revision_lookahead=3)) == [5]
+
+
+# --- Any order and any split of the same lines gives the same rows --------------------
+
+IDENTITIES = ["1", "2", "07", "7", "a", "b", "c", "B", "b ", "é"]
+record = st.one_of(
+    st.builds(
+        lambda p, t, n, v: line(_n=n, _p=p, _t=t, prop=v),
+        st.sampled_from(IDENTITIES),
+        st.integers(0, 50),
+        st.sampled_from(["x", "y"]),
+        st.integers(0, 3),
+    ),
+    st.builds(
+        lambda p, t: line(_p=p, _t=t, plan="gold"), st.sampled_from(IDENTITIES), st.integers(0, 50)
+    ),
+    st.builds(
+        lambda p, p2, t: line(_p=p, _p2=p2, _t=t),
+        st.sampled_from(IDENTITIES),
+        st.sampled_from(IDENTITIES),
+        st.integers(0, 50),
+    ),
+    st.just(b"{broken"),
+)
+
+
+@hsettings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    lines=st.lists(record, min_size=1, max_size=30),
+    cuts=st.lists(st.integers(0, 30), max_size=4),
+    seed=st.integers(0, 99),
+)
+def test_any_order_and_split_gives_the_same_rows(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[bytes], cuts: list[int], seed: int
+) -> None:
+    folder = tmp_path_factory.mktemp("export")
+    bounds = sorted({0, len(lines), *(min(c, len(lines)) for c in cuts)})
+    revisions = {
+        i + 1: lines[a:b] for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)) if b > a
+    }
+    write_export(folder, revisions)
+    engine = create_engine(f"sqlite:///{folder / 'db.sqlite3'}")
+    flush(engine)
+    order = list(revisions)
+    rng = random.Random(seed)
+    rng.shuffle(order)
+    source = LocalSource(str(folder))
+    settings = Settings(batch_size=rng.randint(1, 5))
+    for number in order:
+        import_revision(engine, source, number, settings)
+        if rng.random() < 0.5:
+            settle(engine)
+    settle(engine)
+    # The contract numbers lines per file; the model needs the same files.
+    assert_same(dump(engine), expected(revisions))
