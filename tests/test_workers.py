@@ -1,0 +1,108 @@
+"""The real commands end to end: S3 (moto's server), Redis, RQ workers, MariaDB."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+from redis import Redis
+from rq import Queue
+from sqlalchemy import create_engine
+
+from kmdb.sample import write_sample
+from tests.conftest import REDIS_URL, upload_export
+from tests.helpers import BIN, run
+from tests.model import assert_same, dump, expected, read_export
+
+
+def _workers(count: int, env: dict[str, str]) -> list[subprocess.CompletedProcess]:
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "kmdb-work"), "--burst"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(count)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return results
+
+
+def test_s3_export_with_two_workers_on_mariadb(
+    mysql_url: str, redis_queue: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 12_000, seed=21, lines_per_revision=1_500, first_revision=140)
+    bucket = f"km-{uuid.uuid4().hex[:8]}"
+    upload_export(folder, bucket, prefix="dump/")
+    env = {**cli_env, **s3_env, "DATABASE_URL": mysql_url, "KMDB_QUEUE": redis_queue, "KMDB_BATCH_SIZE": "400"}
+    run("kmdb-flush", env=env)
+
+    first = run("kmdb-import", "--source", f"s3://{bucket}/dump", env=env)
+    assert "Enqueued 8 revisions (140-147)" in first.stdout
+    again = run("kmdb", "import", "--source", f"s3://{bucket}/dump", env=env)
+    assert "Already queued or running: 8 revisions (140-147)" in again.stdout
+    queue = Queue(redis_queue, connection=Redis.from_url(REDIS_URL))
+    assert queue.count == 8  # nothing enqueued twice
+
+    for result in _workers(2, env):
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert queue.failed_job_registry.count == 0
+    engine = create_engine(mysql_url)
+    assert_same(dump(engine), expected(read_export(folder)))
+
+    done = run("kmdb-import", "--source", f"s3://{bucket}/dump", env=env)
+    assert "Nothing new to import" in done.stdout
+
+
+def test_new_revisions_in_a_later_run_re_point_older_rows(
+    mysql_url: str, redis_queue: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 6_000, seed=4, lines_per_revision=1_000)
+    later = {p.name: p.read_bytes() for p in (folder / "revisions").glob("*.json") if int(p.stem) > 3}
+    for name in later:
+        (folder / "revisions" / name).unlink()
+    bucket = f"km-{uuid.uuid4().hex[:8]}"
+    upload_export(folder, bucket)
+    env = {**cli_env, **s3_env, "DATABASE_URL": mysql_url, "KMDB_QUEUE": redis_queue, "AWS_BUCKET": bucket}
+    run("kmdb-import", env=env)
+    assert all(r.returncode == 0 for r in _workers(1, env))
+    assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
+
+    for name, data in later.items():
+        (folder / "revisions" / name).write_bytes(data)
+    upload_export_more = __import__("boto3").client("s3")
+    for name, data in later.items():
+        upload_export_more.put_object(Bucket=bucket, Key=f"revisions/{name}", Body=data)
+    second = run("kmdb-import", env=env)
+    assert "Enqueued 3 revisions (4-6)" in second.stdout
+    assert all(r.returncode == 0 for r in _workers(2, env))
+    assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
+
+
+def test_inline_import_prints_a_summary(sqlite_url: str, cli_env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    sample = run("kmdb-sample", str(folder), "--lines", "3000", "--seed", "2", env=cli_env)
+    assert "Wrote 3,000 lines in revisions 1-2" in sample.stdout
+    env = {**cli_env, "DATABASE_URL": sqlite_url}
+    out = run("kmdb-import", "--inline", "--source", str(folder), env=env).stdout
+    wanted = expected(read_export(folder))
+    assert f"revisions  {2:>12,}" in out
+    assert f"events     {sum(wanted.events.values()):>12,}" in out
+    assert f"rejected   {len(wanted.rejected):>12,}" in out
+    assert_same(dump(create_engine(sqlite_url)), wanted)
+
+
+def test_a_missing_source_is_one_sentence(sqlite_url: str, cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "DATABASE_URL": sqlite_url}
+    missing = run("kmdb-import", "--inline", env=env, check=False)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        "Error: No export to import: pass --source (a folder or s3://bucket), or set KMDB_SOURCE or AWS_BUCKET."
+    )
+    nowhere = run("kmdb-import", "--inline", "--source", "/no/such/folder", env=env, check=False)
+    assert nowhere.returncode == 2
+    assert "The export folder /no/such/folder does not exist" in nowhere.stderr
