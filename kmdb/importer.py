@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 ID_BASE = 10**12
 # Rejected lines keep this many characters of their text.
 REJECTED_TEXT_CHARS = 65_536
+# Each revision logs this many rejected lines one by one, then only their count.
+REJECTIONS_LOGGED = 5
 
 
 class ConcurrentImport(KmdbError):
@@ -264,4 +266,10 @@ def import_revision(
     _set_status(
         engine, revision, status="done", finished_at=dt.datetime.now(dt.UTC).replace(tzinfo=None)
     )
+    if job.counts.rejected > REJECTIONS_LOGGED:
+        log.warning(
+            "Revision %s: %s lines rejected in all; they are in the rejected_lines table.",
+            revision,
+            job.counts.rejected,
+        )
     return job.counts

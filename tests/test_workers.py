@@ -19,7 +19,11 @@ from tests.model import assert_same, dump, expected, read_export
 def _workers(count: int, env: dict[str, str]) -> list[subprocess.CompletedProcess]:
     procs = [
         subprocess.Popen(
-            [str(BIN / "kmdb-work"), "--burst"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [str(BIN / "kmdb-work"), "--burst"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(count)
     ]
@@ -31,13 +35,23 @@ def _workers(count: int, env: dict[str, str]) -> list[subprocess.CompletedProces
 
 
 def test_s3_export_with_two_workers_on_mariadb(
-    mysql_url: str, redis_queue: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
+    mysql_url: str,
+    redis_queue: str,
+    s3_env: dict[str, str],
+    cli_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
     write_sample(folder, 12_000, seed=21, lines_per_revision=1_500, first_revision=140)
     bucket = f"km-{uuid.uuid4().hex[:8]}"
     upload_export(folder, bucket, prefix="dump/")
-    env = {**cli_env, **s3_env, "DATABASE_URL": mysql_url, "KMDB_QUEUE": redis_queue, "KMDB_BATCH_SIZE": "400"}
+    env = {
+        **cli_env,
+        **s3_env,
+        "DATABASE_URL": mysql_url,
+        "KMDB_QUEUE": redis_queue,
+        "KMDB_BATCH_SIZE": "400",
+    }
     run("kmdb-flush", env=env)
 
     first = run("kmdb-import", "--source", f"s3://{bucket}/dump", env=env)
@@ -58,16 +72,28 @@ def test_s3_export_with_two_workers_on_mariadb(
 
 
 def test_new_revisions_in_a_later_run_re_point_older_rows(
-    mysql_url: str, redis_queue: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
+    mysql_url: str,
+    redis_queue: str,
+    s3_env: dict[str, str],
+    cli_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
     write_sample(folder, 6_000, seed=4, lines_per_revision=1_000)
-    later = {p.name: p.read_bytes() for p in (folder / "revisions").glob("*.json") if int(p.stem) > 3}
+    later = {
+        p.name: p.read_bytes() for p in (folder / "revisions").glob("*.json") if int(p.stem) > 3
+    }
     for name in later:
         (folder / "revisions" / name).unlink()
     bucket = f"km-{uuid.uuid4().hex[:8]}"
     upload_export(folder, bucket)
-    env = {**cli_env, **s3_env, "DATABASE_URL": mysql_url, "KMDB_QUEUE": redis_queue, "AWS_BUCKET": bucket}
+    env = {
+        **cli_env,
+        **s3_env,
+        "DATABASE_URL": mysql_url,
+        "KMDB_QUEUE": redis_queue,
+        "AWS_BUCKET": bucket,
+    }
     run("kmdb-import", env=env)
     assert all(r.returncode == 0 for r in _workers(1, env))
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
@@ -83,7 +109,9 @@ def test_new_revisions_in_a_later_run_re_point_older_rows(
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 
 
-def test_inline_import_prints_a_summary(sqlite_url: str, cli_env: dict[str, str], tmp_path: Path) -> None:
+def test_inline_import_prints_a_summary(
+    sqlite_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
     folder = tmp_path / "export"
     sample = run("kmdb-sample", str(folder), "--lines", "3000", "--seed", "2", env=cli_env)
     assert "Wrote 3,000 lines in revisions 1-2" in sample.stdout
