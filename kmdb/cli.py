@@ -170,18 +170,24 @@ def import_(source: str | None, inline: bool) -> None:
         return
     from kmdb import queues
     from kmdb.run import new_revisions
+    from kmdb.schedule import enqueue_import
 
     redis = queues.connect(settings)
     todo = new_revisions(engine, src, settings)
-    enqueued, active, settle = queues.enqueue_import(settings, redis, src.name, todo)
+    plan = enqueue_import(settings, redis, engine, src.name, todo)
+    enqueued, active = plan.enqueued, plan.active
+    if plan.dead:
+        click.echo(f"Found {len(plan.dead)} jobs of workers that died; planned them again.")
     where = f"queue {settings.queue!r} at {mask_url(settings.redis_url)}"
     if enqueued:
         click.echo(f"Enqueued {len(enqueued)} revisions ({_ranges(enqueued)}) on {where},")
-        click.echo("then a settle step that merges aliases once they are done.")
+        click.echo("as a scan for aliases, a settle step, the import, and a final settle.")
     if active:
         click.echo(f"Already queued or running: {len(active)} revisions ({_ranges(active)}).")
     if not enqueued and not active:
         click.echo(f"Nothing new to import in {src.name}.")
+        if plan.settle is not None:
+            click.echo("Enqueued a settle step for aliases left by an interrupted one.")
     if enqueued:
         click.echo("Run kmdb-work (or kmdb-pool) to import them.")
 
@@ -230,17 +236,13 @@ def work(burst: bool) -> None:
 
         kmdb work --burst
     """
-    from rq import Worker
-
-    from kmdb import queues
+    from kmdb.workers import work as run_worker
 
     settings = _settings()
-    redis = queues.connect(settings)
     logging.getLogger().setLevel(logging.INFO)
-    worker = Worker([queues.queue(settings, redis)], connection=redis)
-    worker.work(burst=burst, logging_level="INFO")
-    if burst and worker.failed_job_count:
-        click.echo(f"Error: {worker.failed_job_count} jobs failed; see kmdb-status.", err=True)
+    _done, failed = run_worker(settings, burst)
+    if failed:
+        click.echo(f"Error: {failed} jobs failed; see kmdb-status.", err=True)
         sys.exit(1)
 
 

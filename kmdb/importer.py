@@ -1,8 +1,11 @@
 """Importing one revision file: source -> parse -> filters -> identities -> bulk load.
 
-Lines are read in chunks of KMDB_BATCH_SIZE; each chunk's rows and the revision's
-progress commit in one transaction, so an interrupted import resumes exactly
-where its last commit left it, from the same byte offset.
+A revision goes through two passes. The scan records its alias lines in
+`alias_sightings`, so that the settle step between the passes knows every
+person before a single event is written. The import then writes events and
+properties against canonical identities, in chunks of KMDB_BATCH_SIZE lines:
+each chunk's rows and the revision's progress commit in one transaction, so an
+interrupted import resumes exactly where its last commit left it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, insert, select, update
@@ -20,6 +23,7 @@ from kmdb import schema
 from kmdb.errors import KmdbError
 from kmdb.identity import alias_pair
 from kmdb.load import TABLES, Interner, retrying, write_rows
+from kmdb.locks import held
 from kmdb.parse import Record, Rejection, parse_line
 from kmdb.settings import Settings
 from kmdb.source import Source, lines
@@ -64,7 +68,12 @@ def timestamp(t: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
 
 
-def _ensure_row(engine: Engine, revision: int) -> dict:
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def revision_state(engine: Engine, revision: int) -> dict:
+    """The revision's progress row, created if missing."""
     stmt = (
         insert(schema.revisions)
         .values(number=revision, status="pending")
@@ -84,6 +93,27 @@ def _set_status(engine: Engine, revision: int, **values: object) -> None:
         conn.execute(
             update(schema.revisions).where(schema.revisions.c.number == revision).values(**values)
         )
+
+
+def _batches(
+    source: Source, revision: int, size: int, offset: int = 0, line_no: int = 0
+) -> Iterator[tuple[list[tuple[int, bytes]], int]]:
+    """(batch of (line number, raw line), byte offset after it) from offset on."""
+    batch: list[tuple[int, bytes]] = []
+    end = offset
+    for raw, end in lines(source.chunks(revision, offset), offset):
+        line_no += 1
+        batch.append((line_no, raw))
+        if len(batch) >= size:
+            yield batch, end
+            batch = []
+    if batch:
+        yield batch, end
+
+
+def _may_be_alias(raw: bytes) -> bool:
+    # A key _p2 is spelled out in the line, unless written with \\u escapes.
+    return b"_p2" in raw or b"\\u" in raw
 
 
 class RevisionImport:
@@ -107,37 +137,69 @@ class RevisionImport:
         self.counts.timings[stage] = self.counts.timings.get(stage, 0.0) + now - since
         return now
 
-    def chunk(self, batch: list[tuple[int, bytes]], end_offset: int) -> Counts:
-        """Import one chunk of (line number, raw line) and commit it with the progress."""
-        started = time.perf_counter()
+    def _records(
+        self, batch: list[tuple[int, bytes]], rejected: list[tuple] | None
+    ) -> list[tuple[int, Record]]:
         records: list[tuple[int, Record]] = []
-        rejected: list[tuple] = []
         for line_no, raw in batch:
+            if rejected is None and not _may_be_alias(raw):
+                continue
             parsed = parse_line(raw)
             if parsed is None:
                 continue
             if isinstance(parsed, Rejection):
-                log.warning(
-                    "Revision %s, line %s rejected: %s", self.revision, line_no, parsed.reason
-                )
-                rejected.append(
-                    (self.revision, line_no, parsed.reason, parsed.text[:REJECTED_TEXT_CHARS])
-                )
+                if rejected is None:
+                    continue
+                if self.counts.rejected + len(rejected) < REJECTIONS_LOGGED:
+                    log.warning(
+                        "Revision %s, line %s rejected: %s", self.revision, line_no, parsed.reason
+                    )
+                text = parsed.text[:REJECTED_TEXT_CHARS]
+                rejected.append((self.revision, line_no, parsed.reason, text))
                 continue
             kept = self.filters.keep(parsed)
-            if kept is not None:
+            if kept is not None and (rejected is not None or kept.kind == "alias"):
                 records.append((line_no, kept))
+        return records
+
+    def scan(self, batch: list[tuple[int, bytes]]) -> int:
+        """First pass: record the batch's alias lines as sightings (idempotent)."""
+        sightings = []
+        for line_no, r in self._records(batch, None):
+            pair = alias_pair(r.p, r.p2)  # type: ignore[arg-type]
+            if pair is not None:
+                sightings.append((self.revision, line_no, pair[0], pair[1], timestamp(r.t)))
+        if not sightings:
+            return 0
+        self.users.ids(name for row in sightings for name in row[2:4])
+        stmt = (
+            insert(schema.alias_sightings)
+            .prefix_with("IGNORE", dialect="mysql")
+            .prefix_with("OR IGNORE", dialect="sqlite")
+        )
+        params = [
+            {"revision": rv, "line": ln, "name1": a, "name2": b, "t": dt.datetime.fromisoformat(t)}
+            for rv, ln, a, b, t in sightings
+        ]
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(stmt, params)
+
+        retrying(write)
+        return len(sightings)
+
+    def chunk(self, batch: list[tuple[int, bytes]], end_offset: int) -> Counts:
+        """Second pass: import one chunk and commit it with the progress."""
+        started = time.perf_counter()
+        rejected: list[tuple] = []
+        records = self._records(batch, rejected)
         now = self._clock("parse", started)
 
         key_names: set[str] = set()
         user_names: set[str] = set()
-        pairs: dict[int, tuple[str, str]] = {}
-        for line_no, r in records:
+        for _, r in records:
             if r.kind == "alias":
-                pair = alias_pair(r.p, r.p2)  # type: ignore[arg-type]
-                if pair is not None:
-                    pairs[line_no] = pair
-                    user_names.update(pair)
                 continue
             user_names.add(r.p)
             if r.n is not None:
@@ -152,12 +214,9 @@ class RevisionImport:
         base = self.revision * ID_BASE
         seq = self.properties_done
         for line_no, r in records:
-            t = timestamp(r.t)
-            if r.kind == "alias":
-                if line_no in pairs:
-                    name1, name2 = pairs[line_no]
-                    rows["alias_sightings"].append((self.revision, line_no, name1, name2, t))
+            if r.kind == "alias":  # recorded by the scan
                 continue
+            t = timestamp(r.t)
             identity_id, canonical_id = user_ids[r.p]
             user_id = canonical_id or identity_id
             event_id = None
@@ -175,7 +234,6 @@ class RevisionImport:
             lines=len(batch),
             events=len(rows["events"]),
             properties=len(rows["properties"]),
-            aliases=len(rows["alias_sightings"]),
             rejected=len(rejected),
             bytes=end_offset - self.bytes_done,
         )
@@ -206,17 +264,43 @@ class RevisionImport:
                     properties_done=seq,
                     events=r.c.events + counts.events,
                     properties=r.c.properties + counts.properties,
-                    aliases=r.c.aliases + counts.aliases,
                     rejected=r.c.rejected + counts.rejected,
                 )
             )
             if moved.rowcount != 1:
+                now_at = conn.execute(select(r.c.lines_done).where(r.c.number == self.revision))
+                if now_at.scalar() == last_line:
+                    # A retry after a lost connection: the first attempt did commit.
+                    return
                 raise ConcurrentImport(
                     f"Revision {self.revision} was moved past line {self.lines_done} by another "
                     "worker; this worker stops working on it."
                 )
             for name, (table, columns) in TABLES.items():
                 write_rows(conn, table, columns, rows[name], self.settings.tmp_dir)
+
+
+def scan_revision(engine: Engine, source: Source, revision: int, settings: Settings) -> int:
+    """First pass over a revision: record its alias lines; return how many."""
+    state = revision_state(engine, revision)
+    if state["scanned"]:
+        return 0
+    with held(engine, f"revision:{revision}") as mine:
+        if not mine:
+            log.info("Revision %s is being worked on by another worker", revision)
+            return 0
+        job = RevisionImport(engine, settings, revision, state)
+        found = 0
+        try:
+            for batch, _end in _batches(source, revision, settings.batch_size):
+                found += job.scan(batch)
+        except Exception as exc:
+            _set_status(
+                engine, revision, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000]
+            )
+            raise
+        _set_status(engine, revision, scanned=True, aliases=found, size=source.size(revision))
+    return found
 
 
 def import_revision(
@@ -226,46 +310,46 @@ def import_revision(
     settings: Settings,
     on_chunk: Callable[[Counts], None] | None = None,
 ) -> Counts:
-    """Import what is left of one revision file; a finished one adds nothing."""
-    state = _ensure_row(engine, revision)
+    """Import what is left of one revision file; a finished one adds nothing.
+
+    A revision not scanned yet is scanned first, so that no alias is lost; for
+    its events to point at canonical people at once, settle after the scan.
+    """
+    state = revision_state(engine, revision)
     if state["status"] == "done":
         return Counts()
-    _set_status(
-        engine,
-        revision,
-        status="running",
-        error=None,
-        size=source.size(revision),
-        started_at=state["started_at"] or dt.datetime.now(dt.UTC).replace(tzinfo=None),
-    )
-    job = RevisionImport(engine, settings, revision, state)
-    try:
-        batch: list[tuple[int, bytes]] = []
-        line_no, end = job.lines_done, job.bytes_done
-        waited = time.perf_counter()
-        for raw, end in lines(source.chunks(revision, job.bytes_done), job.bytes_done):
-            line_no += 1
-            batch.append((line_no, raw))
-            if len(batch) >= settings.batch_size:
+    if not state["scanned"]:
+        scan_revision(engine, source, revision, settings)
+        state = revision_state(engine, revision)
+    with held(engine, f"revision:{revision}") as mine:
+        if not mine:
+            log.info("Revision %s is being imported by another worker", revision)
+            return Counts()
+        state = revision_state(engine, revision)
+        if state["status"] == "done":
+            return Counts()
+        _set_status(
+            engine, revision, status="running", error=None, started_at=state["started_at"] or _now()
+        )
+        job = RevisionImport(engine, settings, revision, state)
+        try:
+            waited = time.perf_counter()
+            for batch, end in _batches(
+                source, revision, settings.batch_size, job.bytes_done, job.lines_done
+            ):
                 job._clock("download", waited)
                 counts = job.chunk(batch, end)
                 if on_chunk:
                     on_chunk(counts)
-                batch = []
                 waited = time.perf_counter()
-        if batch:
-            job._clock("download", waited)
-            counts = job.chunk(batch, end)
-            if on_chunk:
-                on_chunk(counts)
-    except ConcurrentImport:
-        raise
-    except Exception as exc:
-        _set_status(engine, revision, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
-    _set_status(
-        engine, revision, status="done", finished_at=dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    )
+        except ConcurrentImport:
+            raise
+        except Exception as exc:
+            _set_status(
+                engine, revision, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000]
+            )
+            raise
+        _set_status(engine, revision, status="done", finished_at=_now())
     if job.counts.rejected > REJECTIONS_LOGGED:
         log.warning(
             "Revision %s: %s lines rejected in all; they are in the rejected_lines table.",

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from kmdb import settings as settings_module
 from kmdb.db import make_engine
-from kmdb.importer import Counts, import_revision
+from kmdb.importer import Counts, import_revision, scan_revision
 from kmdb.people import Settled, settle
 from kmdb.source import open_source
 
@@ -33,6 +33,12 @@ def import_revision_job(source: str, revision: int) -> dict[str, int]:
     counts: Counts = import_revision(engine, open_source(source, settings), revision, settings)
     log.info("Revision %s: %s lines, %s events", revision, counts.lines, counts.events)
     return {"lines": counts.lines, "events": counts.events, "rejected": counts.rejected}
+
+
+def scan_revision_job(source: str, revision: int) -> int:
+    """First pass: record one revision file's alias lines."""
+    engine, settings = _engine()
+    return scan_revision(engine, open_source(source, settings), revision, settings)
 
 
 def settle_job() -> dict[str, int]:

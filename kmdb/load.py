@@ -64,7 +64,8 @@ class Interner:
             f"({engine.dialect.identifier_preparer.quote(column)}) VALUES (:name)"
         )
 
-    def _lookup(self, conn: Connection, names: Sequence[str]) -> None:
+    def lookup(self, conn: Connection, names: Sequence[str]) -> None:
+        """Read the ids of names that exist into the cache, on the caller's connection."""
         columns = [self.column, self.table.c.id] + ([self.extra] if self.extra is not None else [])
         query = select(*columns).where(self.column.in_(bindparam("names", expanding=True)))
         for part in _chunks(names, LOOKUP_BATCH):
@@ -77,14 +78,14 @@ class Interner:
         if not wanted:
             return self.cache
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            self._lookup(conn, wanted)
+            self.lookup(conn, wanted)
             missing = [n for n in wanted if n not in self.cache]
             if missing:
                 for part in _chunks(missing, LOOKUP_BATCH):
                     retrying(
                         lambda part=part: conn.execute(self._insert, [{"name": n} for n in part])
                     )
-                self._lookup(conn, missing)
+                self.lookup(conn, missing)
         lost = [n for n in wanted if n not in self.cache]
         if lost:
             raise RuntimeError(f"{len(lost)} names of {self.table.name} could not be interned")

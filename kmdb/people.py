@@ -11,8 +11,6 @@ were imported, not on the order the revisions ran in.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
@@ -21,9 +19,11 @@ from kmdb import schema
 from kmdb.db import is_mysql
 from kmdb.identity import people
 from kmdb.load import Interner
+from kmdb.locks import held
 
 log = logging.getLogger(__name__)
 BATCH = 1000
+SETTLE_LOCK = "settle"
 
 
 @dataclass(frozen=True)
@@ -35,21 +35,6 @@ class Settled:
     people_changed: int
     events_moved: int
     properties_moved: int
-
-
-@contextmanager
-def _exclusive(engine: Engine) -> Iterator[None]:
-    """Only one settle at a time on MySQL (SQLite allows one writer anyway)."""
-    if not is_mysql(engine):
-        yield
-        return
-    with engine.connect() as conn:
-        name = "kmdb_settle_" + (conn.execute(text("SELECT DATABASE()")).scalar() or "")
-        conn.execute(text("SELECT GET_LOCK(:n, 86400)"), {"n": name})
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
 
 
 def _merge_sightings(conn: Connection) -> tuple[int, int]:
@@ -129,6 +114,15 @@ def _repoint(conn: Connection, full: bool) -> tuple[int, int]:
     return moved[0], moved[1]
 
 
+def _alias_names(engine: Engine) -> set[str]:
+    names: set[str] = set()
+    with engine.connect() as conn:
+        for table in (schema.aliases, schema.alias_sightings):
+            for column in (table.c.name1, table.c.name2):
+                names.update(conn.execute(select(column).distinct()).scalars())
+    return names
+
+
 def settle(engine: Engine, full: bool = False) -> Settled:
     """Fold new alias sightings into aliases, recompute people and re-point rows.
 
@@ -136,15 +130,19 @@ def settle(engine: Engine, full: bool = False) -> Settled:
     after aliases were edited or removed by hand; otherwise only rows that point
     at an identity that is no longer canonical move.
     """
-    with _exclusive(engine):
+    with held(engine, SETTLE_LOCK, wait=86400):
+        # Names edited into aliases by hand may be new; interning writes in transactions
+        # of its own, so it goes first (SQLite would otherwise wait on itself).
+        interner = Interner(engine, schema.users, "name")
+        interner.ids(_alias_names(engine))
         with engine.begin() as conn:
+            # One transaction: a settle that dies leaves its sightings for the next one.
             sightings, new_aliases = _merge_sightings(conn)
-        with engine.connect() as conn:
             pairs = conn.execute(select(schema.aliases.c.name1, schema.aliases.c.name2)).all()
-        canonical = people((a, b) for a, b in pairs)
-        ids = Interner(engine, schema.users, "name").ids(canonical.keys())
-        wanted = {ids[name]: ids[c] for name, c in canonical.items() if name != c}
-        with engine.begin() as conn:
+            canonical = people((a, b) for a, b in pairs)
+            interner.lookup(conn, sorted(n for n in canonical if n not in interner.cache))
+            ids = interner.cache
+            wanted = {ids[name]: ids[c] for name, c in canonical.items() if name != c}
             u = schema.users
             current = dict(
                 conn.execute(

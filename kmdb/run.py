@@ -10,7 +10,7 @@ from sqlalchemy import Engine, func, select
 
 from kmdb import schema
 from kmdb.db import create_schema
-from kmdb.importer import Counts, import_revision
+from kmdb.importer import Counts, import_revision, scan_revision
 from kmdb.people import settle
 from kmdb.settings import Settings
 from kmdb.source import Source, find_new
@@ -90,6 +90,11 @@ def import_inline(
     started = time.perf_counter()
     create_schema(engine)
     total = Counts()
+    # The same passes as the RQ jobs: scan every file for aliases, settle people,
+    # import, and settle again for anything that moved meanwhile.
+    for revision in revisions:
+        scan_revision(engine, source, revision, settings)
+    settle(engine)
     for revision in revisions:
         total.add(import_revision(engine, source, revision, settings, on_chunk))
         if on_revision:

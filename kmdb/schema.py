@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -139,6 +140,8 @@ revisions = Table(
     metadata,
     Column("number", Integer, primary_key=True, autoincrement=False),
     Column("status", String(16), nullable=False, default="pending"),
+    # Whether the first pass has recorded this file's alias lines in alias_sightings.
+    Column("scanned", Boolean, nullable=False, default=False),
     Column("lines_done", BigInteger, nullable=False, default=0),
     Column("bytes_done", BigInteger, nullable=False, default=0),
     Column("properties_done", BigInteger, nullable=False, default=0),

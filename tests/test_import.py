@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from kmdb.db import create_schema
 from kmdb.flush import flush
-from kmdb.importer import import_revision
+from kmdb.importer import import_revision, scan_revision
 from kmdb.people import settle
 from kmdb.run import import_inline, new_revisions, summary
 from kmdb.sample import write_sample
@@ -264,6 +264,9 @@ def test_an_interrupted_import_resumes_exactly(
     monkeypatch.setattr("kmdb.source.CHUNK", 4096)
     settings = settings.replace(batch_size=97)
     create_schema(engine)
+    with pytest.raises(Interrupted):  # in the alias scan
+        scan_revision(engine, FlakySource(str(folder), 50), 1, settings)
+    scan_revision(engine, LocalSource(str(folder)), 1, settings)
     for fail_after in (3, 20, 30):
         with pytest.raises(Interrupted):
             import_revision(engine, FlakySource(str(folder), fail_after), 1, settings)

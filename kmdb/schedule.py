@@ -1,0 +1,204 @@
+"""The RQ job graph of an import, and telling live jobs from a dead worker's.
+
+One run of kmdb-import enqueues, for the revisions it found:
+
+    scan jobs (aliases) -> settle -> import jobs -> settle
+
+Each arrow is RQ's depends_on, allowing failures: whatever did import still
+gets settled, and a re-run picks up what failed. Job ids are per revision, so a
+revision already queued or running is never enqueued twice. A job left
+"started" by a worker that died (SIGKILL, a lost machine) is found at once by
+its revision's MySQL lock being free, and its part of the graph is planned anew.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.job import Dependency, Job
+from sqlalchemy import Engine, func, select
+
+from kmdb import jobs, schema
+from kmdb.locks import is_held
+from kmdb.people import SETTLE_LOCK
+from kmdb.queues import queue
+from kmdb.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Jobs may run for hours on a large revision; RQ's default of 180 s would kill them.
+JOB_TIMEOUT = 24 * 3600
+# A job this young may not have taken its lock yet.
+GRACE = dt.timedelta(seconds=15)
+# Transient failures (a database restart, a lost connection) are retried by RQ.
+RETRY = Retry(max=5, interval=[5, 15, 30, 60, 120])
+ACTIVE = ("queued", "started", "deferred", "scheduled")
+
+
+@dataclass
+class Plan:
+    """What a run of kmdb-import enqueued and found."""
+
+    enqueued: list[int] = field(default_factory=list)
+    active: list[int] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+    settle: Job | None = None
+
+
+def job_id(settings: Settings, kind: str, revision: int) -> str:
+    """The id of a revision's scan or import job."""
+    return f"{settings.queue}-{kind}-{revision}"
+
+
+def _lock_of(job: Job) -> str | None:
+    kind = (job.meta or {}).get("kmdb")
+    if kind in ("scan", "import"):
+        return f"revision:{job.meta['revision']}"
+    if kind == "settle":
+        return SETTLE_LOCK
+    return None
+
+
+def is_dead(job: Job, engine: Engine, redis: Redis) -> bool:
+    """Whether a started job's worker is gone (its lock is free, or its worker key expired)."""
+    started = job.started_at
+    if started is not None:
+        started = started.replace(tzinfo=None)
+        if dt.datetime.now(dt.UTC).replace(tzinfo=None) - started < GRACE:
+            return False
+    lock = _lock_of(job)
+    held = is_held(engine, lock) if lock else None
+    if held is not None:
+        return not held
+    # Without MySQL locks (SQLite), trust the worker's own key, which expires without heartbeats.
+    worker = job.worker_name
+    return not worker or not redis.exists(f"rq:worker:{worker}")
+
+
+def kmdb_jobs(q: Queue) -> list[Job]:
+    """kmdb's jobs that are queued, started, deferred or scheduled."""
+    ids = set(q.get_job_ids())
+    for registry in (q.started_job_registry, q.deferred_job_registry, q.scheduled_job_registry):
+        ids.update(registry.get_job_ids())
+    return [j for j in Job.fetch_many(sorted(ids), connection=q.connection) if j is not None]
+
+
+def live_jobs(q: Queue, engine: Engine) -> tuple[list[Job], list[Job]]:
+    """(active jobs, started jobs whose worker died)."""
+    active, dead = [], []
+    for job in kmdb_jobs(q):
+        status = job.get_status(refresh=False)
+        if status == "started" and is_dead(job, engine, q.connection):
+            dead.append(job)
+        elif status in ACTIVE:
+            active.append(job)
+    return active, dead
+
+
+def _enqueue(q: Queue, func, *args, job_id: str | None, meta: dict, depends_on=None, **kw) -> Job:
+    if job_id:
+        old = q.fetch_job(job_id)
+        if old is not None:
+            old.delete()
+    return q.enqueue(
+        func,
+        *args,
+        job_id=job_id,
+        meta=meta,
+        depends_on=depends_on,
+        job_timeout=JOB_TIMEOUT,
+        result_ttl=86400,
+        failure_ttl=7 * 86400,
+        retry=RETRY,
+        **kw,
+    )
+
+
+def _after(jobs_: list[Job]) -> Dependency | None:
+    return Dependency(jobs=jobs_, allow_failure=True) if jobs_ else None
+
+
+def enqueue_import(
+    settings: Settings, redis: Redis, engine: Engine, source: str, revisions: list[int]
+) -> Plan:
+    """Enqueue the graph for the revisions not queued or running yet."""
+    q = queue(settings, redis)
+    plan = Plan()
+    active, dead = live_jobs(q, engine)
+    if dead:
+        # Jobs deferred behind a dead one would wait for ever: plan them all anew.
+        plan.dead = [j.id for j in dead]
+        log.warning("Jobs of dead workers found: %s; planning them again", ", ".join(plan.dead))
+        for job in dead + [j for j in active if j.get_status(refresh=False) != "started"]:
+            job.delete()
+        active = [j for j in active if j.get_status(refresh=False) == "started"]
+    covered = {j.meta.get("revision") for j in active if j.meta.get("kmdb") in ("scan", "import")}
+    plan.active = sorted(r for r in revisions if r in covered)
+    todo = [r for r in revisions if r not in covered]
+    running = [j for j in active if j.get_status(refresh=False) == "started"]
+    with engine.connect() as conn:
+        r = schema.revisions
+        scanned = set(conn.execute(select(r.c.number).where(r.c.scanned.is_(True))).scalars())
+        sightings = conn.execute(select(func.count()).select_from(schema.alias_sightings)).scalar()
+    if not todo:
+        if not active and sightings:
+            # A settle that died left aliases to fold in.
+            plan.settle = _enqueue(q, jobs.settle_job, job_id=None, meta={"kmdb": "settle"})
+        return plan
+
+    scans = [
+        _enqueue(
+            q,
+            jobs.scan_revision_job,
+            source,
+            n,
+            job_id=job_id(settings, "scan", n),
+            meta={"kmdb": "scan", "revision": n},
+            description=f"scan revision {n} of {source} for aliases",
+        )
+        for n in todo
+        if n not in scanned
+    ]
+    first_settle = _enqueue(
+        q,
+        jobs.settle_job,
+        job_id=None,
+        meta={"kmdb": "settle"},
+        depends_on=_after(scans),
+        description="settle people before the import",
+    )
+    imports = [
+        _enqueue(
+            q,
+            jobs.import_revision_job,
+            source,
+            n,
+            job_id=job_id(settings, "import", n),
+            meta={"kmdb": "import", "revision": n},
+            depends_on=_after([first_settle]),
+            description=f"import revision {n} of {source}",
+        )
+        for n in todo
+    ]
+    plan.settle = _enqueue(
+        q,
+        jobs.settle_job,
+        job_id=None,
+        meta={"kmdb": "settle"},
+        depends_on=_after(imports + running),
+        description="settle people after the import",
+    )
+    plan.enqueued = todo
+    return plan
+
+
+def pending(q: Queue, engine: Engine) -> tuple[int, int]:
+    """(jobs a worker may still get: queued, scheduled, or deferred behind a live job; live started jobs)."""
+    active, _dead = live_jobs(q, engine)
+    started = sum(1 for j in active if j.get_status(refresh=False) == "started")
+    waiting = len(active) - started
+    return waiting, started

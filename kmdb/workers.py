@@ -1,0 +1,53 @@
+"""Running RQ workers on kmdb's queue."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from rq import Worker
+
+from kmdb import queues
+from kmdb.db import make_engine
+from kmdb.schedule import pending
+from kmdb.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
+    """Run a worker; with burst, until no job is left for it. Returns (jobs done, jobs failed).
+
+    RQ's own burst mode quits as soon as the queue is empty, even while another
+    worker runs a job that will enqueue more (the settle step releases the
+    imports). This one waits while live jobs may still release work, so two
+    burst workers share the import phase too, and it quits when what is left
+    waits on jobs that no live worker runs.
+    """
+    redis = queues.connect(settings)
+    q = queues.queue(settings, redis)
+    if not burst:
+        worker = Worker([q], connection=redis)
+        worker.work(with_scheduler=True)
+        return worker.successful_job_count, worker.failed_job_count
+    engine = make_engine(settings)
+    done = failed = 0
+    while True:
+        worker = Worker([q], connection=redis)
+        worker.work(burst=True, with_scheduler=True, logging_level="INFO")
+        done += worker.successful_job_count
+        failed += worker.failed_job_count
+        if q.count:
+            continue
+        waiting, started = pending(q, engine)
+        scheduled = q.scheduled_job_registry.count
+        if not started and not scheduled:
+            if waiting:
+                log.warning(
+                    "%s jobs wait on jobs that no live worker runs; run kmdb-import to plan them again.",
+                    waiting,
+                )
+            break
+        time.sleep(1)
+    engine.dispose()
+    return done, failed
