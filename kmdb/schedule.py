@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 # Jobs may run for hours on a large revision; RQ's default of 180 s would kill them.
 JOB_TIMEOUT = 24 * 3600
-# A job this young may not have taken its lock yet.
-GRACE = dt.timedelta(seconds=15)
+# A job this young may not have taken its lock yet (a work horse starts in well under a second).
+GRACE = dt.timedelta(seconds=3)
 # Transient failures (a database restart, a lost connection) are retried by RQ.
 RETRY = Retry(max=5, interval=[5, 15, 30, 60, 120])
 ACTIVE = ("queued", "started", "deferred", "scheduled")
@@ -133,7 +133,9 @@ def enqueue_import(
         # Jobs deferred behind a dead one would wait for ever: plan them all anew.
         plan.dead = [j.id for j in dead]
         log.warning("Jobs of dead workers found: %s; planning them again", ", ".join(plan.dead))
-        for job in dead + [j for j in active if j.get_status(refresh=False) != "started"]:
+        torn = dead + [j for j in active if j.get_status(refresh=False) != "started"]
+        revisions = sorted(set(revisions) | {j.meta["revision"] for j in torn if "revision" in j.meta})
+        for job in torn:
             job.delete()
         active = [j for j in active if j.get_status(refresh=False) == "started"]
     covered = {j.meta.get("revision") for j in active if j.meta.get("kmdb") in ("scan", "import")}
@@ -194,6 +196,16 @@ def enqueue_import(
     )
     plan.enqueued = todo
     return plan
+
+
+def replan_dead(settings: Settings, redis: Redis, engine: Engine) -> Plan | None:
+    """Plan again the jobs of workers that died, with the source their jobs named."""
+    q = queue(settings, redis)
+    active, dead = live_jobs(q, engine)
+    if not dead:
+        return None
+    sources = [j.args[0] for j in dead + active if j.args]
+    return enqueue_import(settings, redis, engine, sources[0] if sources else "", [])
 
 
 def pending(q: Queue, engine: Engine) -> tuple[int, int]:

@@ -9,7 +9,7 @@ from rq import Worker
 
 from kmdb import queues
 from kmdb.db import make_engine
-from kmdb.schedule import pending
+from kmdb.schedule import pending, replan_dead
 from kmdb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
         done += worker.successful_job_count
         failed += worker.failed_job_count
         if q.count:
+            continue
+        if replan_dead(settings, redis, engine):
+            log.warning("Planned again the jobs of workers that died.")
             continue
         waiting, started = pending(q, engine)
         scheduled = q.scheduled_job_registry.count
