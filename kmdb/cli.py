@@ -78,7 +78,7 @@ def flush() -> None:
     created, removed = flush_database(engine)
     click.echo(f"Database {mask_url(settings.database_url)}")
     if created:
-        click.echo(f"  created tables: {', '.join(created)}")
+        click.echo(f"  created: {', '.join(created)}")
     for table, count in removed.items():
         click.echo(f"  emptied {table}: {count} rows")
     _flush_redis(settings)

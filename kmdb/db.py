@@ -57,8 +57,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_schema(engine: Engine) -> list[str]:
-    """Create whatever tables are missing; return their names."""
-    existing = set(inspect(engine).get_table_names())
+    """Create whatever tables and views are missing; return their names."""
+    from kmdb.views import VIEWS, create_views
+
+    inspector = inspect(engine)
+    existing = set(inspector.get_table_names())
     missing = [t for t in schema.metadata.sorted_tables if t.name not in existing]
     schema.metadata.create_all(engine, tables=missing)
-    return [t.name for t in missing]
+    created = [t.name for t in missing]
+    # Views are replaced only when one is missing: replacing takes metadata locks.
+    if set(VIEWS) - set(inspector.get_view_names()):
+        created += create_views(engine)
+    return created

@@ -20,9 +20,10 @@ def new_revisions(engine: Engine, source: Source, settings: Settings) -> list[in
     """Revisions of the source that are not fully imported yet, in numeric order."""
     r = schema.revisions
     with engine.connect() as conn:
-        done = set(conn.execute(select(r.c.number).where(r.c.status == "done")).scalars())
+        statuses = dict(conn.execute(select(r.c.number, r.c.status)).all())
+    done = {n for n, status in statuses.items() if status == "done"}
     start = max(done) + 1 if done else max(1, settings.min_revision)
-    return find_new(source, done, settings, start)
+    return find_new(source, done, settings, start, set(statuses) - done)
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,9 @@ def enqueue_import(
         plan.dead = [j.id for j in dead]
         log.warning("Jobs of dead workers found: %s; planning them again", ", ".join(plan.dead))
         torn = dead + [j for j in active if j.get_status(refresh=False) != "started"]
-        revisions = sorted(set(revisions) | {j.meta["revision"] for j in torn if "revision" in j.meta})
+        revisions = sorted(
+            set(revisions) | {j.meta["revision"] for j in torn if "revision" in j.meta}
+        )
         for job in torn:
             job.delete()
         active = [j for j in active if j.get_status(refresh=False) == "started"]

@@ -224,13 +224,24 @@ def open_source(spec: str | None, settings: Settings) -> Source:
     return LocalSource(spec)
 
 
-def find_new(source: Source, done: set[int], settings: Settings, start: int) -> list[int]:
-    """Revision numbers to import, per the contract's "Finding work"."""
+def find_new(
+    source: Source,
+    done: set[int],
+    settings: Settings,
+    start: int,
+    unfinished: set[int] = frozenset(),
+) -> list[int]:
+    """Revision numbers to import, per the contract's "Finding work".
+
+    `unfinished` are revisions begun earlier; where the bucket cannot be listed
+    they are taken as they are, and probing starts after the last finished one.
+    """
     listed = source.list_revisions()
     if listed is not None:
         return [n for n in listed if n >= settings.min_revision and n not in done]
     # Listing is denied: probe upwards until LOOKAHEAD numbers in a row are missing.
-    found, missing, n = [], 0, max(start, settings.min_revision)
+    found = sorted(n for n in unfinished if n >= settings.min_revision and n < start)
+    missing, n = 0, max(start, settings.min_revision)
     while missing < settings.revision_lookahead:
         if n in done:
             missing = 0

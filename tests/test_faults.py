@@ -53,15 +53,23 @@ def _lines_imported(url: str) -> int:
 
 
 def test_a_worker_killed_mid_revision_resumes_exactly(
-    mysql_url: str, redis_queue: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
+    mysql_url: str,
+    redis_queue: str,
+    s3_env: dict[str, str],
+    cli_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
     write_sample(folder, 40_000, seed=8, lines_per_revision=20_000)
     bucket = f"km-{uuid.uuid4().hex[:8]}"
     upload_export(folder, bucket)
     env = {
-        **cli_env, **s3_env, "DATABASE_URL": mysql_url, "KMDB_QUEUE": redis_queue,
-        "AWS_BUCKET": bucket, "KMDB_BATCH_SIZE": "500",
+        **cli_env,
+        **s3_env,
+        "DATABASE_URL": mysql_url,
+        "KMDB_QUEUE": redis_queue,
+        "AWS_BUCKET": bucket,
+        "KMDB_BATCH_SIZE": "500",
     }
     run("kmdb-flush", env=env)
     run("kmdb-import", env=env)
@@ -97,22 +105,40 @@ def test_redis_restarting_mid_import_still_ends_exact(
         port = probe.getsockname()[1]
     data = tmp_path / "redis"
     data.mkdir()
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", ""]
+    args = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data),
+        "--save",
+        "",
+    ]
     redis = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     folder = tmp_path / "export"
     write_sample(folder, 30_000, seed=12, lines_per_revision=6_000)
     bucket = f"km-{uuid.uuid4().hex[:8]}"
     upload_export(folder, bucket)
     env = {
-        **cli_env, **s3_env, "DATABASE_URL": mysql_url, "AWS_BUCKET": bucket,
-        "KMDB_REDIS_URL": f"redis://127.0.0.1:{port}/0", "KMDB_BATCH_SIZE": "500",
+        **cli_env,
+        **s3_env,
+        "DATABASE_URL": mysql_url,
+        "AWS_BUCKET": bucket,
+        "KMDB_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "KMDB_BATCH_SIZE": "500",
     }
     try:
         _wait_for(lambda: run("kmdb-flush", env=env, check=False).returncode == 0, timeout=20)
         run("kmdb-import", env=env)
         workers = [
-            subprocess.Popen([str(BIN / "kmdb-work"), "--burst"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                [str(BIN / "kmdb-work"), "--burst"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             for _ in range(2)
         ]
         _wait_for(lambda: _lines_imported(mysql_url) >= 1_000)

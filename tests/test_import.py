@@ -309,6 +309,10 @@ def test_without_listing_revisions_are_probed(
     assert new_revisions(engine, source, settings.replace(revision_lookahead=15)) == [1, 2, 5, 20]
     import_inline(engine, source, settings, [1, 2])
     assert new_revisions(engine, source, settings.replace(revision_lookahead=3)) == [5]
+    # A revision begun but not finished below the last finished one is taken again.
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE revisions SET status = 'failed' WHERE number = 1"))
+    assert new_revisions(engine, source, settings.replace(revision_lookahead=3)) == [1, 5]
 
 
 # --- Any order and any split of the same lines gives the same rows --------------------
