@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from kmdb import settings as settings_module
 from kmdb.errors import ConfigError, KmdbError
@@ -34,6 +36,10 @@ def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(2)
         except KmdbError as exc:
             click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
+        except DBAPIError as exc:
+            reason = exc.orig.args[-1] if exc.orig is not None and exc.orig.args else exc
+            click.echo(f"Error: the database refused a statement: {reason}.", err=True)
             sys.exit(1)
 
     return wrapper
@@ -108,12 +114,21 @@ def _flush_redis(settings: Settings) -> None:
     type=click.IntRange(min=1),
     help="Days per partition (default $KMDB_DAYS_PER_PARTITION, else 7).",
 )
+@click.option("--from-index", is_flag=True, help="Take MIN and MAX from the export's index.csv.")
+@click.option("--source", help="The export whose index.csv to read (default $KMDB_SOURCE).")
 @friendly
-def partition(min_date: dt.date | None, max_date: dt.date | None, days: int | None) -> None:
+def partition(
+    min_date: dt.date | None,
+    max_date: dt.date | None,
+    days: int | None,
+    from_index: bool,
+    source: str | None,
+) -> None:
     """Partition events, properties and aliases by time (MySQL only).
 
     Re-running adds partitions up to a later --max-date and keeps existing rows.
-    Example:
+    --from-index plans them from the export's index.csv (when KM received the
+    data; older events land in the first partition). Example:
 
         kmdb partition --min-date 2014-01-01 --max-date 2014-03-01 --days 7
     """
@@ -126,6 +141,19 @@ def partition(min_date: dt.date | None, max_date: dt.date | None, days: int | No
         click.echo("Partitioning is a MySQL feature; SQLite needs none, so nothing was changed.")
         return
     create_schema(engine)
+    if from_index:
+        from kmdb.errors import PartitionError
+        from kmdb.partition import dates_from_index
+        from kmdb.source import open_source
+
+        index = open_source(source, settings).read_text("index.csv")
+        if index is None:
+            raise PartitionError(
+                "The export has no index.csv; set --min-date and --max-date instead."
+            )
+        first, last = dates_from_index(index)
+        click.echo(f"index.csv: data received from {first} to {last}")
+        min_date, max_date = min_date or first, max_date or last
     plans = apply_partitions(
         engine,
         min_date or settings.min_date,
@@ -148,8 +176,9 @@ def partition(min_date: dt.date | None, max_date: dt.date | None, days: int | No
     help="s3://bucket[/prefix] or a folder (default $KMDB_SOURCE, else s3://$AWS_BUCKET).",
 )
 @click.option("--inline", is_flag=True, help="Import in this process, without Redis or workers.")
+@click.option("--wait", is_flag=True, help="Follow the workers' progress; exit 1 if a job failed.")
 @friendly
-def import_(source: str | None, inline: bool) -> None:
+def import_(source: str | None, inline: bool, wait: bool) -> None:
     """Find revision files not imported yet and import them.
 
     Without --inline the imports are enqueued as RQ jobs for kmdb-work; with
@@ -188,7 +217,14 @@ def import_(source: str | None, inline: bool) -> None:
         click.echo(f"Nothing new to import in {src.name}.")
         if plan.settle is not None:
             click.echo("Enqueued a settle step for aliases left by an interrupted one.")
-    if enqueued:
+    if wait:
+        from kmdb.follow import follow
+
+        failed = follow(settings, redis, engine, enqueued + active)
+        if failed:
+            raise KmdbError(f"{len(failed)} jobs failed: {', '.join(failed)}; see kmdb-status.")
+        click.echo("All jobs done.")
+    elif enqueued:
         click.echo("Run kmdb-work (or kmdb-pool) to import them.")
 
 
@@ -247,6 +283,123 @@ def work(burst: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@friendly
+def status(as_json: bool) -> None:
+    """Show where the import stands: revisions, rows, rate and ETA, jobs and errors.
+
+    Example:
+
+        kmdb status --json
+    """
+    import json
+
+    from kmdb import queues
+    from kmdb.db import create_schema, make_engine
+    from kmdb.status import render, report
+
+    settings = _settings()
+    engine = make_engine(settings)
+    create_schema(engine)
+    try:
+        redis = queues.connect(settings)
+    except ConfigError:
+        redis = None
+    data = report(settings, engine, redis)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    click.echo(f"Database {mask_url(settings.database_url)}")
+    for line in render(data):
+        click.echo(line)
+
+
+@cli.command()
+@friendly
+def realias() -> None:
+    """Recompute every person from the aliases table and re-point events and properties.
+
+    For after you edited `aliases` by hand: the result equals a fresh import
+    with those aliases. Example:
+
+        kmdb realias
+    """
+    from kmdb.db import create_schema, make_engine
+    from kmdb.people import settle
+
+    settings = _settings()
+    engine = make_engine(settings)
+    create_schema(engine)
+    result = settle(engine, full=True)
+    click.echo(
+        f"People recomputed: {result.people_changed} identities changed person; "
+        f"{result.events_moved} events and {result.properties_moved} properties re-pointed."
+    )
+
+
+@cli.command()
+@click.option(
+    "-n",
+    "--workers",
+    type=click.IntRange(min=1),
+    help="How many (default $KMDB_WORKERS, else the number of cores).",
+)
+@click.option(
+    "-f",
+    "--procfile",
+    type=click.Path(dir_okay=False),
+    help="Procfile to use (default ./Procfile, else kmdb's own).",
+)
+@friendly
+def pool(workers: int | None, procfile: str | None) -> None:
+    """Run several kmdb-work processes from the Procfile, through honcho.
+
+    Ctrl-C or SIGTERM stops them: each job commits its chunk in flight and
+    stops; the next kmdb-import goes on from there. Example:
+
+        KMDB_WORKERS=4 kmdb pool
+    """
+    from kmdb.workers import pool_command
+
+    settings = _settings()
+    command = pool_command(settings, workers, procfile)
+    click.echo(
+        f"Starting {command[-1].split('=')[1]} workers with honcho ({' '.join(command[2:])})"
+    )
+    os.execvp(command[0], command)
+
+
+@cli.command()
+@click.option("--port", default=9181, show_default=True)
+@friendly
+def ui(port: int) -> None:
+    """Serve rq-dashboard, a web view of the queues, on localhost.
+
+    Needs the ui extra: pip install 'kmdb[ui]'. Example:
+
+        kmdb ui --port 9181
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("rq_dashboard") is None:
+        raise ConfigError("rq-dashboard is not installed; run pip install 'kmdb[ui]'.")
+    settings = _settings()
+    click.echo(f"rq-dashboard on http://127.0.0.1:{port}/ for {mask_url(settings.redis_url)}")
+    command = [
+        sys.executable,
+        "-m",
+        "rq_dashboard",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--redis-url",
+        settings.redis_url,
+    ]
+    os.execvp(command[0], command)
+
+
+@cli.command()
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--lines", default=10_000, show_default=True, help="Lines to write in all.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same bytes.")
@@ -294,3 +447,7 @@ partition_main = _standalone("partition")
 import_main = _standalone("import")
 work_main = _standalone("work")
 sample_main = _standalone("sample")
+status_main = _standalone("status")
+realias_main = _standalone("realias")
+pool_main = _standalone("pool")
+ui_main = _standalone("ui")

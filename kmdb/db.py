@@ -56,10 +56,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_schema(engine: Engine) -> list[str]:
-    """Create whatever tables and views are missing; return their names."""
+def outdated_tables(engine: Engine) -> list[str]:
+    """Tables that exist without a column kmdb's schema has (made by an older kmdb)."""
+    inspector = inspect(engine)
+    existing = set(inspector.get_table_names())
+    return [
+        t.name
+        for t in schema.metadata.sorted_tables
+        if t.name in existing
+        and {c.name for c in t.columns} - {c["name"] for c in inspector.get_columns(t.name)}
+    ]
+
+
+def create_schema(engine: Engine, rebuild: bool = False) -> list[str]:
+    """Create whatever tables and views are missing; return their names.
+
+    A table of imported data left by an older kmdb is dropped and made anew with
+    rebuild=True (kmdb-flush empties it anyway); otherwise it is an error.
+    """
     from kmdb.views import VIEWS, create_views
 
+    outdated = outdated_tables(engine)
+    if outdated:
+        imported = {t.name for t in schema.IMPORTED}
+        if not rebuild or set(outdated) - imported:
+            raise ConfigError(
+                f"The tables {', '.join(outdated)} were made by an older kmdb; run kmdb-flush, "
+                "which empties the imported data and makes them anew."
+            )
+        schema.metadata.drop_all(engine, tables=[schema.metadata.tables[n] for n in outdated])
     inspector = inspect(engine)
     existing = set(inspector.get_table_names())
     missing = [t for t in schema.metadata.sorted_tables if t.name not in existing]

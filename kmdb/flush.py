@@ -10,7 +10,7 @@ from kmdb.db import create_schema, is_mysql
 
 def flush(engine: Engine) -> tuple[list[str], dict[str, int]]:
     """Create missing tables, then empty the imported ones; return (created, rows removed per table)."""
-    created = create_schema(engine)
+    created = create_schema(engine, rebuild=True)
     removed: dict[str, int] = {}
     with engine.begin() as conn:
         for table in schema.IMPORTED:

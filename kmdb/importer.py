@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,19 @@ ID_BASE = 10**12
 REJECTED_TEXT_CHARS = 65_536
 # Each revision logs this many rejected lines one by one, then only their count.
 REJECTIONS_LOGGED = 5
+
+
+# Set from a SIGTERM handler in a work horse: stop after the chunk in flight commits.
+STOP = threading.Event()
+
+
+class Stopped(KmdbError):
+    """The import was asked to stop; what it committed stays, the next run goes on from there."""
+
+
+def _check_stop(revision: int, line: int) -> None:
+    if STOP.is_set():
+        raise Stopped(f"Stopped on request after line {line} of revision {revision}.")
 
 
 class ConcurrentImport(KmdbError):
@@ -294,6 +308,7 @@ def scan_revision(engine: Engine, source: Source, revision: int, settings: Setti
         try:
             for batch, _end in _batches(source, revision, settings.batch_size):
                 found += job.scan(batch)
+                _check_stop(revision, batch[-1][0])
         except Exception as exc:
             _set_status(
                 engine, revision, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000]
@@ -341,8 +356,12 @@ def import_revision(
                 counts = job.chunk(batch, end)
                 if on_chunk:
                     on_chunk(counts)
+                _check_stop(revision, job.lines_done)
                 waited = time.perf_counter()
         except ConcurrentImport:
+            raise
+        except Stopped:
+            _set_status(engine, revision, status="stopped")
             raise
         except Exception as exc:
             _set_status(

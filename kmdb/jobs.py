@@ -7,9 +7,12 @@ rest), so every worker of a pool must be started with the same settings.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 
 from sqlalchemy import Engine
 
+from kmdb import importer
 from kmdb import settings as settings_module
 from kmdb.db import make_engine
 from kmdb.importer import Counts, import_revision, scan_revision
@@ -20,7 +23,15 @@ log = logging.getLogger(__name__)
 _engines: dict[str, Engine] = {}
 
 
+def _stop_after_chunk(_signum: int, _frame: object) -> None:
+    importer.STOP.set()
+
+
 def _engine() -> tuple[Engine, settings_module.Settings]:
+    # In a work horse, SIGTERM (sent by KmdbWorker on shutdown) ends the job at a
+    # chunk boundary instead of killing it mid-transaction.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_after_chunk)
     settings = settings_module.from_env()
     if settings.database_url not in _engines:
         _engines[settings.database_url] = make_engine(settings)

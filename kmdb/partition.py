@@ -7,7 +7,9 @@ takes everything before its boundary, however old.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import math
 import re
 from dataclasses import dataclass
@@ -94,6 +96,41 @@ def existing_boundaries(conn: Connection, table: str) -> list[dt.date]:
         if match:
             found.append(dt.date.fromisoformat(match.group(1)))
     return found
+
+
+def _column(header: str) -> str:
+    # KM's docs spell the header both "min_timestamp" and "Minimum Timestamp".
+    name = header.strip().lower().replace(" ", "_")
+    return name.replace("minimum", "min").replace("maximum", "max")
+
+
+def dates_from_index(index_csv: str) -> tuple[dt.date, dt.date]:
+    """The first and last dates of an export's index.csv (when KM received the data)."""
+    rows = list(csv.reader(io.StringIO(index_csv)))
+    if not rows:
+        raise PartitionError("index.csv is empty; set --min-date and --max-date instead.")
+    columns = [_column(h) for h in rows[0]]
+    try:
+        low, high = columns.index("min_timestamp"), columns.index("max_timestamp")
+    except ValueError:
+        raise PartitionError(
+            f"index.csv has no min_timestamp and max_timestamp columns (it has {', '.join(rows[0])})."
+        ) from None
+    stamps = []
+    for row in rows[1:]:
+        try:
+            stamps += [int(float(row[low])), int(float(row[high]))]
+        except (IndexError, ValueError):
+            continue
+    if not stamps:
+        raise PartitionError(
+            "index.csv lists no revision with times; set --min-date and --max-date."
+        )
+
+    def day(t: int) -> dt.date:
+        return dt.datetime.fromtimestamp(t, dt.UTC).date()
+
+    return day(min(stamps)), day(max(stamps))
 
 
 def _partition(boundary: dt.date) -> str:

@@ -50,7 +50,8 @@ def clear(settings: Settings, redis: Redis) -> int:
         job_ids.update(registry.get_job_ids())
     for job in Job.fetch_many(sorted(job_ids), connection=redis):
         if job is not None:
-            job.delete(remove_from_queue=False, delete_dependents=True)
+            # Every job is on the list, dependents too: delete them one by one.
+            redis.delete(job.key, job.dependents_key, job.dependencies_key, f"rq:results:{job.id}")
     q.delete(delete_jobs=False)
     for registry in registries:
         redis.delete(registry.key)

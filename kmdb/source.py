@@ -37,6 +37,9 @@ class Source(Protocol):
     def chunks(self, revision: int, offset: int = 0) -> Iterator[bytes]:
         """The file's bytes from offset on, in chunks."""
 
+    def read_text(self, name: str) -> str | None:
+        """A small file at the export's top (index.csv, status.csv), or None if missing."""
+
 
 def revision_numbers(keys: Iterator[str]) -> list[int]:
     """The N of every revisions/N.json among object keys or paths."""
@@ -95,6 +98,10 @@ class LocalSource:
 
     def exists(self, revision: int) -> bool:
         return self._path(revision).is_file()
+
+    def read_text(self, name: str) -> str | None:
+        path = self.root / name
+        return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
 
     def size(self, revision: int) -> int | None:
         return self._path(revision).stat().st_size if self.exists(revision) else None
@@ -170,6 +177,19 @@ class S3Source:
 
     def exists(self, revision: int) -> bool:
         return self._head(revision) is not None
+
+    def read_text(self, name: str) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}")["Body"]
+            return body.read().decode("utf-8", errors="replace")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._error(exc, f"read {name}") from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, f"read {name}") from exc
 
     def size(self, revision: int) -> int | None:
         head = self._head(revision)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 from rq import Worker
@@ -13,6 +14,21 @@ from kmdb.schedule import pending, replan_dead
 from kmdb.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class KmdbWorker(Worker):
+    """An RQ worker whose shutdown lets the job in flight finish its chunk.
+
+    On SIGINT or SIGTERM RQ waits for the running job (a warm shutdown), which
+    may take hours on a big revision; this one also sends the work horse
+    SIGTERM, on which the job commits its chunk in flight and stops. A later
+    run goes on from there.
+    """
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()
+        if self.horse_pid:
+            self.kill_horse(signal.SIGTERM)
 
 
 def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
@@ -27,13 +43,13 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
     redis = queues.connect(settings)
     q = queues.queue(settings, redis)
     if not burst:
-        worker = Worker([q], connection=redis)
+        worker = KmdbWorker([q], connection=redis)
         worker.work(with_scheduler=True)
         return worker.successful_job_count, worker.failed_job_count
     engine = make_engine(settings)
     done = failed = 0
     while True:
-        worker = Worker([q], connection=redis)
+        worker = KmdbWorker([q], connection=redis)
         worker.work(burst=True, with_scheduler=True, logging_level="INFO")
         done += worker.successful_job_count
         failed += worker.failed_job_count
@@ -54,3 +70,28 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
         time.sleep(1)
     engine.dispose()
     return done, failed
+
+
+def pool_command(settings: Settings, workers: int | None, procfile: str | None) -> list[str]:
+    """The honcho command that runs the Procfile's workers, KMDB_WORKERS of them."""
+    import os
+    import sys
+    from pathlib import Path
+
+    count = workers or int(os.environ.get("KMDB_WORKERS") or 0) or os.cpu_count() or 1
+    if procfile is None:
+        # The project's own Procfile when run from a checkout, else the one kmdb ships.
+        local = Path("Procfile")
+        procfile = str(local if local.is_file() else Path(__file__).with_name("Procfile"))
+    return [
+        sys.executable,
+        "-m",
+        "honcho",
+        "-f",
+        procfile,
+        "-d",
+        os.getcwd(),
+        "start",
+        "-c",
+        f"worker={count}",
+    ]

@@ -1,0 +1,35 @@
+"""Following an RQ-driven import from the command line, with a progress bar."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from redis import Redis
+from sqlalchemy import Engine, func, select
+from tqdm import tqdm
+
+from kmdb import schema
+from kmdb.queues import queue
+from kmdb.schedule import pending
+from kmdb.settings import Settings
+
+
+def follow(settings: Settings, redis: Redis, engine: Engine, revisions: list[int]) -> list[str]:
+    """Show the import's progress (lines across all workers) until no job is left; return failed job ids."""
+    q = queue(settings, redis)
+    failed_before = set(q.failed_job_registry.get_job_ids())
+    r = schema.revisions
+    query = select(func.coalesce(func.sum(r.c.lines_done), 0)).where(r.c.number.in_(revisions))
+    with engine.connect() as conn:
+        start = conn.execute(query).scalar_one() if revisions else 0
+    with tqdm(unit=" lines", unit_scale=True, file=sys.stderr, disable=None) as bar:
+        while True:
+            with engine.connect() as conn:
+                done = conn.execute(query).scalar_one() if revisions else 0
+            bar.update(int(done) - start - bar.n)
+            waiting, started = pending(q, engine)
+            if not waiting and not started and not q.count:
+                break
+            time.sleep(1)
+    return sorted(set(q.failed_job_registry.get_job_ids()) - failed_before)
