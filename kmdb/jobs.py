@@ -38,12 +38,19 @@ def _engine() -> tuple[Engine, settings_module.Settings]:
     return _engines[settings.database_url], settings
 
 
-def import_revision_job(source: str, revision: int) -> dict[str, int]:
+def import_revision_job(source: str, revision: int) -> dict[str, object]:
     """Import one revision file of the export at source."""
     engine, settings = _engine()
     counts: Counts = import_revision(engine, open_source(source, settings), revision, settings)
     log.info("Revision %s: %s lines, %s events", revision, counts.lines, counts.events)
-    return {"lines": counts.lines, "events": counts.events, "rejected": counts.rejected}
+    return {
+        "lines": counts.lines,
+        "events": counts.events,
+        "properties": counts.properties,
+        "rejected": counts.rejected,
+        "bytes": counts.bytes,
+        "timings": counts.timings,
+    }
 
 
 def scan_revision_job(source: str, revision: int) -> int:
