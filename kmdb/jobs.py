@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import Engine
 
@@ -16,11 +19,13 @@ from kmdb import importer
 from kmdb import settings as settings_module
 from kmdb.db import make_engine
 from kmdb.importer import Counts, import_revision, scan_revision
+from kmdb.load import is_transient
 from kmdb.people import Settled, settle
 from kmdb.source import open_source
 
 log = logging.getLogger(__name__)
 _engines: dict[str, Engine] = {}
+T = TypeVar("T")
 
 
 def _stop_after_chunk(_signum: int, _frame: object) -> None:
@@ -38,10 +43,33 @@ def _engine() -> tuple[Engine, settings_module.Settings]:
     return _engines[settings.database_url], settings
 
 
+# Seconds to wait before each new attempt after a transient failure.
+BACKOFF = (2, 5, 15, 30, 60, 120)
+
+
+def _retrying(action: Callable[[], T]) -> T:
+    """Run action again after a lost database or S3 connection, with backoff.
+
+    Imports resume from their last commit, so a new attempt loses nothing; any
+    other failure (bad configuration, a missing file) fails the job at once.
+    """
+    for delay in (*BACKOFF, None):
+        try:
+            return action()
+        except Exception as exc:
+            if delay is None or not is_transient(exc):
+                raise
+            log.warning("Transient failure (%s); trying again in %s s", exc, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def import_revision_job(source: str, revision: int) -> dict[str, object]:
     """Import one revision file of the export at source."""
     engine, settings = _engine()
-    counts: Counts = import_revision(engine, open_source(source, settings), revision, settings)
+    counts: Counts = _retrying(
+        lambda: import_revision(engine, open_source(source, settings), revision, settings)
+    )
     log.info("Revision %s: %s lines, %s events", revision, counts.lines, counts.events)
     return {
         "lines": counts.lines,
@@ -56,11 +84,13 @@ def import_revision_job(source: str, revision: int) -> dict[str, object]:
 def scan_revision_job(source: str, revision: int) -> int:
     """First pass: record one revision file's alias lines."""
     engine, settings = _engine()
-    return scan_revision(engine, open_source(source, settings), revision, settings)
+    return _retrying(
+        lambda: scan_revision(engine, open_source(source, settings), revision, settings)
+    )
 
 
 def settle_job() -> dict[str, int]:
     """Fold new aliases into people and re-point rows, once the revisions are in."""
     engine, _ = _engine()
-    result: Settled = settle(engine)
+    result: Settled = _retrying(lambda: settle(engine))
     return {"new_aliases": result.new_aliases, "events_moved": result.events_moved}

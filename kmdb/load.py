@@ -134,13 +134,25 @@ def write_rows(
         os.unlink(path)
 
 
+# MySQL client errors for a server that went away or cannot be reached (yet).
+CONNECTION_LOST = {2003, 2006, 2013, 2055}
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Whether a database error is worth retrying (lost connection, deadlock)."""
+    """Whether a failure is worth retrying: a lost connection, a deadlock, a network error."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import ReadTimeoutError
+
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, (BotoConnectionError, ReadTimeoutError, ConnectionError)):
+        return True
+    cause = exc.__cause__
+    if cause is not None and cause is not exc and is_transient(cause):
         return True
     orig = getattr(exc, "orig", None)
     code = orig.args[0] if orig is not None and getattr(orig, "args", None) else None
-    return code in RETRYABLE or code in (2003, 2006, 2013)
+    return code in RETRYABLE or code in CONNECTION_LOST
 
 
 EVENT_COLUMNS = ("id", "t", "n", "user_id", "identity_id")

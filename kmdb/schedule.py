@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 
 from redis import Redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.job import Dependency, Job
 from sqlalchemy import Engine, func, select
 
@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 JOB_TIMEOUT = 24 * 3600
 # A job this young may not have taken its lock yet (a work horse starts in well under a second).
 GRACE = dt.timedelta(seconds=3)
-# Transient failures (a database restart, a lost connection) are retried by RQ.
-RETRY = Retry(max=5, interval=[5, 15, 30, 60, 120])
 ACTIVE = ("queued", "started", "deferred", "scheduled")
 
 
@@ -113,7 +111,6 @@ def _enqueue(q: Queue, func, *args, job_id: str | None, meta: dict, depends_on=N
         job_timeout=JOB_TIMEOUT,
         result_ttl=86400,
         failure_ttl=7 * 86400,
-        retry=RETRY,
         **kw,
     )
 

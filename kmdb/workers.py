@@ -83,6 +83,10 @@ def pool_command(settings: Settings, workers: int | None, procfile: str | None) 
         # The project's own Procfile when run from a checkout, else the one kmdb ships.
         local = Path("Procfile")
         procfile = str(local if local.is_file() else Path(__file__).with_name("Procfile"))
+    # The Procfile names kmdb-work; make sure it is found even from an unactivated venv.
+    scripts = str(Path(sys.executable).parent)
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
     return [
         sys.executable,
         "-m",

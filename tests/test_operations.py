@@ -1,0 +1,207 @@
+"""Running kmdb for real: status, --wait, realias, partition --from-index, pool and ui."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import boto3
+from sqlalchemy import create_engine, text
+
+from kmdb.parse import Record, parse_line
+from kmdb.sample import write_sample
+from tests.conftest import upload_export
+from tests.helpers import BIN, run
+from tests.model import assert_same, dump, expected, read_export
+from tests.test_faults import _lines_imported, _wait_for
+from tests.test_workers import _workers
+
+
+def _s3_env(cli_env, s3_env, mysql_url, redis_queue, bucket):
+    return {
+        **cli_env,
+        **s3_env,
+        "DATABASE_URL": mysql_url,
+        "KMDB_QUEUE": redis_queue,
+        "AWS_BUCKET": bucket,
+    }
+
+
+def test_status_and_wait_report_a_failed_revision(
+    mysql_url: str,
+    redis_queue: str,
+    s3_env: dict[str, str],
+    cli_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 4_000, seed=2, lines_per_revision=1_000)
+    bucket = f"km-{uuid.uuid4().hex[:8]}"
+    upload_export(folder, bucket)
+    env = _s3_env(cli_env, s3_env, mysql_url, redis_queue, bucket)
+    run("kmdb-flush", env=env)
+    run("kmdb-import", env=env)
+    # Revision 3 disappears after it was listed: its jobs fail, the rest goes on.
+    boto3.client("s3").delete_object(Bucket=bucket, Key="revisions/3.json")
+    workers = subprocess.Popen(
+        [str(BIN / "kmdb-work"), "--burst"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    waited = run("kmdb-import", "--wait", env=env, check=False)
+    workers.wait(timeout=300)
+    assert waited.returncode == 1
+    assert "jobs failed" in waited.stderr and f"{redis_queue}-scan-3" in waited.stderr
+    status = run("kmdb-status", env=env).stdout
+    assert "Revisions: 4 known, 3 imported" in status
+    assert f"{redis_queue}-scan-3: " in status and "NoSuchKey" in status
+    report = json.loads(run("kmdb", "status", "--json", env=env).stdout)
+    assert report["revisions"]["imported"] == 3
+    assert report["jobs"]["failed"] >= 1
+    with create_engine(mysql_url).connect() as conn:
+        events = conn.execute(text("SELECT COUNT(*) FROM events")).scalar_one()
+    assert report["rows"]["events"] == events > 0
+
+
+def test_realias_equals_a_fresh_import_with_the_edited_aliases(
+    database_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 3_000, seed=6, lines_per_revision=1_000)
+    env = {**cli_env, "DATABASE_URL": database_url}
+    run("kmdb-import", "--inline", "--source", str(folder), env=env)
+    revisions = read_export(folder)
+    # Edit by hand: drop every alias of one identity, and link two unrelated people.
+    alias_lines = [
+        (n, i)
+        for n, lines in revisions.items()
+        for i, raw in enumerate(lines)
+        if isinstance(r := parse_line(raw), Record) and r.kind == "alias"
+    ]
+    victim = parse_line(revisions[alias_lines[0][0]][alias_lines[0][1]]).p
+    people = sorted({e[2] for e in expected(revisions).events})
+    a, b = people[-1], people[-2]
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM aliases WHERE name1 = :v OR name2 = :v"), {"v": victim})
+        first, second = sorted([a, b])
+        conn.execute(
+            text(
+                "INSERT INTO aliases (id, name1, name2, t) VALUES (999999, :a, :b, '2012-01-01 00:00:00')"
+            ),
+            {"a": first, "b": second},
+        )
+    out = run("kmdb-realias", env=env).stdout
+    assert "People recomputed:" in out
+    # The same export, with the alias lines edited the same way, imported fresh.
+    edited = {
+        n: [
+            raw
+            for raw in lines
+            if not (
+                isinstance(r := parse_line(raw), Record)
+                and r.kind == "alias"
+                and victim in (r.p, r.p2)
+            )
+        ]
+        for n, lines in revisions.items()
+    }
+    edited[1].append(f'{{"_p":"{a}","_p2":"{b}","_t":1325376000}}'.encode())
+    wanted = expected(edited)
+    found = dump(engine)
+    found.rejected = wanted.rejected  # line numbers moved with the edit; rows are what matter
+    assert_same(found, wanted)
+
+
+def test_partition_from_index(mysql_url: str, cli_env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "index.csv").write_text(
+        "Filename,Minimum Timestamp,Maximum Timestamp,Minimum UTC Date,Maximum UTC Date\n"
+        "revisions/140.json,1351187402,1351188301,2012-10-25 17:50 GMT,2012-10-25 18:05 GMT\n"
+        "revisions/141.json,1353801600,1354000000,2012-11-25 00:00 GMT,2012-11-27 07:06 GMT\n"
+    )
+    env = {**cli_env, "DATABASE_URL": mysql_url, "KMDB_SOURCE": str(folder)}
+    out = run("kmdb-partition", "--from-index", "--days", "7", env=env).stdout
+    assert "index.csv: data received from 2012-10-25 to 2012-11-27" in out
+    # 2012-10-25 + 7k up to the first boundary after 2012-11-27: 5 ranges and the catch-all.
+    assert "events: added 5 partitions, 2012-11-01 to 2012-11-29 (now 6" in out
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_pool_stops_gracefully_and_the_next_run_goes_on(
+    mysql_url: str,
+    redis_queue: str,
+    s3_env: dict[str, str],
+    cli_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 60_000, seed=9, lines_per_revision=30_000)
+    bucket = f"km-{uuid.uuid4().hex[:8]}"
+    upload_export(folder, bucket)
+    env = {**_s3_env(cli_env, s3_env, mysql_url, redis_queue, bucket), "KMDB_BATCH_SIZE": "300"}
+    run("kmdb-flush", env=env)
+    run("kmdb-import", env=env)
+    pool = subprocess.Popen(
+        [str(BIN / "kmdb-pool"), "-n", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: _lines_imported(mysql_url) >= 3_000)
+        pool.send_signal(signal.SIGTERM)
+        output, _ = pool.communicate(timeout=60)
+    finally:
+        pool.kill()
+    assert "Starting 2 workers with honcho" in output
+    with create_engine(mysql_url).connect() as conn:
+        states = dict(conn.execute(text("SELECT number, status FROM revisions")).all())
+    assert "stopped" in states.values(), (states, output[-3000:])
+    # Nothing half-written: the next run finishes with exactly the right rows.
+    run("kmdb-import", env=env)
+    for result in _workers(2, env):
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
+
+
+def test_ui_serves_the_dashboard(cli_env: dict[str, str], redis_queue: str) -> None:
+    port = _free_port()
+    ui = subprocess.Popen(
+        [str(BIN / "kmdb-ui"), "--port", str(port)],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as page:
+                    return page.status == 200 and b"RQ" in page.read()
+            except OSError:
+                return False
+
+        _wait_for(answers, timeout=30, every=0.5)
+    finally:
+        ui.send_signal(signal.SIGINT)
+        try:
+            ui.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            ui.kill()
+    time.sleep(0.1)
