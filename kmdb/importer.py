@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, insert, select, update
@@ -23,7 +24,7 @@ from kmdb import filters as filters_module
 from kmdb import schema
 from kmdb.errors import KmdbError
 from kmdb.identity import alias_pair
-from kmdb.load import TABLES, Interner, retrying, write_rows
+from kmdb.load import TABLES, Interner, Staged, load_staged, retrying, stage_rows
 from kmdb.locks import held
 from kmdb.parse import Record, Rejection, parse_line
 from kmdb.settings import Settings
@@ -130,6 +131,18 @@ def _may_be_alias(raw: bytes) -> bool:
     return b"_p2" in raw or b"\\u" in raw
 
 
+@dataclass
+class Prepared:
+    """A chunk parsed and staged, waiting for its transaction."""
+
+    counts: Counts
+    staged: list[Staged]
+    from_line: int
+    to_line: int
+    end_offset: int
+    properties_done: int
+
+
 class RevisionImport:
     """The state of one revision's import as it goes through its chunks."""
 
@@ -203,8 +216,8 @@ class RevisionImport:
         retrying(write)
         return len(sightings)
 
-    def chunk(self, batch: list[tuple[int, bytes]], end_offset: int) -> Counts:
-        """Second pass: import one chunk and commit it with the progress."""
+    def prepare(self, batch: list[tuple[int, bytes]], end_offset: int) -> Prepared:
+        """Second pass, in this thread: parse a chunk, intern its names, stage its rows."""
         started = time.perf_counter()
         rejected: list[tuple] = []
         records = self._records(batch, rejected)
@@ -242,8 +255,6 @@ class RevisionImport:
                 rows["properties"].append(
                     (base + seq, t, key_ids[name], value, user_id, event_id, identity_id)
                 )
-        now = self._clock("rows", now)
-
         counts = Counts(
             lines=len(batch),
             events=len(rows["events"]),
@@ -251,47 +262,57 @@ class RevisionImport:
             rejected=len(rejected),
             bytes=end_offset - self.bytes_done,
         )
-        retrying(lambda: self._commit(rows, counts, end_offset, batch[-1][0], seq))
+        staged = [
+            stage_rows(self.engine, table, columns, rows[name], self.settings.tmp_dir)
+            for name, (table, columns) in TABLES.items()
+        ]
+        prepared = Prepared(counts, staged, self.lines_done, batch[-1][0], end_offset, seq)
         self.lines_done, self.bytes_done, self.properties_done = batch[-1][0], end_offset, seq
-        self._clock("load", now)
-        self.counts.add(counts)
-        return counts
+        self._clock("rows", now)
+        return prepared
 
-    def _commit(
-        self,
-        rows: dict[str, list[tuple]],
-        counts: Counts,
-        end_offset: int,
-        last_line: int,
-        seq: int,
-    ) -> None:
+    def commit(self, prepared: Prepared) -> Counts:
+        """Load a prepared chunk and its progress in one transaction (may run in a loader thread)."""
+        started = time.perf_counter()
+        try:
+            retrying(lambda: self._commit(prepared))
+        finally:
+            for staged in prepared.staged:
+                staged.discard()
+        self.counts.timings["load"] = self.counts.timings.get("load", 0.0) + (
+            time.perf_counter() - started
+        )
+        self.counts.add(prepared.counts)
+        return prepared.counts
+
+    def _commit(self, p: Prepared) -> None:
         r = schema.revisions
         with self.engine.begin() as conn:
             # The progress row is updated first: it locks the revision, so a second
             # worker on the same revision waits here and then finds it moved on.
             moved = conn.execute(
                 update(r)
-                .where(r.c.number == self.revision, r.c.lines_done == self.lines_done)
+                .where(r.c.number == self.revision, r.c.lines_done == p.from_line)
                 .values(
-                    lines_done=last_line,
-                    bytes_done=end_offset,
-                    properties_done=seq,
-                    events=r.c.events + counts.events,
-                    properties=r.c.properties + counts.properties,
-                    rejected=r.c.rejected + counts.rejected,
+                    lines_done=p.to_line,
+                    bytes_done=p.end_offset,
+                    properties_done=p.properties_done,
+                    events=r.c.events + p.counts.events,
+                    properties=r.c.properties + p.counts.properties,
+                    rejected=r.c.rejected + p.counts.rejected,
                 )
             )
             if moved.rowcount != 1:
                 now_at = conn.execute(select(r.c.lines_done).where(r.c.number == self.revision))
-                if now_at.scalar() == last_line:
+                if now_at.scalar() == p.to_line:
                     # A retry after a lost connection: the first attempt did commit.
                     return
                 raise ConcurrentImport(
-                    f"Revision {self.revision} was moved past line {self.lines_done} by another "
+                    f"Revision {self.revision} was moved past line {p.from_line} by another "
                     "worker; this worker stops working on it."
                 )
-            for name, (table, columns) in TABLES.items():
-                write_rows(conn, table, columns, rows[name], self.settings.tmp_dir)
+            for staged in p.staged:
+                load_staged(conn, staged)
 
 
 def scan_revision(engine: Engine, source: Source, revision: int, settings: Settings) -> int:
@@ -316,6 +337,43 @@ def scan_revision(engine: Engine, source: Source, revision: int, settings: Setti
             raise
         _set_status(engine, revision, scanned=True, aliases=found, size=source.size(revision))
     return found
+
+
+def _pipeline(
+    job: RevisionImport,
+    source: Source,
+    settings: Settings,
+    on_chunk: Callable[[Counts], None] | None,
+) -> None:
+    """Parse chunk k+1 while chunk k loads: the database works while Python parses.
+
+    One loader thread keeps the commits in order; the GIL is free while it waits
+    on the server, so the two overlap.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kmdb-load") as loader:
+        loading: Future[Counts] | None = None
+
+        def finish() -> None:
+            counts = loading.result() if loading is not None else None
+            if counts is not None and on_chunk:
+                on_chunk(counts)
+
+        waited = time.perf_counter()
+        for batch, end in _batches(
+            source, job.revision, settings.batch_size, job.bytes_done, job.lines_done
+        ):
+            job._clock("download", waited)
+            prepared = job.prepare(batch, end)
+            try:
+                finish()
+                _check_stop(job.revision, prepared.from_line)
+            except BaseException:
+                for staged in prepared.staged:
+                    staged.discard()
+                raise
+            loading = loader.submit(job.commit, prepared)
+            waited = time.perf_counter()
+        finish()
 
 
 def import_revision(
@@ -348,16 +406,7 @@ def import_revision(
         )
         job = RevisionImport(engine, settings, revision, state)
         try:
-            waited = time.perf_counter()
-            for batch, end in _batches(
-                source, revision, settings.batch_size, job.bytes_done, job.lines_done
-            ):
-                job._clock("download", waited)
-                counts = job.chunk(batch, end)
-                if on_chunk:
-                    on_chunk(counts)
-                _check_stop(revision, job.lines_done)
-                waited = time.perf_counter()
+            _pipeline(job, source, settings, on_chunk)
         except ConcurrentImport:
             raise
         except Stopped:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, bindparam, select, text
@@ -105,33 +107,77 @@ def _field(value: object) -> str:
     return str(value)
 
 
-def write_rows(
-    conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple], tmp_dir: str | None
-) -> None:
-    """Insert rows inside the caller's transaction, by LOAD DATA LOCAL on MySQL."""
-    if not rows:
-        return
-    if not is_mysql(conn.engine):
-        names = ", ".join(f'"{c}"' for c in columns)
-        marks = ", ".join("?" for _ in columns)
-        conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
-        return
+def _tsv_line(row: tuple) -> str:
+    return "\t".join(map(_field, row)) + "\n"
+
+
+def _event_line(row: tuple) -> str:
+    # (id, t, n, user_id, identity_id): numbers and a time literal, nothing to escape.
+    return "{}\t{}\t{}\t{}\t{}\n".format(*row)
+
+
+def _property_line(row: tuple) -> str:
+    id_, t, key, value, user_id, event_id, identity_id = row
+    event = "\\N" if event_id is None else event_id
+    return f"{id_}\t{t}\t{key}\t{value.translate(_ESCAPE)}\t{user_id}\t{event}\t{identity_id}\n"
+
+
+# Formatting rows is the hot path of a MySQL import; the two big tables get their own.
+_LINE_FORMATS = {"events": _event_line, "properties": _property_line}
+
+
+@dataclass
+class Staged:
+    """Rows ready to load: a file LOAD DATA LOCAL reads on MySQL, the rows themselves on SQLite."""
+
+    table: Table
+    columns: Sequence[str]
+    rows: list[tuple]
+    path: str | None = None
+
+    def discard(self) -> None:
+        """Remove the file, if any."""
+        if self.path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self.path = None
+
+
+def stage_rows(
+    engine: Engine, table: Table, columns: Sequence[str], rows: list[tuple], tmp_dir: str | None
+) -> Staged:
+    """Prepare rows for load_staged; on MySQL this writes the load file (outside any transaction)."""
+    staged = Staged(table, columns, rows)
+    if not rows or not is_mysql(engine):
+        return staged
     folder = tmp_dir or tempfile.gettempdir()
     os.makedirs(folder, exist_ok=True)
     # The file is ours alone: written here, read by LOAD DATA LOCAL, then removed.
-    path = os.path.join(folder, f"kmdb-{table.name}-{os.getpid()}-{uuid.uuid4().hex}.tsv")
-    try:
-        with open(path, "w", encoding="utf-8", newline="\n") as out:
-            out.writelines("\t".join(map(_field, row)) + "\n" for row in rows)
-        quoted = path.replace("\\", "\\\\").replace("'", "\\'")
-        names = ", ".join(f"`{c}`" for c in columns)
-        conn.exec_driver_sql(
-            f"LOAD DATA LOCAL INFILE '{quoted}' INTO TABLE `{table.name}` CHARACTER SET utf8mb4 "
-            "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
-            f"({names})"
-        )
-    finally:
-        os.unlink(path)
+    staged.path = os.path.join(folder, f"kmdb-{table.name}-{os.getpid()}-{uuid.uuid4().hex}.tsv")
+    line = _LINE_FORMATS.get(table.name, _tsv_line)
+    with open(staged.path, "w", encoding="utf-8", newline="\n") as out:
+        out.write("".join(map(line, rows)))
+    staged.rows = []
+    return staged
+
+
+def load_staged(conn: Connection, staged: Staged) -> None:
+    """Insert staged rows inside the caller's transaction, by LOAD DATA LOCAL on MySQL."""
+    if staged.path is None:
+        if staged.rows:
+            names = ", ".join(f'"{c}"' for c in staged.columns)
+            marks = ", ".join("?" for _ in staged.columns)
+            conn.exec_driver_sql(
+                f'INSERT INTO "{staged.table.name}" ({names}) VALUES ({marks})', staged.rows
+            )
+        return
+    quoted = staged.path.replace("\\", "\\\\").replace("'", "\\'")
+    names = ", ".join(f"`{c}`" for c in staged.columns)
+    conn.exec_driver_sql(
+        f"LOAD DATA LOCAL INFILE '{quoted}' INTO TABLE `{staged.table.name}` CHARACTER SET utf8mb4 "
+        "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
+        f"({names})"
+    )
 
 
 # MySQL client errors for a server that went away or cannot be reached (yet).

@@ -14,6 +14,8 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from kmdb import schema
 from kmdb.db import is_mysql
@@ -77,11 +79,34 @@ def _merge_sightings(conn: Connection) -> tuple[int, int]:
         conn.execute(
             update(a).where(a.c.id == bindparam("alias_id")).values(t=bindparam("new_t")), earlier
         )
-    keys = [{"r": r, "l": line} for r, line, *_ in seen]
-    delete = s.delete().where(s.c.revision == bindparam("r"), s.c.line == bindparam("l"))
-    for start in range(0, len(keys), BATCH * 10):
-        conn.execute(delete, keys[start : start + BATCH * 10])
+    # A scan commits its lines in order, so everything of a revision up to the last
+    # line read here is merged; a scan still running only adds lines after it.
+    last_line: dict[int, int] = {}
+    for revision, line, *_ in seen:
+        last_line[revision] = max(line, last_line.get(revision, 0))
+    conn.execute(
+        s.delete().where(s.c.revision == bindparam("r"), s.c.line <= bindparam("l")),
+        [{"r": r, "l": line} for r, line in sorted(last_line.items())],
+    )
     return len(seen), len(new_rows)
+
+
+def _set_canonical(conn: Connection, changes: list[dict]) -> None:
+    """Write users.canonical_id for many users in few statements (an upsert on the id)."""
+    if not changes:
+        return
+    u = schema.users
+    rows = [{"id": c["uid"], "name": c["name"], "canonical_id": c["cid"]} for c in changes]
+    if is_mysql(conn.engine):
+        stmt = mysql_insert(u)
+        stmt = stmt.on_duplicate_key_update(canonical_id=stmt.inserted.canonical_id)
+    else:
+        stmt = sqlite_insert(u)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[u.c.id], set_={"canonical_id": stmt.excluded.canonical_id}
+        )
+    for start in range(0, len(rows), BATCH * 10):
+        conn.execute(stmt, rows[start : start + BATCH * 10])
 
 
 def _repoint(conn: Connection, full: bool) -> tuple[int, int]:
@@ -149,15 +174,17 @@ def settle(engine: Engine, full: bool = False) -> Settled:
                     select(u.c.id, u.c.canonical_id).where(u.c.canonical_id.is_not(None))
                 ).all()
             )
+            names = {i: name for name, i in ids.items()}
             changes = [{"uid": i, "cid": c} for i, c in wanted.items() if current.get(i) != c]
-            changes += [{"uid": i, "cid": None} for i in current if i not in wanted]
-            if changes:
-                conn.execute(
-                    update(u)
-                    .where(u.c.id == bindparam("uid"))
-                    .values(canonical_id=bindparam("cid")),
-                    changes,
+            gone = [i for i in current if i not in wanted]
+            if gone:
+                names.update(
+                    conn.execute(select(u.c.id, u.c.name).where(u.c.id.in_(gone))).tuples().all()
                 )
+                changes += [{"uid": i, "cid": None} for i in gone]
+            for change in changes:
+                change["name"] = names[change["uid"]]
+            _set_canonical(conn, changes)
             events_moved, properties_moved = _repoint(conn, full)
     result = Settled(sightings, new_aliases, len(changes), events_moved, properties_moved)
     log.info("Settled identities: %s", result)

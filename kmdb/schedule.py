@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from redis import Redis
 from rq import Queue
 from rq.job import Dependency, Job
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 
 from kmdb import jobs, schema
 from kmdb.locks import is_held
@@ -151,6 +151,14 @@ def enqueue_import(
             plan.settle = _enqueue(q, jobs.settle_job, job_id=None, meta={"kmdb": "settle"})
         return plan
 
+    # Known from now on, so kmdb-status counts them before a worker starts.
+    with engine.begin() as conn:
+        conn.execute(
+            insert(schema.revisions)
+            .prefix_with("IGNORE", dialect="mysql")
+            .prefix_with("OR IGNORE", dialect="sqlite"),
+            [{"number": n, "status": "pending"} for n in todo],
+        )
     scans = [
         _enqueue(
             q,
