@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pymysql
 from sqlalchemy import Connection, Engine, Table, bindparam, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -126,6 +127,24 @@ def _property_line(row: tuple) -> str:
 _LINE_FORMATS = {"events": _event_line, "properties": _property_line}
 
 
+# LOAD DATA LOCAL lets the server name the file the client sends; kmdb sends only
+# the load files it wrote itself, whatever a server (or a statement) asks for.
+_WRITTEN: set[str] = set()
+_send_local_file = pymysql.connections._send_local_file
+
+
+def _send_only_ours(filename: str | bytes, conn: Any) -> None:
+    if os.fsdecode(filename) not in _WRITTEN:
+        raise pymysql.err.OperationalError(
+            2068,
+            f"kmdb refused to send {filename!r}: LOAD DATA LOCAL sends only kmdb's own load files.",
+        )
+    _send_local_file(filename, conn)
+
+
+pymysql.connections._send_local_file = _send_only_ours
+
+
 @dataclass
 class Staged:
     """Rows ready to load: a file LOAD DATA LOCAL reads on MySQL, the rows themselves on SQLite."""
@@ -138,6 +157,7 @@ class Staged:
     def discard(self) -> None:
         """Remove the file, if any."""
         if self.path:
+            _WRITTEN.discard(self.path)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
             self.path = None
@@ -155,6 +175,7 @@ def stage_rows(
     # The file is ours alone: written here, read by LOAD DATA LOCAL, then removed.
     staged.path = os.path.join(folder, f"kmdb-{table.name}-{os.getpid()}-{uuid.uuid4().hex}.tsv")
     line = _LINE_FORMATS.get(table.name, _tsv_line)
+    _WRITTEN.add(staged.path)
     with open(staged.path, "w", encoding="utf-8", newline="\n") as out:
         out.write("".join(map(line, rows)))
     staged.rows = []

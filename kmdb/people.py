@@ -178,9 +178,7 @@ def settle(engine: Engine, full: bool = False) -> Settled:
             changes = [{"uid": i, "cid": c} for i, c in wanted.items() if current.get(i) != c]
             gone = [i for i in current if i not in wanted]
             if gone:
-                names.update(
-                    conn.execute(select(u.c.id, u.c.name).where(u.c.id.in_(gone))).tuples().all()
-                )
+                names.update(conn.execute(select(u.c.id, u.c.name).where(u.c.id.in_(gone))).all())
                 changes += [{"uid": i, "cid": None} for i in gone]
             for change in changes:
                 change["name"] = names[change["uid"]]
