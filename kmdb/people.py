@@ -177,9 +177,10 @@ def settle(engine: Engine, full: bool = False) -> Settled:
             names = {i: name for name, i in ids.items()}
             changes = [{"uid": i, "cid": c} for i, c in wanted.items() if current.get(i) != c]
             gone = [i for i in current if i not in wanted]
-            if gone:
-                names.update(conn.execute(select(u.c.id, u.c.name).where(u.c.id.in_(gone))).all())
-                changes += [{"uid": i, "cid": None} for i in gone]
+            for start in range(0, len(gone), BATCH):
+                part = gone[start : start + BATCH]
+                names.update(conn.execute(select(u.c.id, u.c.name).where(u.c.id.in_(part))).all())
+            changes += [{"uid": i, "cid": None} for i in gone]
             for change in changes:
                 change["name"] = names[change["uid"]]
             _set_canonical(conn, changes)
