@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from kmdb import schema
-from kmdb.errors import ConfigError
+from kmdb.errors import ConfigError, DatabaseUnavailable
 from kmdb.settings import Settings, mask_url
 
 
@@ -41,7 +41,7 @@ def make_engine(settings: Settings) -> Engine:
             pass
     except OperationalError as exc:
         reason = str(exc.orig).strip() if exc.orig else str(exc)
-        raise ConfigError(
+        raise DatabaseUnavailable(
             f"Cannot connect to the database at {mask_url(url)} ({reason}); "
             "check DATABASE_URL and that the server is running."
         ) from None

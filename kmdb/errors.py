@@ -21,3 +21,7 @@ class PartitionError(KmdbError):
 
 class TransientError(KmdbError):
     """A failure worth retrying: a lost connection, a deadlock, a throttled request."""
+
+
+class DatabaseUnavailable(ConfigError):
+    """The database cannot be reached: a setting to check from the command line, a wait for a worker."""

@@ -66,10 +66,12 @@ def _retrying(action: Callable[[], T]) -> T:
 
 def import_revision_job(source: str, revision: int) -> dict[str, object]:
     """Import one revision file of the export at source."""
-    engine, settings = _engine()
-    counts: Counts = _retrying(
-        lambda: import_revision(engine, open_source(source, settings), revision, settings)
-    )
+
+    def run() -> Counts:
+        engine, settings = _engine()
+        return import_revision(engine, open_source(source, settings), revision, settings)
+
+    counts = _retrying(run)
     log.info("Revision %s: %s lines, %s events", revision, counts.lines, counts.events)
     return {
         "lines": counts.lines,
@@ -83,14 +85,15 @@ def import_revision_job(source: str, revision: int) -> dict[str, object]:
 
 def scan_revision_job(source: str, revision: int) -> int:
     """First pass: record one revision file's alias lines."""
-    engine, settings = _engine()
-    return _retrying(
-        lambda: scan_revision(engine, open_source(source, settings), revision, settings)
-    )
+
+    def run() -> int:
+        engine, settings = _engine()
+        return scan_revision(engine, open_source(source, settings), revision, settings)
+
+    return _retrying(run)
 
 
 def settle_job() -> dict[str, int]:
     """Fold new aliases into people and re-point rows, once the revisions are in."""
-    engine, _ = _engine()
-    result: Settled = _retrying(lambda: settle(engine))
+    result: Settled = _retrying(lambda: settle(_engine()[0]))
     return {"new_aliases": result.new_aliases, "events_moved": result.events_moved}

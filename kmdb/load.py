@@ -210,6 +210,10 @@ def is_transient(exc: BaseException) -> bool:
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.exceptions import ReadTimeoutError
 
+    from kmdb.errors import DatabaseUnavailable
+
+    if isinstance(exc, DatabaseUnavailable):
+        return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     if isinstance(exc, (BotoConnectionError, ReadTimeoutError, ConnectionError)):

@@ -10,6 +10,7 @@ from rq import Worker
 
 from kmdb import queues
 from kmdb.db import make_engine
+from kmdb.load import is_transient
 from kmdb.schedule import pending, replan_dead
 from kmdb.settings import Settings
 
@@ -55,10 +56,17 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
         failed += worker.failed_job_count
         if q.count:
             continue
-        if replan_dead(settings, redis, engine):
-            log.warning("Planned again the jobs of workers that died.")
+        try:
+            if replan_dead(settings, redis, engine):
+                log.warning("Planned again the jobs of workers that died.")
+                continue
+            waiting, started = pending(q, engine)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("Waiting for the database (%s)", exc)
+            time.sleep(2)
             continue
-        waiting, started = pending(q, engine)
         scheduled = q.scheduled_job_registry.count
         if not started and not scheduled:
             if waiting:

@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pymysql
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -156,3 +157,115 @@ def test_redis_restarting_mid_import_still_ends_exact(
     finally:
         redis.kill()
         redis.wait()
+
+
+class PrivateMariaDB:
+    """A MariaDB server of the test's own, on its own port, that the test may stop and start."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = _free_port()
+        self.process: subprocess.Popen | None = None
+        subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={folder / 'data'}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}/kmdb"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "mariadbd",
+                "--no-defaults",
+                f"--datadir={self.folder / 'data'}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.folder / 'sock'}",
+                "--user=root",
+                "--innodb-buffer-pool-size=64M",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def up() -> bool:
+            try:
+                pymysql.connect(host="127.0.0.1", port=self.port, user="root").close()
+                return True
+            except pymysql.MySQLError:
+                return False
+
+        _wait_for(up, timeout=60)
+        with pymysql.connect(
+            host="127.0.0.1", port=self.port, user="root", autocommit=True
+        ) as conn:
+            conn.cursor().execute("CREATE DATABASE IF NOT EXISTS kmdb")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()  # a crash, not a clean shutdown
+        self.process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("mariadbd") is None, reason="needs mariadbd")
+def test_mariadb_crashing_mid_import_still_ends_exact(
+    redis_queue: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    server = PrivateMariaDB(tmp_path / "mariadb")
+    server.start()
+    folder = tmp_path / "export"
+    write_sample(folder, 30_000, seed=13, lines_per_revision=6_000)
+    bucket = f"km-{uuid.uuid4().hex[:8]}"
+    upload_export(folder, bucket)
+    env = {
+        **cli_env,
+        **s3_env,
+        "DATABASE_URL": server.url,
+        "AWS_BUCKET": bucket,
+        "KMDB_QUEUE": redis_queue,
+        "KMDB_BATCH_SIZE": "500",
+    }
+    try:
+        run("kmdb-flush", env=env)
+        run("kmdb-import", env=env)
+        workers = [
+            subprocess.Popen(
+                [str(BIN / "kmdb-work"), "--burst"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        _wait_for(lambda: _lines_imported(server.url) >= 1_000)
+        server.kill()
+        time.sleep(3)
+        server.start()
+        errors = ""
+        for w in workers:
+            _, err = w.communicate(timeout=400)
+            errors += err
+            assert w.returncode == 0, err[-3000:]
+        status = run("kmdb-status", env=env).stdout
+        assert "5 imported" in status, status + errors[-5000:]
+        assert_same(dump(create_engine(server.url)), expected(read_export(folder)))
+    finally:
+        if server.process and server.process.poll() is None:
+            server.kill()

@@ -317,38 +317,37 @@ deep_lines: st.SearchStrategy[Line] = st.builds(
     st.booleans(),
     st.sampled_from(["prop", "_p", "_p2", "_t", "_n", "_k"]),
 )
-special_lines: st.SearchStrategy[Line] = st.sampled_from(
-    [
-        (raw, None)
-        for raw in (
-            b"",
-            b" ",
-            b"\t \r",
-            b"\r",
-            b"\x00",
-            b"[]",
-            b'"text"',
-            b"null",
-            b"123",
-            b"{}",
-            b'{"_p":"a","_t":NaN}',
-            b'{"_p":"a","_t":Infinity,"_n":"e"}',
-            b'{"_p":"a","_t":1,"big":1e400}',
-            b'{"_p":"a","_t":1,"_p":""}',
-            b'{"_p":"","_t":1,"_p":"z"}',
-            b'\xef\xbb\xbf{"_p":"a","_t":1}',
-            b'{"_p":"a","_t":1,"_n":"e"}garbage',
-            b'{"_p":"a","_t":1,"_n":"e"}{"_p":"b","_t":1}',
-            b'{"_p":"a","_t":1,"_n":"e","x":"\\u0000"}',
-            b'{"_p":"Caf\\303\\251","_t":"0001351187280","_n":"Frigidman\\231"}',
-            b'{"_p":"a","_t":1,"_n":"e","v":"lone \\ backslash"}',
-            b'{"_p":"a","_t":1,"_n":"e","v":"\\\\201"}',
-            b'{"_p":"1","_p2":"a","_t":1}',
-            b'{"_p":"a","_p2":"a","_t":1}',
-            b'{"_p":12,"_p2":"34","_t":1}',
-        )
-    ]
-)
+SPECIAL: list[Line] = [
+    (raw, None)
+    for raw in (
+        b"",
+        b" ",
+        b"\t \r",
+        b"\r",
+        b"\x00",
+        b"[]",
+        b'"text"',
+        b"null",
+        b"123",
+        b"{}",
+        b'{"_p":"a","_t":NaN}',
+        b'{"_p":"a","_t":Infinity,"_n":"e"}',
+        b'{"_p":"a","_t":1,"big":1e400}',
+        b'{"_p":"a","_t":1,"_p":""}',
+        b'{"_p":"","_t":1,"_p":"z"}',
+        b'\xef\xbb\xbf{"_p":"a","_t":1}',
+        b'{"_p":"a","_t":1,"_n":"e"}garbage',
+        b'{"_p":"a","_t":1,"_n":"e"}{"_p":"b","_t":1}',
+        b'{"_p":"a","_t":1,"_n":"e","x":"\\u0000"}',
+        b'{"_p":"Caf\\303\\251","_t":"0001351187280","_n":"Frigidman\\231"}',
+        b'{"_p":"a","_t":1,"_n":"e","v":"lone \\ backslash"}',
+        b'{"_p":"a","_t":1,"_n":"e","v":"\\\\201"}',
+        b'{"_p":"1","_p2":"a","_t":1}',
+        b'{"_p":"a","_p2":"a","_t":1}',
+        b'{"_p":12,"_p2":"34","_t":1}',
+    )
+]
+special_lines: st.SearchStrategy[Line] = st.sampled_from(SPECIAL)
 any_line = st.one_of(
     object_lines,
     object_lines,
@@ -376,7 +375,7 @@ def check_import(
                 assert shape(parse_line(raw)) == oracle(orjson.loads(raw)), raw
     write_files(folder, {n: [raw for raw, _ in lines] for n, lines in files.items()}, final_newline)
     revisions = read_export(folder)
-    assert set(revisions) == {n for n, lines in files.items() if lines}
+    assert set(revisions) == set(files)
 
     with fresh_database(backend, folder, batch_size) as (engine, settings):
         todo, counts = import_folder(engine, settings, folder)
@@ -421,7 +420,7 @@ def check_import(
                 here = (number, line_no)
                 is_event = number * ID_BASE + line_no in event_ids
                 if parsed is None:
-                    assert not raw.strip(b" \t\r"), raw if raw.strip(b" \t\r") else None
+                    assert decode_line(raw).strip() == ""
                     assert here not in rejected and not is_event
                 elif isinstance(parsed, Rejection):
                     reason, stored = rejected[here]
@@ -476,7 +475,7 @@ def check_import(
 
 EVERY_KIND: dict[int, list[Line]] = {
     140: [
-        *special_lines.wrapped_strategy.elements,  # type: ignore[attr-defined]
+        *SPECIAL,
         *((_deep(d, b, k), None) for d in DEPTHS for b in (True, False) for k in ("prop", "_p")),
         (b"\\303\\251\\231\\", None),
         (b'{"_n":"Caf\\303\\251","_p":"\\231","_t":1,"\\\\N":"\x80\xff\\377"}', None),
@@ -486,8 +485,7 @@ EVERY_KIND: dict[int, list[Line]] = {
 }
 
 
-@FUZZ
-@hsettings(max_examples=40)
+@hsettings(FUZZ, max_examples=40)
 @given(files=revision_files, batch_size=st.integers(1, 7), final_newline=st.booleans())
 @example(files=EVERY_KIND, batch_size=3, final_newline=True)
 def test_bad_input_is_rejected_or_imported_on_sqlite(
@@ -499,8 +497,7 @@ def test_bad_input_is_rejected_or_imported_on_sqlite(
     check_import("sqlite", tmp_path_factory.mktemp("fuzz"), files, batch_size, final_newline)
 
 
-@FUZZ
-@hsettings(max_examples=8)
+@hsettings(FUZZ, max_examples=8)
 @given(files=revision_files, batch_size=st.integers(1, 7), final_newline=st.booleans())
 @example(files=EVERY_KIND, batch_size=3, final_newline=False)
 def test_bad_input_is_rejected_or_imported_on_mariadb(
@@ -583,15 +580,15 @@ awkward_text = st.one_of(
         lambda s: s + "  "
     ),
 )
+awkward_key = awkward_text.filter(lambda s: s not in RESERVED)
 
 
-@FUZZ
-@hsettings(max_examples=10)
+@hsettings(FUZZ, max_examples=10)
 @given(
     events=st.lists(
-        st.tuples(awkward_text, awkward_text, awkward_text, awkward_text), min_size=1, max_size=4
+        st.tuples(awkward_text, awkward_text, awkward_key, awkward_text), min_size=1, max_size=4
     ),
-    set_line=st.tuples(awkward_text, awkward_text, awkward_text),
+    set_line=st.tuples(awkward_text, awkward_key, awkward_text),
     alias=st.tuples(awkward_text, awkward_text),
     bad=awkward_text,
 )
@@ -670,7 +667,7 @@ def test_awkward_names_and_values_round_trip(
     assert line_no == len(lines)
     assert stored_text == bad_line.decode()
     assert reason == parse_line(bad_line).reason  # type: ignore[union-attr]
-    assert bad[:10] in reason or "\\" in repr(bad[:10])
+    assert reason.startswith("_t is not a time: 'at ")
     assert_same(found, expected({revision: lines}))
 
 
