@@ -320,9 +320,9 @@ def scan_revision(engine: Engine, source: Source, revision: int, settings: Setti
     state = revision_state(engine, revision)
     if state["scanned"]:
         return 0
-    with held(engine, f"revision:{revision}") as mine:
-        if not mine:
-            log.info("Revision %s is being worked on by another worker", revision)
+    with held(engine, f"revision:{revision}"):
+        state = revision_state(engine, revision)
+        if state["scanned"]:  # another worker did it while we waited
             return 0
         job = RevisionImport(engine, settings, revision, state)
         found = 0
@@ -394,10 +394,7 @@ def import_revision(
     if not state["scanned"]:
         scan_revision(engine, source, revision, settings)
         state = revision_state(engine, revision)
-    with held(engine, f"revision:{revision}") as mine:
-        if not mine:
-            log.info("Revision %s is being imported by another worker", revision)
-            return Counts()
+    with held(engine, f"revision:{revision}"):
         state = revision_state(engine, revision)
         if state["status"] == "done":
             return Counts()

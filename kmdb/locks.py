@@ -12,6 +12,10 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine, text
 
 from kmdb.db import is_mysql
+from kmdb.errors import KmdbError
+
+# How long a job waits for another worker that holds its revision.
+LOCK_WAIT = 6 * 3600
 
 
 def lock_name(conn: Connection, what: str) -> str:
@@ -21,22 +25,27 @@ def lock_name(conn: Connection, what: str) -> str:
 
 
 @contextmanager
-def held(engine: Engine, what: str, wait: float = 0) -> Iterator[bool]:
-    """Hold the lock named `what` while inside; yields whether it was obtained.
+def held(engine: Engine, what: str, wait: float = LOCK_WAIT) -> Iterator[None]:
+    """Hold the lock named `what` while inside, waiting up to `wait` seconds for it.
 
-    On SQLite, which has one writer at a time anyway, it always yields True.
+    A second worker on the same revision waits here for the first to finish,
+    then finds the work done. On SQLite, which has one writer at a time anyway,
+    there is nothing to hold.
     """
     if not is_mysql(engine):
-        yield True
+        yield
         return
     with engine.connect() as conn:
         name = lock_name(conn, what)
-        got = conn.execute(text("SELECT GET_LOCK(:n, :w)"), {"n": name, "w": wait}).scalar() == 1
+        got = conn.execute(text("SELECT GET_LOCK(:n, :w)"), {"n": name, "w": wait}).scalar()
+        if got != 1:
+            raise KmdbError(
+                f"Could not take the lock {name} within {wait:.0f} s; another worker holds it."
+            )
         try:
-            yield got
+            yield
         finally:
-            if got:
-                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+            conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
 
 
 def is_held(engine: Engine, what: str) -> bool | None:

@@ -155,7 +155,7 @@ def settle(engine: Engine, full: bool = False) -> Settled:
     after aliases were edited or removed by hand; otherwise only rows that point
     at an identity that is no longer canonical move.
     """
-    with held(engine, SETTLE_LOCK, wait=86400):
+    with held(engine, SETTLE_LOCK):
         # Names edited into aliases by hand may be new; interning writes in transactions
         # of its own, so it goes first (SQLite would otherwise wait on itself).
         interner = Interner(engine, schema.users, "name")
