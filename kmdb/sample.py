@@ -352,8 +352,10 @@ class _Stream:
             self.seen += 1
             return self.seen - 1
         if rng.random() < 0.85:
-            back = min(int(rng.expovariate(1 / RECENT_PEOPLE)), self.seen - 1)
-            return self.seen - 1 - back
+            back = int(rng.expovariate(1 / RECENT_PEOPLE))
+            # Clamping a long draw to the first person would make it everybody's twin.
+            if back < self.seen:
+                return self.seen - 1 - back
         return rng.randrange(self.seen)
 
     def _person_lines(self) -> list[bytes]:

@@ -134,3 +134,27 @@ def test_a_missing_source_is_one_sentence(sqlite_url: str, cli_env: dict[str, st
     nowhere = run("kmdb-import", "--inline", "--source", "/no/such/folder", env=env, check=False)
     assert nowhere.returncode == 2
     assert "The export folder /no/such/folder does not exist" in nowhere.stderr
+
+
+def test_keep_files_downloads_once_to_the_tmp_dir(
+    sqlite_url: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 3_000, seed=5, lines_per_revision=1_000)
+    bucket = f"km-{uuid.uuid4().hex[:8]}"
+    upload_export(folder, bucket, prefix="km/")
+    keep = tmp_path / "downloads"
+    env = {
+        **cli_env,
+        **s3_env,
+        "DATABASE_URL": sqlite_url,
+        "KMDB_KEEP_FILES": "YES",
+        "KMDB_TMP_DIR": str(keep),
+        "KMDB_BATCH_SIZE": "250",
+    }
+    run("kmdb-import", "--inline", "--source", f"s3://{bucket}/km", env=env)
+    kept = sorted(p.name for p in keep.rglob("*.json"))
+    assert kept == ["1.json", "2.json", "3.json"]
+    for path in keep.rglob("*.json"):
+        assert path.read_bytes() == (folder / "revisions" / path.name).read_bytes()
+    assert_same(dump(create_engine(sqlite_url)), expected(read_export(folder)))
