@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # Row ids are revision * ID_BASE + the line number (events) or the property's
 # position in the file (properties): the same export always gives the same ids.
 ID_BASE = 10**12
+# The largest revision whose ids still fit a signed 64-bit BIGINT.
+MAX_REVISION = (2**63 - 1) // ID_BASE - 1
 # Rejected lines keep this many characters of their text.
 REJECTED_TEXT_CHARS = 65_536
 # Each revision logs this many rejected lines one by one, then only their count.
@@ -89,6 +91,11 @@ def _now() -> dt.datetime:
 
 def revision_state(engine: Engine, revision: int) -> dict:
     """The revision's progress row, created if missing."""
+    if not 0 <= revision <= MAX_REVISION:
+        raise KmdbError(
+            f"Revision {revision} is beyond the largest number kmdb can give row ids for "
+            f"({MAX_REVISION}); it was not imported."
+        )
     stmt = (
         insert(schema.revisions)
         .values(number=revision, status="pending")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,10 +11,12 @@ from sqlalchemy import Engine, func, select
 
 from kmdb import schema
 from kmdb.db import create_schema
-from kmdb.importer import Counts, import_revision, scan_revision
+from kmdb.importer import MAX_REVISION, Counts, import_revision, scan_revision
 from kmdb.people import settle
 from kmdb.settings import Settings
 from kmdb.source import Source, find_new
+
+log = logging.getLogger(__name__)
 
 
 def new_revisions(engine: Engine, source: Source, settings: Settings) -> list[int]:
@@ -23,7 +26,15 @@ def new_revisions(engine: Engine, source: Source, settings: Settings) -> list[in
         statuses = dict(conn.execute(select(r.c.number, r.c.status)).all())
     done = {n for n, status in statuses.items() if status == "done"}
     start = max(done) + 1 if done else max(1, settings.min_revision)
-    return find_new(source, done, settings, start, set(statuses) - done)
+    found = find_new(source, done, settings, start, set(statuses) - done)
+    beyond = [n for n in found if n > MAX_REVISION]
+    if beyond:
+        log.warning(
+            "Skipping revisions %s: beyond %s, the largest kmdb can give row ids for.",
+            ", ".join(map(str, beyond)),
+            MAX_REVISION,
+        )
+    return [n for n in found if n <= MAX_REVISION]
 
 
 @dataclass(frozen=True)

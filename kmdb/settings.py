@@ -28,7 +28,7 @@ class Settings:
     days_per_partition: int = 7
     min_revision: int = 0
     revision_lookahead: int = 10
-    batch_size: int = 50_000
+    batch_size: int = 20_000
     tmp_dir: str | None = None
     keep_files: bool = False
 
@@ -63,7 +63,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         days_per_partition=_int(get("KMDB_DAYS_PER_PARTITION"), "KMDB_DAYS_PER_PARTITION", 7, 1),
         min_revision=_int(get("KMDB_MIN_REVISION"), "KMDB_MIN_REVISION", 0, 0),
         revision_lookahead=_int(get("KMDB_REVISION_LOOKAHEAD"), "KMDB_REVISION_LOOKAHEAD", 10, 1),
-        batch_size=_int(get("KMDB_BATCH_SIZE"), "KMDB_BATCH_SIZE", 50_000, 1),
+        batch_size=_int(get("KMDB_BATCH_SIZE"), "KMDB_BATCH_SIZE", 20_000, 1),
         tmp_dir=get("KMDB_TMP_DIR"),
         keep_files=_bool(get("KMDB_KEEP_FILES"), "KMDB_KEEP_FILES"),
     )

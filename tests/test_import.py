@@ -292,6 +292,30 @@ def test_revisions_are_found_from_any_number(
     assert new_revisions(engine, source, settings.replace(min_revision=150)) == [150, 1000]
 
 
+def test_revisions_beyond_the_id_range_are_refused(
+    engine: Engine, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kmdb.errors import KmdbError
+    from kmdb.importer import MAX_REVISION
+
+    folder = write_export(
+        tmp_path / "export",
+        {n: [line(_n="e", _p="a", _t=1, x=1)] for n in (5, MAX_REVISION, MAX_REVISION + 1)},
+    )
+    create_schema(engine)
+    source = LocalSource(str(folder))
+    assert new_revisions(engine, source, settings) == [5, MAX_REVISION]
+    assert f"Skipping revisions {MAX_REVISION + 1}" in caplog.text
+    with pytest.raises(KmdbError, match="beyond the largest number"):
+        import_revision(engine, source, MAX_REVISION + 1, settings)
+    import_inline(engine, source, settings, [5, MAX_REVISION])
+    with engine.connect() as conn:
+        ids = sorted(conn.execute(text("SELECT id FROM events")).scalars())
+        props = sorted(conn.execute(text("SELECT id FROM properties")).scalars())
+    assert ids == [5 * 10**12 + 1, MAX_REVISION * 10**12 + 1]
+    assert props == ids
+
+
 class NoListing(LocalSource):
     def list_revisions(self):
         return None
