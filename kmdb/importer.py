@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from kmdb.load import TABLES, Interner, Staged, load_staged, retrying, stage_row
 from kmdb.locks import held
 from kmdb.parse import Record, Rejection, parse_line
 from kmdb.settings import Settings
-from kmdb.source import Source, lines
+from kmdb.source import Source, lines, matching_lines
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,8 @@ def _batches(
         yield batch, end
 
 
-def _may_be_alias(raw: bytes) -> bool:
-    # A key _p2 is spelled out in the line, unless written with \\u escapes.
-    return b"_p2" in raw or b"\\u" in raw
+# A line can only be an alias if it spells out the key _p2, or writes it with \\u escapes.
+_MAY_BE_ALIAS = re.compile(rb"_p2|\\u")
 
 
 @dataclass
@@ -176,8 +176,6 @@ class RevisionImport:
     ) -> list[tuple[int, Record]]:
         records: list[tuple[int, Record]] = []
         for line_no, raw in batch:
-            if rejected is None and not _may_be_alias(raw):
-                continue
             parsed = parse_line(raw)
             if parsed is None:
                 continue
@@ -334,9 +332,15 @@ def scan_revision(engine: Engine, source: Source, revision: int, settings: Setti
         job = RevisionImport(engine, settings, revision, state)
         found = 0
         try:
-            for batch, _end in _batches(source, revision, settings.batch_size):
+            batch: list[tuple[int, bytes]] = []
+            for numbered in matching_lines(source.chunks(revision), _MAY_BE_ALIAS):
+                batch.append(numbered)
+                if len(batch) >= settings.batch_size:
+                    found += job.scan(batch)
+                    _check_stop(revision, batch[-1][0])
+                    batch = []
+            if batch:
                 found += job.scan(batch)
-                _check_stop(revision, batch[-1][0])
         except Exception as exc:
             _set_status(
                 engine, revision, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000]

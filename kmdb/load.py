@@ -145,6 +145,16 @@ def _send_only_ours(filename: str | bytes, conn: Any) -> None:
 pymysql.connections._send_local_file = _send_only_ours
 
 
+def allow_load_file(path: str) -> None:
+    """Let LOAD DATA LOCAL send a file this process wrote itself (the benchmark's dumps)."""
+    _WRITTEN.add(path)
+
+
+def field(value: object) -> str:
+    """One value as a LOAD DATA field: NULL as \\N, and \\, tab, newline and NUL escaped."""
+    return _field(value)
+
+
 @dataclass
 class Staged:
     """Rows ready to load: a file LOAD DATA LOCAL reads on MySQL, the rows themselves on SQLite."""

@@ -75,6 +75,40 @@ def lines(chunks: Iterator[bytes], offset: int = 0) -> Iterator[tuple[bytes, int
         yield rest, offset
 
 
+def matching_lines(
+    chunks: Iterator[bytes], pattern: re.Pattern[bytes]
+) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of every line in which pattern matches, the others skipped unsplit.
+
+    The regex engine walks the bytes; Python only sees the few lines that match,
+    which makes the alias scan several times cheaper than splitting every line.
+    """
+    rest = b""
+    line_no = 0  # lines counted before `rest`
+    for chunk in chunks:
+        if not chunk:
+            continue
+        data = rest + chunk if rest else chunk
+        end_of_lines = data.rfind(b"\n") + 1
+        if end_of_lines == 0:
+            rest = data
+            continue
+        counted = 0
+        for match in pattern.finditer(data, 0, end_of_lines):
+            start = data.rfind(b"\n", 0, match.start()) + 1
+            if start < counted:  # a second match on a line already yielded
+                continue
+            stop = data.find(b"\n", match.start())
+            line_no += data.count(b"\n", counted, start)
+            yield line_no + 1, data[start:stop]
+            line_no += 1
+            counted = stop + 1
+        line_no += data.count(b"\n", counted, end_of_lines)
+        rest = data[end_of_lines:]
+    if rest and pattern.search(rest):
+        yield line_no + 1, rest
+
+
 class LocalSource:
     """An export copied to a folder: FOLDER/revisions/N.json."""
 

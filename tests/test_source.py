@@ -1,0 +1,70 @@
+"""Splitting revision files into lines, whatever the chunks; finding work."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kmdb.source import lines, matching_lines, revision_numbers
+
+line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"."))
+file_lines = st.lists(
+    st.one_of(
+        line_text, st.sampled_from([b'{"_p":"a","_p2":"b"}', b'{"x":"\\u00e9"}', b"", b"\r"])
+    ),
+    max_size=30,
+)
+
+
+def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
+
+
+@settings(max_examples=300)
+@given(file_lines, st.booleans(), st.lists(st.integers(0, 10_000), max_size=8))
+def test_lines_are_the_same_whatever_the_chunks(
+    body: list[bytes], final_newline: bool, cuts: list[int]
+) -> None:
+    data = b"\n".join(body) + (b"\n" if final_newline and body else b"")
+    got = list(lines(iter(_chunked(data, cuts))))
+    assert [raw for raw, _ in got] == (
+        data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n") if data else []
+    )
+    # Each offset is where the next line starts: resuming there gives the rest.
+    for i, (_, offset) in enumerate(got):
+        rest = list(lines(iter([data[offset:]]), offset))
+        assert rest == got[i + 1 :]
+
+
+PATTERN = re.compile(rb"_p2|\\u")
+
+
+@settings(max_examples=300)
+@given(file_lines, st.booleans(), st.lists(st.integers(0, 10_000), max_size=8))
+def test_matching_lines_equals_filtering_every_line(
+    body: list[bytes], final_newline: bool, cuts: list[int]
+) -> None:
+    data = b"\n".join(body) + (b"\n" if final_newline and body else b"")
+    every = [(n, raw) for n, (raw, _) in enumerate(lines(iter([data])), start=1)]
+    wanted = [(n, raw) for n, raw in every if PATTERN.search(raw)]
+    assert list(matching_lines(iter(_chunked(data, cuts)), PATTERN)) == wanted
+
+
+def test_a_line_with_two_matches_comes_once() -> None:
+    data = b'x\n{"_p2":"a","k":"\\u00e9 _p2"}\ny\n'
+    assert list(matching_lines(iter([data]), PATTERN)) == [(2, b'{"_p2":"a","k":"\\u00e9 _p2"}')]
+
+
+def test_revision_numbers_come_from_revision_files_only() -> None:
+    keys = [
+        "revisions/140.json",
+        "p/revisions/7.json",
+        "revisions/x.json",
+        "revisions/3.json.bak",
+        "hello.txt",
+        "revisions/140.json",
+    ]
+    assert revision_numbers(iter(keys)) == [7, 140]
