@@ -256,8 +256,11 @@ def _import_inline(engine: Any, src: Any, settings: Settings) -> None:
     click.echo(
         f"Imported {len(todo)} revisions from {src.name} into {mask_url(settings.database_url)}"
     )
-    for line in summary(engine).lines_of_text(seconds):
+    total = summary(engine)
+    for line in total.lines_of_text(seconds):
         click.echo(line)
+    if total.rejected:
+        click.echo("Rejected lines, with why: SELECT revision, line, reason FROM rejected_lines;")
 
 
 @cli.command()
