@@ -153,3 +153,13 @@ def upload_export(folder: Path, bucket: str, prefix: str = "") -> None:
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             client.upload_file(str(path), bucket, prefix + str(path.relative_to(folder)))
+
+
+def sample_bucket(folder: Path, lines: int, prefix: str = "", **sample: int) -> str:
+    """Write a sample export to folder and upload it to a new bucket; return the bucket's name."""
+    from kmdb.sample import write_sample
+
+    write_sample(folder, lines, **sample)
+    bucket = f"km-{uuid.uuid4().hex[:8]}"
+    upload_export(folder, bucket, prefix=prefix)
+    return bucket

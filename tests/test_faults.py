@@ -8,15 +8,13 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pymysql
 import pytest
 from sqlalchemy import create_engine, text
 
-from kmdb.sample import write_sample
-from tests.conftest import upload_export
+from tests.conftest import sample_bucket
 from tests.helpers import BIN, run
 from tests.model import assert_same, dump, expected, read_export
 from tests.test_workers import _workers
@@ -61,9 +59,7 @@ def test_a_worker_killed_mid_revision_resumes_exactly(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
-    write_sample(folder, 40_000, seed=8, lines_per_revision=20_000)
-    bucket = f"km-{uuid.uuid4().hex[:8]}"
-    upload_export(folder, bucket)
+    bucket = sample_bucket(folder, 40_000, seed=8, lines_per_revision=20_000)
     env = {
         **cli_env,
         **s3_env,
@@ -119,9 +115,7 @@ def test_redis_restarting_mid_import_still_ends_exact(
     ]
     redis = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     folder = tmp_path / "export"
-    write_sample(folder, 30_000, seed=12, lines_per_revision=6_000)
-    bucket = f"km-{uuid.uuid4().hex[:8]}"
-    upload_export(folder, bucket)
+    bucket = sample_bucket(folder, 30_000, seed=12, lines_per_revision=6_000)
     env = {
         **cli_env,
         **s3_env,
@@ -230,9 +224,7 @@ def test_mariadb_crashing_mid_import_still_ends_exact(
     server = PrivateMariaDB(tmp_path / "mariadb")
     server.start()
     folder = tmp_path / "export"
-    write_sample(folder, 30_000, seed=13, lines_per_revision=6_000)
-    bucket = f"km-{uuid.uuid4().hex[:8]}"
-    upload_export(folder, bucket)
+    bucket = sample_bucket(folder, 30_000, seed=13, lines_per_revision=6_000)
     env = {
         **cli_env,
         **s3_env,

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import boto3
@@ -16,7 +15,7 @@ from sqlalchemy import create_engine, text
 
 from kmdb.parse import Record, parse_line
 from kmdb.sample import write_sample
-from tests.conftest import upload_export
+from tests.conftest import sample_bucket
 from tests.helpers import BIN, run
 from tests.model import assert_same, dump, expected, read_export
 from tests.test_faults import _lines_imported, _wait_for
@@ -41,9 +40,7 @@ def test_status_and_wait_report_a_failed_revision(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
-    write_sample(folder, 4_000, seed=2, lines_per_revision=1_000)
-    bucket = f"km-{uuid.uuid4().hex[:8]}"
-    upload_export(folder, bucket)
+    bucket = sample_bucket(folder, 4_000, seed=2, lines_per_revision=1_000)
     env = _s3_env(cli_env, s3_env, mysql_url, redis_queue, bucket)
     run("kmdb-flush", env=env)
     run("kmdb-import", env=env)
@@ -149,9 +146,7 @@ def test_pool_stops_gracefully_and_the_next_run_goes_on(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
-    write_sample(folder, 60_000, seed=9, lines_per_revision=30_000)
-    bucket = f"km-{uuid.uuid4().hex[:8]}"
-    upload_export(folder, bucket)
+    bucket = sample_bucket(folder, 60_000, seed=9, lines_per_revision=30_000)
     env = {**_s3_env(cli_env, s3_env, mysql_url, redis_queue, bucket), "KMDB_BATCH_SIZE": "300"}
     run("kmdb-flush", env=env)
     run("kmdb-import", env=env)

@@ -6,12 +6,13 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import boto3
 from redis import Redis
 from rq import Queue
 from sqlalchemy import create_engine
 
 from kmdb.sample import write_sample
-from tests.conftest import REDIS_URL, upload_export
+from tests.conftest import REDIS_URL, sample_bucket, upload_export
 from tests.helpers import BIN, run
 from tests.model import assert_same, dump, expected, read_export
 
@@ -42,9 +43,9 @@ def test_s3_export_with_two_workers_on_mariadb(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
-    write_sample(folder, 12_000, seed=21, lines_per_revision=1_500, first_revision=140)
-    bucket = f"km-{uuid.uuid4().hex[:8]}"
-    upload_export(folder, bucket, prefix="dump/")
+    bucket = sample_bucket(
+        folder, 12_000, seed=21, lines_per_revision=1_500, first_revision=140, prefix="dump/"
+    )
     env = {
         **cli_env,
         **s3_env,
@@ -100,9 +101,9 @@ def test_new_revisions_in_a_later_run_re_point_older_rows(
 
     for name, data in later.items():
         (folder / "revisions" / name).write_bytes(data)
-    upload_export_more = __import__("boto3").client("s3")
+    client = boto3.client("s3")
     for name, data in later.items():
-        upload_export_more.put_object(Bucket=bucket, Key=f"revisions/{name}", Body=data)
+        client.put_object(Bucket=bucket, Key=f"revisions/{name}", Body=data)
     second = run("kmdb-import", env=env)
     assert "Enqueued 3 revisions (4-6)" in second.stdout
     assert all(r.returncode == 0 for r in _workers(2, env))
@@ -140,9 +141,7 @@ def test_keep_files_downloads_once_to_the_tmp_dir(
     sqlite_url: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     folder = tmp_path / "export"
-    write_sample(folder, 3_000, seed=5, lines_per_revision=1_000)
-    bucket = f"km-{uuid.uuid4().hex[:8]}"
-    upload_export(folder, bucket, prefix="km/")
+    bucket = sample_bucket(folder, 3_000, seed=5, lines_per_revision=1_000, prefix="km/")
     keep = tmp_path / "downloads"
     env = {
         **cli_env,
