@@ -204,21 +204,18 @@ class RevisionImport:
         if not sightings:
             return 0
         self.users.ids(name for row in sightings for name in row[2:4])
-        stmt = (
-            insert(schema.alias_sightings)
-            .prefix_with("IGNORE", dialect="mysql")
-            .prefix_with("OR IGNORE", dialect="sqlite")
-        )
-        params = [
-            {"revision": rv, "line": ln, "name1": a, "name2": b, "t": dt.datetime.fromisoformat(t)}
-            for rv, ln, a, b, t in sightings
-        ]
+        table, columns = TABLES["alias_sightings"]
+        staged = stage_rows(self.engine, table, columns, sightings, self.settings.tmp_dir)
 
         def write() -> None:
             with self.engine.begin() as conn:
-                conn.execute(stmt, params)
+                # A scan run again after a crash meets its own earlier lines: keep those.
+                load_staged(conn, staged, ignore_duplicates=True)
 
-        retrying(write)
+        try:
+            retrying(write)
+        finally:
+            staged.discard()
         return len(sightings)
 
     def prepare(self, batch: list[tuple[int, bytes]], end_offset: int) -> Prepared:

@@ -192,20 +192,25 @@ def stage_rows(
     return staged
 
 
-def load_staged(conn: Connection, staged: Staged) -> None:
-    """Insert staged rows inside the caller's transaction, by LOAD DATA LOCAL on MySQL."""
+def load_staged(conn: Connection, staged: Staged, ignore_duplicates: bool = False) -> None:
+    """Insert staged rows inside the caller's transaction, by LOAD DATA LOCAL on MySQL.
+
+    With ignore_duplicates, a row whose primary key is taken is skipped.
+    """
     if staged.path is None:
         if staged.rows:
             names = ", ".join(f'"{c}"' for c in staged.columns)
             marks = ", ".join("?" for _ in staged.columns)
+            verb = "INSERT OR IGNORE" if ignore_duplicates else "INSERT"
             conn.exec_driver_sql(
-                f'INSERT INTO "{staged.table.name}" ({names}) VALUES ({marks})', staged.rows
+                f'{verb} INTO "{staged.table.name}" ({names}) VALUES ({marks})', staged.rows
             )
         return
     quoted = staged.path.replace("\\", "\\\\").replace("'", "\\'")
     names = ", ".join(f"`{c}`" for c in staged.columns)
     conn.exec_driver_sql(
-        f"LOAD DATA LOCAL INFILE '{quoted}' INTO TABLE `{staged.table.name}` CHARACTER SET utf8mb4 "
+        f"LOAD DATA LOCAL INFILE '{quoted}' {'IGNORE ' if ignore_duplicates else ''}"
+        f"INTO TABLE `{staged.table.name}` CHARACTER SET utf8mb4 "
         "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
         f"({names})"
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, union, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -139,13 +139,51 @@ def _repoint(conn: Connection, full: bool) -> tuple[int, int]:
     return moved[0], moved[1]
 
 
-def _alias_names(engine: Engine) -> set[str]:
-    names: set[str] = set()
+def _names_without_user(engine: Engine) -> list[str]:
+    """Names in aliases or sightings that have no users row (usually none: scans intern them)."""
+    a, s, u = schema.aliases, schema.alias_sightings, schema.users
+    names = union(
+        select(a.c.name1.label("n")),
+        select(a.c.name2),
+        select(s.c.name1),
+        select(s.c.name2),
+    ).subquery()
+    query = (
+        select(names.c.n)
+        .select_from(names.outerjoin(u, u.c.name == names.c.n))
+        .where(u.c.id.is_(None))
+    )
     with engine.connect() as conn:
-        for table in (schema.aliases, schema.alias_sightings):
-            for column in (table.c.name1, table.c.name2):
-                names.update(conn.execute(select(column).distinct()).scalars())
-    return names
+        return list(conn.execute(query).scalars())
+
+
+def _people_changes(conn: Connection) -> list[dict]:
+    """The users whose canonical_id must change, as {uid, cid, name}, from all of aliases."""
+    a, u = schema.aliases, schema.users
+    u1, u2 = u.alias("u1"), u.alias("u2")
+    ids: dict[str, int] = {}
+    pairs = []
+    query = select(a.c.name1, a.c.name2, u1.c.id, u2.c.id).select_from(
+        a.join(u1, u1.c.name == a.c.name1).join(u2, u2.c.name == a.c.name2)
+    )
+    for name1, name2, id1, id2 in conn.execute(query):
+        ids[name1], ids[name2] = id1, id2
+        pairs.append((name1, name2))
+    canonical = people(pairs)
+    wanted = {ids[name]: ids[c] for name, c in canonical.items() if name != c}
+    current = dict(
+        conn.execute(select(u.c.id, u.c.canonical_id).where(u.c.canonical_id.is_not(None))).all()
+    )
+    names = {i: name for name, i in ids.items()}
+    changes = [{"uid": i, "cid": c} for i, c in wanted.items() if current.get(i) != c]
+    gone = [i for i in current if i not in wanted]
+    for start in range(0, len(gone), BATCH):
+        part = gone[start : start + BATCH]
+        names.update(conn.execute(select(u.c.id, u.c.name).where(u.c.id.in_(part))).all())
+    changes += [{"uid": i, "cid": None} for i in gone]
+    for change in changes:
+        change["name"] = names[change["uid"]]
+    return changes
 
 
 def settle(engine: Engine, full: bool = False) -> Settled:
@@ -158,32 +196,16 @@ def settle(engine: Engine, full: bool = False) -> Settled:
     with held(engine, SETTLE_LOCK):
         # Names edited into aliases by hand may be new; interning writes in transactions
         # of its own, so it goes first (SQLite would otherwise wait on itself).
-        interner = Interner(engine, schema.users, "name")
-        interner.ids(_alias_names(engine))
+        Interner(engine, schema.users, "name").ids(_names_without_user(engine))
         with engine.begin() as conn:
             # One transaction: a settle that dies leaves its sightings for the next one.
             sightings, new_aliases = _merge_sightings(conn)
-            pairs = conn.execute(select(schema.aliases.c.name1, schema.aliases.c.name2)).all()
-            canonical = people((a, b) for a, b in pairs)
-            interner.lookup(conn, sorted(n for n in canonical if n not in interner.cache))
-            ids = interner.cache
-            wanted = {ids[name]: ids[c] for name, c in canonical.items() if name != c}
-            u = schema.users
-            current = dict(
-                conn.execute(
-                    select(u.c.id, u.c.canonical_id).where(u.c.canonical_id.is_not(None))
-                ).all()
-            )
-            names = {i: name for name, i in ids.items()}
-            changes = [{"uid": i, "cid": c} for i, c in wanted.items() if current.get(i) != c]
-            gone = [i for i in current if i not in wanted]
-            for start in range(0, len(gone), BATCH):
-                part = gone[start : start + BATCH]
-                names.update(conn.execute(select(u.c.id, u.c.name).where(u.c.id.in_(part))).all())
-            changes += [{"uid": i, "cid": None} for i in gone]
-            for change in changes:
-                change["name"] = names[change["uid"]]
-            _set_canonical(conn, changes)
+            changes: list[dict] = []
+            # Without new aliases people are as the last settle left them (kmdb-realias
+            # is the tool for aliases edited by hand); only rows may need moving.
+            if sightings or full:
+                changes = _people_changes(conn)
+                _set_canonical(conn, changes)
             events_moved, properties_moved = _repoint(conn, full)
     result = Settled(sightings, new_aliases, len(changes), events_moved, properties_moved)
     log.info("Settled identities: %s", result)
