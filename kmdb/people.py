@@ -121,9 +121,10 @@ def _repoint(conn: Connection, full: bool) -> tuple[int, int]:
                 )
             else:
                 # Rows only ever point at an identity of their own person, so one hop
-                # from a non-canonical identity to its canonical one is enough.
+                # from a non-canonical identity to its canonical one is enough. Users
+                # first (STRAIGHT_JOIN): left to itself the optimizer scans every row.
                 sql = (
-                    f"UPDATE `{table}` r JOIN users u ON r.user_id = u.id "
+                    f"UPDATE users u STRAIGHT_JOIN `{table}` r ON r.user_id = u.id "
                     "SET r.user_id = u.canonical_id WHERE u.canonical_id IS NOT NULL"
                 )
         elif full:

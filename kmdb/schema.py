@@ -82,6 +82,8 @@ users = Table(
     Column("name", Name(), nullable=False, unique=True),
     # The users.id of this identity's person (its canonical identity); NULL while it is its own.
     Column("canonical_id", BigInteger, nullable=True),
+    # The settle step walks the identities that are not their own person.
+    Index("users_canonical", "canonical_id"),
     **_mysql,
 )
 
