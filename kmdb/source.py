@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from kmdb.errors import ConfigError, SourceError
+from kmdb.errors import ConfigError, KmdbError, SourceError
 from kmdb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,14 @@ class S3Source:
     def _key(self, revision: int) -> str:
         return f"{self.prefix}revisions/{revision}.json"
 
-    def _error(self, exc: Exception, what: str) -> SourceError:
+    def _error(self, exc: Exception, what: str) -> KmdbError:
+        from botocore.exceptions import NoCredentialsError
+
+        if isinstance(exc, NoCredentialsError):
+            return ConfigError(
+                f"No AWS credentials to read {self.name}: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or run where an instance role applies."
+            )
         return SourceError(f"Cannot {what} in {self.name}: {exc}.")
 
     def list_revisions(self) -> list[int] | None:

@@ -111,6 +111,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
         k: v for k, v in os.environ.items() if not k.startswith(("KMDB_", "DATABASE_URL", "AWS_"))
     }
     env["KMDB_REDIS_URL"] = REDIS_URL
+    # boto3 must never go looking for an instance role on the network from a test.
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
     return env
 
 
@@ -138,6 +140,7 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

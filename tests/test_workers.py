@@ -157,3 +157,20 @@ def test_keep_files_downloads_once_to_the_tmp_dir(
     for path in keep.rglob("*.json"):
         assert path.read_bytes() == (folder / "revisions" / path.name).read_bytes()
     assert_same(dump(create_engine(sqlite_url)), expected(read_export(folder)))
+
+
+def test_missing_aws_credentials_are_one_sentence(
+    sqlite_url: str, s3_endpoint: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {
+        **cli_env,
+        "DATABASE_URL": sqlite_url,
+        "HOME": str(tmp_path),
+        "AWS_ENDPOINT_URL": s3_endpoint,
+    }
+    result = run("kmdb-import", "--inline", "--source", "s3://some-bucket", env=env, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "Error: No AWS credentials to read s3://some-bucket: set AWS_ACCESS_KEY_ID"
+    )
+    assert "Traceback" not in result.stderr
