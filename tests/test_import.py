@@ -392,3 +392,13 @@ def test_any_order_and_split_gives_the_same_rows(
     settle(engine)
     # The contract numbers lines per file; the model needs the same files.
     assert_same(dump(engine), expected(revisions))
+
+
+@hsettings(max_examples=500)
+@given(st.integers(0, 253402300799))
+def test_timestamps_are_utc_datetime_literals(t: int) -> None:
+    import time
+
+    from kmdb.importer import timestamp
+
+    assert timestamp(t) == time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
