@@ -44,17 +44,34 @@ def revisions_report(engine: Engine) -> dict[str, Any]:
         "rate_lines_per_second": None,
         "eta_seconds": None,
     }
-    started = [row["started_at"] for row in unfinished if row["started_at"]]
-    if by_status.get("running") and started:
-        since = min(started)
-        window = [row for row in rows if row["started_at"] and row["started_at"] >= since]
-        elapsed = max((_now() - since).total_seconds(), 1e-3)
-        done_bytes = sum(row["bytes_done"] for row in window)
-        report["rate_bytes_per_second"] = done_bytes / elapsed
-        report["rate_lines_per_second"] = sum(row["lines_done"] for row in window) / elapsed
-        left = sum(max((row["size"] or 0) - row["bytes_done"], 0) for row in unfinished)
-        if done_bytes:
-            report["eta_seconds"] = left / report["rate_bytes_per_second"]
+    running = by_status.get("running", 0)
+    if running:
+        # Each revision's own pace (bytes over its import time), times the revisions
+        # running side by side: a fair rate however many workers there are.
+        now = _now()
+        recent = [
+            row
+            for row in rows
+            if row["started_at"]
+            and (
+                row["status"] == "running"
+                or (row["finished_at"] and now - row["finished_at"] < dt.timedelta(days=1))
+            )
+        ]
+        seconds = sum(
+            max(((row["finished_at"] or now) - row["started_at"]).total_seconds(), 0.0)
+            for row in recent
+        )
+        if seconds > 0:
+            report["rate_bytes_per_second"] = (
+                running * sum(r["bytes_done"] for r in recent) / seconds
+            )
+            report["rate_lines_per_second"] = (
+                running * sum(r["lines_done"] for r in recent) / seconds
+            )
+            left = sum(max((row["size"] or 0) - row["bytes_done"], 0) for row in unfinished)
+            if report["rate_bytes_per_second"]:
+                report["eta_seconds"] = left / report["rate_bytes_per_second"]
     return report
 
 

@@ -200,3 +200,61 @@ def test_ui_serves_the_dashboard(cli_env: dict[str, str], redis_queue: str) -> N
         except subprocess.TimeoutExpired:
             ui.kill()
     time.sleep(0.1)
+
+
+def test_rate_and_eta_follow_the_running_revisions(sqlite_url: str) -> None:
+    import datetime as dt
+
+    from kmdb.db import create_schema
+    from kmdb.settings import Settings
+    from kmdb.status import render, report
+
+    engine = create_engine(sqlite_url)
+    create_schema(engine)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rows = [
+        # done in 10 s: 1 MB, 1,000 lines
+        (
+            1,
+            "done",
+            1000,
+            1_000_000,
+            1_000_000,
+            now - dt.timedelta(seconds=30),
+            now - dt.timedelta(seconds=20),
+        ),
+        # running for 10 s: 1 MB of 3 MB read
+        (2, "running", 1000, 1_000_000, 3_000_000, now - dt.timedelta(seconds=10), None),
+        (3, "pending", 0, 0, 2_000_000, None, None),
+    ]
+    with engine.begin() as conn:
+        for number, status, lines_done, bytes_done, size, started, finished in rows:
+            conn.execute(
+                text(
+                    "INSERT INTO revisions (number, status, scanned, lines_done, bytes_done, "
+                    "properties_done, events, properties, aliases, rejected, size, started_at, "
+                    "finished_at) VALUES (:n, :s, 1, :l, :b, 0, 0, 0, 0, 0, :size, :st, :fi)"
+                ),
+                {
+                    "n": number,
+                    "s": status,
+                    "l": lines_done,
+                    "b": bytes_done,
+                    "size": size,
+                    "st": started,
+                    "fi": finished,
+                },
+            )
+    data = report(Settings(database_url=sqlite_url), engine, None)
+    revisions = data["revisions"]
+    # 2 MB in 20 s of revision time, one revision running: 0.1 MB/s; 4 MB left.
+    assert abs(revisions["rate_bytes_per_second"] - 100_000) < 2_000
+    assert abs(revisions["eta_seconds"] - 40) < 1.5
+    assert abs(revisions["rate_lines_per_second"] - 100) < 2
+    text_report = "\n".join(render(data))
+    assert (
+        "Revisions: 3 known, 1 imported, 1 in progress, 0 failed, 0 stopped, 1 pending"
+        in text_report
+    )
+    assert "Rate: 100 lines/s, 0.1 MB/s; ETA 0:00:40" in text_report
+    assert "Jobs: Redis not reachable" in text_report
