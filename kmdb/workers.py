@@ -45,13 +45,13 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
     q = queues.queue(settings, redis)
     if not burst:
         worker = KmdbWorker([q], connection=redis)
-        worker.work(with_scheduler=True)
+        worker.work()
         return worker.successful_job_count, worker.failed_job_count
     engine = make_engine(settings)
     done = failed = 0
     while True:
         worker = KmdbWorker([q], connection=redis)
-        worker.work(burst=True, with_scheduler=True, logging_level="INFO")
+        worker.work(burst=True, logging_level="INFO")
         done += worker.successful_job_count
         failed += worker.failed_job_count
         if q.count:
@@ -67,8 +67,7 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
             log.warning("Waiting for the database (%s)", exc)
             time.sleep(2)
             continue
-        scheduled = q.scheduled_job_registry.count
-        if not started and not scheduled:
+        if not started:
             if waiting:
                 log.warning(
                     "%s jobs wait on jobs that no live worker runs; run kmdb-import to plan them again.",

@@ -44,6 +44,18 @@ def _kill_with_children(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+def _processes_of(queue: str) -> list[int]:
+    """Processes whose environment names this queue."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"KMDB_QUEUE={queue}".encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def _lines_imported(url: str) -> int:
     with create_engine(url).connect() as conn:
         return conn.execute(
@@ -95,6 +107,8 @@ def test_a_worker_killed_mid_revision_resumes_exactly(
         assert result.returncode == 0, result.stderr[-3000:]
     said = again.stdout + "".join(r.stderr for r in results)
     assert ("jobs of workers that died" in said) == horse_too
+    # Nothing of the killed worker lingers (RQ's scheduler process would, were it started).
+    _wait_for(lambda: not _processes_of(redis_queue), timeout=30)
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 
 
