@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from kmdb import schema
 from kmdb.queues import queue
-from kmdb.schedule import pending
+from kmdb.schedule import pending, replan_dead
 from kmdb.settings import Settings
 
 
@@ -28,6 +28,8 @@ def follow(settings: Settings, redis: Redis, engine: Engine, revisions: list[int
             with engine.connect() as conn:
                 done = conn.execute(query).scalar_one() if revisions else 0
             bar.update(int(done) - start - bar.n)
+            # A worker that died would leave its part waiting for ever: plan it again.
+            replan_dead(settings, redis, engine)
             waiting, started = pending(q, engine)
             if not waiting and not started and not q.count:
                 break
