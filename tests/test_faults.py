@@ -15,9 +15,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import sample_bucket
-from tests.helpers import BIN, run
+from tests.helpers import BIN, burst_workers, run, start_burst_workers
 from tests.model import assert_same, dump, expected, read_export
-from tests.test_workers import _workers
 
 
 def _wait_for(condition, timeout: float = 120, every: float = 0.2) -> None:
@@ -102,7 +101,7 @@ def test_a_worker_killed_mid_revision_resumes_exactly(
     # Right after the kill the job may still look alive (it is seconds old); the burst
     # workers find it dead once its lock stays free and plan it again themselves.
     again = run("kmdb-import", env=env)
-    results = _workers(2, env)
+    results = burst_workers(2, env)
     for result in results:
         assert result.returncode == 0, result.stderr[-3000:]
     said = again.stdout + "".join(r.stderr for r in results)
@@ -146,15 +145,7 @@ def test_redis_restarting_mid_import_still_ends_exact(
     try:
         _wait_for(lambda: run("kmdb-flush", env=env, check=False).returncode == 0, timeout=20)
         run("kmdb-import", env=env)
-        workers = [
-            subprocess.Popen(
-                [str(BIN / "kmdb-work"), "--burst"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for _ in range(2)
-        ]
+        workers = start_burst_workers(2, env)
         _wait_for(lambda: _lines_imported(mysql_url) >= 1_000)
         redis.kill()  # no persistence: the queue is gone, as after a crash
         redis.wait()
@@ -164,7 +155,7 @@ def test_redis_restarting_mid_import_still_ends_exact(
             w.wait(timeout=300)  # they reconnect, find nothing left, and stop
         # The database knows what is done; a new run plans the rest.
         _wait_for(lambda: run("kmdb-import", env=env, check=False).returncode == 0, timeout=20)
-        for result in _workers(2, env):
+        for result in burst_workers(2, env):
             assert result.returncode == 0, result.stderr[-3000:]
         assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
     finally:
@@ -255,16 +246,7 @@ def test_mariadb_crashing_mid_import_still_ends_exact(
     try:
         run("kmdb-flush", env=env)
         run("kmdb-import", env=env)
-        workers = [
-            subprocess.Popen(
-                [str(BIN / "kmdb-work"), "--burst"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(2)
-        ]
+        workers = start_burst_workers(2, env, capture=True)
         _wait_for(lambda: _lines_imported(server.url) >= 1_000)
         server.kill()
         time.sleep(3)

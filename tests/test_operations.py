@@ -16,10 +16,9 @@ from sqlalchemy import create_engine, text
 from kmdb.parse import Record, parse_line
 from kmdb.sample import write_sample
 from tests.conftest import sample_bucket
-from tests.helpers import BIN, run
+from tests.helpers import BIN, burst_workers, run, start_burst_workers
 from tests.model import assert_same, dump, expected, read_export
 from tests.test_faults import _lines_imported, _wait_for
-from tests.test_workers import _workers
 
 
 def _s3_env(cli_env, s3_env, mysql_url, redis_queue, bucket):
@@ -46,14 +45,9 @@ def test_status_and_wait_report_a_failed_revision(
     run("kmdb-import", env=env)
     # Revision 3 disappears after it was listed: its jobs fail, the rest goes on.
     boto3.client("s3").delete_object(Bucket=bucket, Key="revisions/3.json")
-    workers = subprocess.Popen(
-        [str(BIN / "kmdb-work"), "--burst"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    (worker,) = start_burst_workers(1, env)
     waited = run("kmdb-import", "--wait", env=env, check=False)
-    workers.wait(timeout=300)
+    worker.wait(timeout=300)
     assert waited.returncode == 1
     assert "jobs failed" in waited.stderr and f"{redis_queue}-scan-3" in waited.stderr
     status = run("kmdb-status", env=env).stdout
@@ -169,7 +163,7 @@ def test_pool_stops_gracefully_and_the_next_run_goes_on(
     assert "stopped" in states.values(), (states, output[-3000:])
     # Nothing half-written: the next run finishes with exactly the right rows.
     run("kmdb-import", env=env)
-    for result in _workers(2, env):
+    for result in burst_workers(2, env):
         assert result.returncode == 0, result.stderr[-3000:]
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -13,26 +12,8 @@ from sqlalchemy import create_engine
 
 from kmdb.sample import write_sample
 from tests.conftest import REDIS_URL, sample_bucket, upload_export
-from tests.helpers import BIN, run
+from tests.helpers import burst_workers, run
 from tests.model import assert_same, dump, expected, read_export
-
-
-def _workers(count: int, env: dict[str, str]) -> list[subprocess.CompletedProcess]:
-    procs = [
-        subprocess.Popen(
-            [str(BIN / "kmdb-work"), "--burst"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(count)
-    ]
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return results
 
 
 def test_s3_export_with_two_workers_on_mariadb(
@@ -62,7 +43,7 @@ def test_s3_export_with_two_workers_on_mariadb(
     queue = Queue(redis_queue, connection=Redis.from_url(REDIS_URL))
     assert queue.count == 8  # nothing enqueued twice
 
-    for result in _workers(2, env):
+    for result in burst_workers(2, env):
         assert result.returncode == 0, result.stderr[-2000:]
     assert queue.failed_job_registry.count == 0
     engine = create_engine(mysql_url)
@@ -96,7 +77,7 @@ def test_new_revisions_in_a_later_run_re_point_older_rows(
         "AWS_BUCKET": bucket,
     }
     run("kmdb-import", env=env)
-    assert all(r.returncode == 0 for r in _workers(1, env))
+    assert all(r.returncode == 0 for r in burst_workers(1, env))
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 
     for name, data in later.items():
@@ -106,7 +87,7 @@ def test_new_revisions_in_a_later_run_re_point_older_rows(
         client.put_object(Bucket=bucket, Key=f"revisions/{name}", Body=data)
     second = run("kmdb-import", env=env)
     assert "Enqueued 3 revisions (4-6)" in second.stdout
-    assert all(r.returncode == 0 for r in _workers(2, env))
+    assert all(r.returncode == 0 for r in burst_workers(2, env))
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 
 
