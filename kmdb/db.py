@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -18,12 +18,24 @@ def is_mysql(engine: Engine) -> bool:
     return engine.dialect.name in ("mysql", "mariadb")
 
 
+def _is_local(url: str) -> bool:
+    try:
+        host = make_url(url).host
+    except Exception:  # create_engine below explains a malformed URL
+        return False
+    return host in (None, "", "localhost", "127.0.0.1", "::1")
+
+
 def make_engine(settings: Settings) -> Engine:
     """An engine for DATABASE_URL that has been checked to connect."""
     url = settings.database_url
     kwargs: dict[str, Any] = {"future": True}
     if url.startswith(("mysql", "mariadb")):
         kwargs["connect_args"] = {"local_infile": True, "charset": "utf8mb4"}
+        if _is_local(url):
+            # TLS to the same machine protects nothing, and PyMySQL builds a TLS
+            # context for every new connection (a fifth of a short job's time).
+            kwargs["connect_args"]["ssl_disabled"] = True
         kwargs["pool_pre_ping"] = True
         kwargs["pool_recycle"] = 3600
     else:

@@ -18,6 +18,11 @@ class Filters:
     whitelisted_events: frozenset[str] = frozenset()
     blacklisted_properties: frozenset[str] = frozenset()
 
+    @property
+    def active(self) -> bool:
+        """Whether any filter table has a row."""
+        return bool(self.ignored_users or self.whitelisted_events or self.blacklisted_properties)
+
     def keep(self, record: Record) -> Record | None:
         """The record as it is to be stored, or None when a filter drops it."""
         if record.p in self.ignored_users or record.p2 in self.ignored_users:

@@ -24,13 +24,14 @@ from sqlalchemy import Engine, insert, select, update
 
 from kmdb import filters as filters_module
 from kmdb import schema
+from kmdb.db import is_mysql
 from kmdb.errors import KmdbError
 from kmdb.identity import alias_pair
-from kmdb.load import TABLES, Interner, Staged, load_staged, retrying, stage_rows
+from kmdb.load import TABLES, Interner, Staged, escape, load_staged, retrying, stage_rows
 from kmdb.locks import held
-from kmdb.parse import Record, Rejection, parse_line
+from kmdb.parse import Record, Rejection, parse_fields
 from kmdb.settings import Settings
-from kmdb.source import Source, lines, matching_lines
+from kmdb.source import Source, matching_lines
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ ID_BASE = 10**12
 MAX_REVISION = (2**63 - 1) // ID_BASE - 1
 # Rejected lines keep this many characters of their text.
 REJECTED_TEXT_CHARS = 65_536
+# A job forgets the users it has looked up beyond this many (some 200 bytes each).
+USER_CACHE = 200_000
 # Each revision logs this many rejected lines one by one, then only their count.
 REJECTIONS_LOGGED = 5
 
@@ -132,18 +135,35 @@ def _set_status(engine: Engine, revision: int, **values: object) -> None:
 
 def _batches(
     source: Source, revision: int, size: int, offset: int = 0, line_no: int = 0
-) -> Iterator[tuple[list[tuple[int, bytes]], int]]:
-    """(batch of (line number, raw line), byte offset after it) from offset on."""
-    batch: list[tuple[int, bytes]] = []
+) -> Iterator[tuple[int, list[bytes], int]]:
+    """(number of the first line, the raw lines, byte offset after them), from offset on.
+
+    Chunks are split with bytes.split, in C: splitting line by line in Python
+    cost as much as parsing.
+    """
+    batch: list[bytes] = []
+    first = line_no + 1
     end = offset
-    for raw, end in lines(source.chunks(revision, offset), offset):
-        line_no += 1
-        batch.append((line_no, raw))
-        if len(batch) >= size:
-            yield batch, end
-            batch = []
+    rest = b""
+    for chunk in source.chunks(revision, offset):
+        if not chunk:
+            continue
+        parts = (rest + chunk if rest else chunk).split(b"\n")
+        rest = parts.pop()
+        while parts:
+            room = size - len(batch)
+            batch.extend(parts[:room])
+            del parts[:room]
+            if len(batch) >= size:
+                end += sum(map(len, batch)) + len(batch)
+                yield first, batch, end
+                first, batch = first + len(batch), []
+    tail = sum(map(len, batch)) + len(batch)
+    if rest:  # a last line without its newline
+        batch.append(rest)
+        tail += len(rest)
     if batch:
-        yield batch, end
+        yield first, batch, end + tail
 
 
 # A line can only be an alias if it spells out the key _p2, or writes it with \\u escapes.
@@ -160,6 +180,53 @@ class Prepared:
     to_line: int
     end_offset: int
     properties_done: int
+
+
+def _tsv_rows(
+    records: list[tuple[int, tuple]], base: int, seq: int, key_ids: dict, user_ids: dict
+) -> tuple[list[str], list[str], int]:
+    """Events and properties as LOAD DATA lines (the hot loop of a MySQL import)."""
+    events: list[str] = []
+    properties: list[str] = []
+    for line_no, (kind, t, p, n, _p2, props) in records:
+        ts = timestamp(t)
+        identity_id, canonical_id = user_ids[p]
+        user_id = canonical_id or identity_id
+        if kind == "event":
+            event_id = base + line_no
+            events.append(f"{event_id}\t{ts}\t{key_ids[n]}\t{user_id}\t{identity_id}\n")
+            tail = f"\t{user_id}\t{event_id}\t{identity_id}\n"
+        else:
+            tail = f"\t{user_id}\t\\N\t{identity_id}\n"
+        for name, value in props:
+            seq += 1
+            # Most values need no escaping; isprintable is false for tab, newline and NUL.
+            if "\\" in value or not value.isprintable():
+                value = escape(value)
+            properties.append(f"{base + seq}\t{ts}\t{key_ids[name]}\t{value}{tail}")
+    return events, properties, seq
+
+
+def _tuple_rows(
+    records: list[tuple[int, tuple]], base: int, seq: int, key_ids: dict, user_ids: dict
+) -> tuple[list[tuple], list[tuple], int]:
+    """Events and properties as row tuples (for executemany on SQLite)."""
+    events: list[tuple] = []
+    properties: list[tuple] = []
+    for line_no, (kind, t, p, n, _p2, props) in records:
+        ts = timestamp(t)
+        identity_id, canonical_id = user_ids[p]
+        user_id = canonical_id or identity_id
+        event_id = None
+        if kind == "event":
+            event_id = base + line_no
+            events.append((event_id, ts, key_ids[n], user_id, identity_id))
+        for name, value in props:
+            seq += 1
+            properties.append(
+                (base + seq, ts, key_ids[name], value, user_id, event_id, identity_id)
+            )
+    return events, properties, seq
 
 
 class RevisionImport:
@@ -183,36 +250,26 @@ class RevisionImport:
         self.counts.timings[stage] = self.counts.timings.get(stage, 0.0) + now - since
         return now
 
-    def _records(
-        self, batch: list[tuple[int, bytes]], rejected: list[tuple] | None
-    ) -> list[tuple[int, Record]]:
-        records: list[tuple[int, Record]] = []
-        for line_no, raw in batch:
-            parsed = parse_line(raw)
-            if parsed is None:
-                continue
-            if isinstance(parsed, Rejection):
-                if rejected is None:
-                    continue
-                if self.counts.rejected + len(rejected) < REJECTIONS_LOGGED:
-                    log.warning(
-                        "Revision %s, line %s rejected: %s", self.revision, line_no, parsed.reason
-                    )
-                text = parsed.text[:REJECTED_TEXT_CHARS]
-                rejected.append((self.revision, line_no, parsed.reason, text))
-                continue
-            kept = self.filters.keep(parsed)
-            if kept is not None and (rejected is not None or kept.kind == "alias"):
-                records.append((line_no, kept))
-        return records
+    def _reject(self, rejected: list[tuple], line_no: int, rejection: Rejection) -> None:
+        if self.counts.rejected + len(rejected) < REJECTIONS_LOGGED:
+            log.warning(
+                "Revision %s, line %s rejected: %s", self.revision, line_no, rejection.reason
+            )
+        rejected.append(
+            (self.revision, line_no, rejection.reason, rejection.text[:REJECTED_TEXT_CHARS])
+        )
 
-    def scan(self, batch: list[tuple[int, bytes]]) -> int:
-        """First pass: record the batch's alias lines as sightings (idempotent)."""
+    def scan(self, numbered: list[tuple[int, bytes]]) -> int:
+        """First pass: record the alias lines among numbered lines as sightings (idempotent)."""
         sightings = []
-        for line_no, r in self._records(batch, None):
-            pair = alias_pair(r.p, r.p2)  # type: ignore[arg-type]
+        for line_no, raw in numbered:
+            parsed = parse_fields(raw)
+            if type(parsed) is not tuple or parsed[0] != "alias":
+                continue
+            kept = self.filters.keep(Record(*parsed)) if self.filters.active else parsed
+            pair = alias_pair(kept[2], kept[4]) if kept is not None else None
             if pair is not None:
-                sightings.append((self.revision, line_no, pair[0], pair[1], timestamp(r.t)))
+                sightings.append((self.revision, line_no, pair[0], pair[1], timestamp(kept[1])))
         if not sightings:
             return 0
         self.users.ids(name for row in sightings for name in row[2:4])
@@ -230,58 +287,61 @@ class RevisionImport:
             staged.discard()
         return len(sightings)
 
-    def prepare(self, batch: list[tuple[int, bytes]], end_offset: int) -> Prepared:
+    def prepare(self, first: int, raws: list[bytes], end_offset: int) -> Prepared:
         """Second pass, in this thread: parse a chunk, intern its names, stage its rows."""
         started = time.perf_counter()
         rejected: list[tuple] = []
-        records = self._records(batch, rejected)
+        records: list[tuple[int, tuple]] = []
+        filters = self.filters if self.filters.active else None
+        for line_no, raw in enumerate(raws, first):
+            parsed = parse_fields(raw)
+            if type(parsed) is tuple:
+                if parsed[0] == "alias":  # recorded by the scan
+                    continue
+                if filters is not None and (parsed := filters.keep(Record(*parsed))) is None:
+                    continue
+                records.append((line_no, parsed))
+            elif parsed is not None:
+                self._reject(rejected, line_no, parsed)
         now = self._clock("parse", started)
 
+        if len(self.users.cache) > USER_CACHE:
+            self.users.cache.clear()  # memory stays bounded on a revision of many people
+        known_keys, known_users = self.keys.cache, self.users.cache
         key_names: set[str] = set()
         user_names: set[str] = set()
-        for _, r in records:
-            if r.kind == "alias":
-                continue
-            user_names.add(r.p)
-            if r.n is not None:
-                key_names.add(r.n)
-            key_names.update(name for name, _ in r.properties)
+        for _, (_kind, _t, p, n, _p2, props) in records:
+            if p not in known_users:
+                user_names.add(p)
+            if n is not None and n not in known_keys:
+                key_names.add(n)
+            for name, _ in props:
+                if name not in known_keys:
+                    key_names.add(name)
         key_ids = self.keys.ids(key_names)
         user_ids = self.users.ids(user_names)
         now = self._clock("identities", now)
 
-        rows: dict[str, list[tuple]] = {name: [] for name in TABLES}
-        rows["rejected_lines"] = rejected
-        base = self.revision * ID_BASE
-        seq = self.properties_done
-        for line_no, r in records:
-            if r.kind == "alias":  # recorded by the scan
-                continue
-            t = timestamp(r.t)
-            identity_id, canonical_id = user_ids[r.p]
-            user_id = canonical_id or identity_id
-            event_id = None
-            if r.kind == "event":
-                event_id = base + line_no
-                rows["events"].append((event_id, t, key_ids[r.n], user_id, identity_id))
-            for name, value in r.properties:
-                seq += 1
-                rows["properties"].append(
-                    (base + seq, t, key_ids[name], value, user_id, event_id, identity_id)
-                )
+        rows = _tsv_rows if is_mysql(self.engine) else _tuple_rows
+        events, properties, seq = rows(
+            records, self.revision * ID_BASE, self.properties_done, key_ids, user_ids
+        )
+        last = first + len(raws) - 1
         counts = Counts(
-            lines=len(batch),
-            events=len(rows["events"]),
-            properties=len(rows["properties"]),
+            lines=len(raws),
+            events=len(events),
+            properties=len(properties),
             rejected=len(rejected),
             bytes=end_offset - self.bytes_done,
         )
+        tmp = self.settings.tmp_dir
         staged = [
-            stage_rows(self.engine, table, columns, rows[name], self.settings.tmp_dir)
-            for name, (table, columns) in TABLES.items()
+            stage_rows(self.engine, *TABLES["events"], events, tmp),
+            stage_rows(self.engine, *TABLES["properties"], properties, tmp),
+            stage_rows(self.engine, *TABLES["rejected_lines"], rejected, tmp),
         ]
-        prepared = Prepared(counts, staged, self.lines_done, batch[-1][0], end_offset, seq)
-        self.lines_done, self.bytes_done, self.properties_done = batch[-1][0], end_offset, seq
+        prepared = Prepared(counts, staged, self.lines_done, last, end_offset, seq)
+        self.lines_done, self.bytes_done, self.properties_done = last, end_offset, seq
         self._clock("rows", now)
         return prepared
 
@@ -379,11 +439,11 @@ def _pipeline(
                 on_chunk(counts)
 
         waited = time.perf_counter()
-        for batch, end in _batches(
+        for first, raws, end in _batches(
             source, job.revision, settings.batch_size, job.bytes_done, job.lines_done
         ):
             job._clock("download", waited)
-            prepared = job.prepare(batch, end)
+            prepared = job.prepare(first, raws, end)
             try:
                 finish()
                 _check_stop(job.revision, prepared.from_line)

@@ -100,6 +100,11 @@ class Interner:
 _ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\0": "\\0"})
 
 
+def escape(value: str) -> str:
+    """A string as a LOAD DATA field: \\, tab, newline and NUL escaped."""
+    return value.translate(_ESCAPE)
+
+
 def _field(value: object) -> str:
     if value is None:
         return "\\N"
@@ -174,9 +179,16 @@ class Staged:
 
 
 def stage_rows(
-    engine: Engine, table: Table, columns: Sequence[str], rows: list[tuple], tmp_dir: str | None
+    engine: Engine,
+    table: Table,
+    columns: Sequence[str],
+    rows: list[tuple] | list[str],
+    tmp_dir: str | None,
 ) -> Staged:
-    """Prepare rows for load_staged; on MySQL this writes the load file (outside any transaction)."""
+    """Prepare rows for load_staged; on MySQL this writes the load file (outside any transaction).
+
+    Rows are tuples, or on MySQL lines already in LOAD DATA form (with their newline).
+    """
     staged = Staged(table, columns, rows)
     if not rows or not is_mysql(engine):
         return staged
@@ -184,10 +196,12 @@ def stage_rows(
     os.makedirs(folder, exist_ok=True)
     # The file is ours alone: written here, read by LOAD DATA LOCAL, then removed.
     staged.path = os.path.join(folder, f"kmdb-{table.name}-{os.getpid()}-{uuid.uuid4().hex}.tsv")
-    line = _LINE_FORMATS.get(table.name, _tsv_line)
     _WRITTEN.add(staged.path)
     with open(staged.path, "w", encoding="utf-8", newline="\n") as out:
-        out.write("".join(map(line, rows)))
+        if isinstance(rows[0], str):
+            out.write("".join(rows))  # type: ignore[arg-type]
+        else:
+            out.write("".join(map(_LINE_FORMATS.get(table.name, _tsv_line), rows)))
     staged.rows = []
     return staged
 

@@ -12,7 +12,7 @@ import codecs
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -24,6 +24,7 @@ __all__ = [
     "Rejection",
     "decode_line",
     "is_numeric",
+    "parse_fields",
     "parse_line",
 ]
 
@@ -40,8 +41,7 @@ RESERVED_KEYS = frozenset({"_n", "_p", "_p2", "_t", "_k", "_d"})
 _SHOWN_CHARS = 40
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One usable line: an event, a property set or an alias."""
 
     kind: str  # "event", "set" or "alias"
@@ -156,32 +156,9 @@ def _time(value: Any) -> int | None:
     return t if 0 <= t <= MAX_T else None
 
 
-def _text(value: Any) -> str:
-    """A property value as stored: strings as they are, anything else as orjson writes it."""
-    if isinstance(value, str):
-        return value[:MAX_CHARS]
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return orjson.dumps(value).decode()[:MAX_CHARS]
-
-
-def _properties(obj: dict[str, Any]) -> tuple[tuple[str, str], ...] | str:
-    """The line's properties in its key order, or why one cannot be stored."""
-    try:
-        return tuple(
-            (name[:MAX_CHARS], _text(value))
-            for name, value in obj.items()
-            if value is not None and name not in RESERVED_KEYS
-        )
-    except orjson.JSONEncodeError:
-        # orjson reads 1024 levels of nesting but writes only 254.
-        return "a property value is nested too deeply to store as JSON"
-
-
-def _check(obj: dict[str, Any]) -> Record | str:
-    """The record a JSON object stands for, or why it stands for none."""
+def _check(obj: dict[str, Any]) -> tuple | str:
+    """The fields (kind, t, p, n, p2, properties) of the record a JSON object stands for,
+    or why it stands for none."""
     if "_p" not in obj:
         return "_p is missing"
     p = _identity(obj["_p"])
@@ -194,40 +171,73 @@ def _check(obj: dict[str, Any]) -> Record | str:
     if t is None:
         return f"_t is not a time: {_show(obj['_t'])}"
 
-    if obj.get("_p2") is not None:
-        p2 = _identity(obj["_p2"])
+    p2 = obj.get("_p2")
+    if p2 is not None:
+        p2 = _identity(p2)
         if p2 is None:
             return f"_p2 is not an identity: {_show(obj['_p2'])}"
         # The contract lists aliases as identity links only: other keys are ignored.
-        return Record("alias", t, p, p2=p2)
+        return ("alias", t, p, None, p2, ())
 
     n = obj.get("_n")
     if n is not None:
-        if not isinstance(n, str) or not n:
+        if type(n) is not str or not n:
             return f"_n is not an event name: {_show(n)}"
         kind = "event"
         n = n[:MAX_CHARS]
     else:
         kind = "set"
 
-    properties = _properties(obj)
-    if isinstance(properties, str):
-        return properties
-    return Record(kind, t, p, n=n, properties=properties)
+    # The hot loop of an import: plain tuples, the common value types first. A string
+    # is stored as it is; anything else as orjson writes it.
+    properties = []
+    add = properties.append
+    try:
+        for name, value in obj.items():
+            if value is None or name in RESERVED_KEYS:
+                continue
+            if type(value) is str:
+                add((name[:MAX_CHARS], value[:MAX_CHARS]))
+            elif value is True:
+                add((name[:MAX_CHARS], "true"))
+            elif value is False:
+                add((name[:MAX_CHARS], "false"))
+            else:
+                add((name[:MAX_CHARS], orjson.dumps(value).decode()[:MAX_CHARS]))
+    except orjson.JSONEncodeError:
+        # orjson reads 1024 levels of nesting but writes only 254.
+        return "a property value is nested too deeply to store as JSON"
+    return (kind, t, p, n, None, tuple(properties))
+
+
+def parse_fields(raw: bytes) -> tuple | Rejection | None:
+    """parse_line without building a Record: the tuple (kind, t, p, n, p2, properties)."""
+    try:
+        # Most lines are plain UTF-8 JSON: parse the bytes as they are. A line
+        # with KM's octal escapes is never valid JSON (`\303` is no JSON escape),
+        # nor is one with bad UTF-8 or nothing in it, so every line that rules
+        # 1-3 change lands below and is decoded first.
+        obj = orjson.loads(raw)
+        text = None
+    except orjson.JSONDecodeError:
+        text = decode_line(raw)
+        if not text or text.isspace():
+            return None
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            return Rejection(f"not valid JSON: {exc}", text)
+    if type(obj) is not dict:
+        return Rejection("the line is not a JSON object", text or decode_line(raw))
+    checked = _check(obj)
+    if type(checked) is str:
+        return Rejection(checked, text or decode_line(raw))
+    return checked
 
 
 def parse_line(raw: bytes) -> Record | Rejection | None:
     """Parse one line (without its newline): None when blank, else a Record or a Rejection."""
-    text = decode_line(raw)
-    if not text or text.isspace():
-        return None
-    try:
-        obj = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        return Rejection(f"not valid JSON: {exc}", text)
-    if not isinstance(obj, dict):
-        return Rejection("the line is not a JSON object", text)
-    checked = _check(obj)
-    if isinstance(checked, str):
-        return Rejection(checked, text)
-    return checked
+    parsed = parse_fields(raw)
+    if type(parsed) is tuple:
+        return Record(*parsed)
+    return parsed

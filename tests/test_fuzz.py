@@ -568,6 +568,18 @@ def test_lines_built_from_objects_follow_the_contract(line: Line) -> None:
     assert shape(parse_line(raw)) == oracle(orjson.loads(raw))
 
 
+@hsettings(FUZZ, max_examples=600)
+@given(line=st.one_of(random_bytes, escaped_lines, truncated_lines, object_lines))
+def test_parsing_raw_bytes_equals_parsing_the_decoded_line(line: Line) -> None:
+    """The parser's shortcut (orjson on the raw bytes) never skips rules 1-3.
+
+    Parsing a line must give what parsing it after decode_line gives: same
+    record, or same rejection with the same reason and text.
+    """
+    raw, _ = line
+    assert parse_line(raw) == parse_line(decode_line(raw).encode())
+
+
 # --- 10 MB lines ----------------------------------------------------------------------
 
 TEN_MB = 10 * 1024 * 1024
