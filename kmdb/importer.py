@@ -16,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,7 +31,7 @@ from kmdb.load import TABLES, Interner, Staged, escape, load_staged, retrying, s
 from kmdb.locks import held
 from kmdb.parse import Record, Rejection, parse_fields
 from kmdb.settings import Settings
-from kmdb.source import Source, matching_lines
+from kmdb.source import Source, line_batches, matching_lines
 
 log = logging.getLogger(__name__)
 
@@ -133,41 +133,9 @@ def _set_status(engine: Engine, revision: int, **values: object) -> None:
         )
 
 
-def _batches(
-    source: Source, revision: int, size: int, offset: int = 0, line_no: int = 0
-) -> Iterator[tuple[int, list[bytes], int]]:
-    """(number of the first line, the raw lines, byte offset after them), from offset on.
-
-    Chunks are split with bytes.split, in C: splitting line by line in Python
-    cost as much as parsing.
-    """
-    batch: list[bytes] = []
-    first = line_no + 1
-    end = offset
-    rest = b""
-    for chunk in source.chunks(revision, offset):
-        if not chunk:
-            continue
-        parts = (rest + chunk if rest else chunk).split(b"\n")
-        rest = parts.pop()
-        while parts:
-            room = size - len(batch)
-            batch.extend(parts[:room])
-            del parts[:room]
-            if len(batch) >= size:
-                end += sum(map(len, batch)) + len(batch)
-                yield first, batch, end
-                first, batch = first + len(batch), []
-    tail = sum(map(len, batch)) + len(batch)
-    if rest:  # a last line without its newline
-        batch.append(rest)
-        tail += len(rest)
-    if batch:
-        yield first, batch, end + tail
-
-
-# A line can only be an alias if it spells out the key _p2, or writes it with \\u escapes.
-_MAY_BE_ALIAS = re.compile(rb"_p2|\\u")
+# A line can only be an alias if it spells out the key _p2, or writes one of its
+# characters as a \\u escape (_ is \\u005f, p \\u0070, 2 \\u0032).
+_MAY_BE_ALIAS = (re.compile(rb"_p2"), re.compile(rb"\\u00(?:5[fF]|70|32)"))
 
 
 @dataclass
@@ -402,7 +370,7 @@ def scan_revision(engine: Engine, source: Source, revision: int, settings: Setti
         found = 0
         try:
             batch: list[tuple[int, bytes]] = []
-            for numbered in matching_lines(source.chunks(revision), _MAY_BE_ALIAS):
+            for numbered in matching_lines(source.chunks(revision), *_MAY_BE_ALIAS):
                 batch.append(numbered)
                 if len(batch) >= settings.batch_size:
                     found += job.scan(batch)
@@ -439,8 +407,9 @@ def _pipeline(
                 on_chunk(counts)
 
         waited = time.perf_counter()
-        for first, raws, end in _batches(
-            source, job.revision, settings.batch_size, job.bytes_done, job.lines_done
+        chunks = source.chunks(job.revision, job.bytes_done)
+        for first, raws, end in line_batches(
+            chunks, settings.batch_size, job.bytes_done, job.lines_done
         ):
             job._clock("download", waited)
             prepared = job.prepare(first, raws, end)

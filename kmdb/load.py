@@ -230,6 +230,23 @@ def load_staged(conn: Connection, staged: Staged, ignore_duplicates: bool = Fals
     )
 
 
+def bulk_insert(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: list[tuple],
+    tmp_dir: str | None = None,
+) -> None:
+    """Insert rows inside the caller's transaction: LOAD DATA LOCAL on MySQL, executemany elsewhere."""
+    if not rows:
+        return
+    staged = stage_rows(conn.engine, table, columns, rows, tmp_dir)
+    try:
+        load_staged(conn, staged)
+    finally:
+        staged.discard()
+
+
 # MySQL client errors for a server that went away or cannot be reached (yet).
 CONNECTION_LOST = {2003, 2006, 2013, 2055}
 

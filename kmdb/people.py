@@ -13,14 +13,26 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, text, union, update
-from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    bindparam,
+    func,
+    select,
+    text,
+    union,
+    update,
+)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from kmdb import schema
 from kmdb.db import is_mysql
 from kmdb.identity import people
-from kmdb.load import Interner
+from kmdb.load import Interner, bulk_insert
 from kmdb.locks import held
 
 log = logging.getLogger(__name__)
@@ -39,16 +51,23 @@ class Settled:
     properties_moved: int
 
 
-def _merge_sightings(conn: Connection) -> tuple[int, int]:
+def _merge_sightings(conn: Connection, tmp_dir: str | None) -> tuple[int, int]:
     s, a = schema.alias_sightings, schema.aliases
-    seen = conn.execute(select(s.c.revision, s.c.line, s.c.name1, s.c.name2, s.c.t)).all()
-    if not seen:
+    # One snapshot (one transaction) for both reads: every sighting up to each
+    # revision's last line read here is merged, then deleted. A scan commits its
+    # lines in order, so one still running only adds lines after that one.
+    last_line = dict(
+        conn.execute(select(s.c.revision, func.max(s.c.line)).group_by(s.c.revision)).all()
+    )
+    if not last_line:
         return 0, 0
-    earliest: dict[tuple[str, str], object] = {}
-    for _, _, name1, name2, t in seen:
-        pair = (name1, name2)
-        if pair not in earliest or t < earliest[pair]:  # type: ignore[operator]
-            earliest[pair] = t
+    sightings = conn.execute(select(func.count()).select_from(s)).scalar() or 0
+    earliest: dict[tuple[str, str], object] = {
+        (name1, name2): t
+        for name1, name2, t in conn.execute(
+            select(s.c.name1, s.c.name2, func.min(s.c.t)).group_by(s.c.name1, s.c.name2)
+        )
+    }
     existing: dict[tuple[str, str], tuple[int, object]] = {}
     names1 = sorted({p[0] for p in earliest})
     query = select(a.c.id, a.c.name1, a.c.name2, a.c.t).where(
@@ -61,15 +80,11 @@ def _merge_sightings(conn: Connection) -> tuple[int, int]:
             if pair in earliest and (pair not in existing or t < existing[pair][1]):
                 existing[pair] = (id_, t)
     next_id = (conn.execute(select(func.max(a.c.id))).scalar() or 0) + 1
-    new_rows = []
-    for pair in sorted(earliest):
-        if pair not in existing:
-            new_rows.append(
-                {"id": next_id, "name1": pair[0], "name2": pair[1], "t": earliest[pair]}
-            )
-            next_id += 1
-    if new_rows:
-        conn.execute(a.insert(), new_rows)
+    new_rows = [
+        (next_id + i, pair[0], pair[1], str(earliest[pair]))
+        for i, pair in enumerate(sorted(p for p in earliest if p not in existing))
+    ]
+    bulk_insert(conn, a, ("id", "name1", "name2", "t"), new_rows, tmp_dir)
     earlier = [
         {"alias_id": id_, "new_t": earliest[pair]}
         for pair, (id_, t) in existing.items()
@@ -79,32 +94,49 @@ def _merge_sightings(conn: Connection) -> tuple[int, int]:
         conn.execute(
             update(a).where(a.c.id == bindparam("alias_id")).values(t=bindparam("new_t")), earlier
         )
-    # A scan commits its lines in order, so everything of a revision up to the last
-    # line read here is merged; a scan still running only adds lines after it.
-    last_line: dict[int, int] = {}
-    for revision, line, *_ in seen:
-        last_line[revision] = max(line, last_line.get(revision, 0))
     conn.execute(
         s.delete().where(s.c.revision == bindparam("r"), s.c.line <= bindparam("l")),
         [{"r": r, "l": line} for r, line in sorted(last_line.items())],
     )
-    return len(seen), len(new_rows)
+    return sightings, len(new_rows)
 
 
-def _set_canonical(conn: Connection, changes: list[dict]) -> None:
-    """Write users.canonical_id for many users in few statements (an upsert on the id)."""
+# Where _set_canonical stages its changes on MySQL (a temporary table, one per connection).
+_CHANGES = Table(
+    "kmdb_canonical_changes",
+    MetaData(),
+    Column("id", BigInteger, primary_key=True),
+    Column("canonical_id", BigInteger),
+)
+
+
+def _set_canonical(conn: Connection, changes: list[dict], tmp_dir: str | None) -> None:
+    """Write users.canonical_id for many users in few statements."""
     if not changes:
         return
     u = schema.users
-    rows = [{"id": c["uid"], "name": c["name"], "canonical_id": c["cid"]} for c in changes]
     if is_mysql(conn.engine):
-        stmt = mysql_insert(u)
-        stmt = stmt.on_duplicate_key_update(canonical_id=stmt.inserted.canonical_id)
-    else:
-        stmt = sqlite_insert(u)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[u.c.id], set_={"canonical_id": stmt.excluded.canonical_id}
+        # A bulk load and one joined UPDATE: an upsert of many rows spent most of a
+        # settle escaping its parameters.
+        conn.exec_driver_sql(
+            "CREATE TEMPORARY TABLE kmdb_canonical_changes "
+            "(id BIGINT PRIMARY KEY, canonical_id BIGINT NULL)"
         )
+        try:
+            rows = [(c["uid"], c["cid"]) for c in changes]
+            bulk_insert(conn, _CHANGES, ("id", "canonical_id"), rows, tmp_dir)
+            conn.exec_driver_sql(
+                "UPDATE users u JOIN kmdb_canonical_changes c ON u.id = c.id "
+                "SET u.canonical_id = c.canonical_id"
+            )
+        finally:
+            conn.exec_driver_sql("DROP TEMPORARY TABLE kmdb_canonical_changes")
+        return
+    stmt = sqlite_insert(u)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[u.c.id], set_={"canonical_id": stmt.excluded.canonical_id}
+    )
+    rows = [{"id": c["uid"], "name": c["name"], "canonical_id": c["cid"]} for c in changes]
     for start in range(0, len(rows), BATCH * 10):
         conn.execute(stmt, rows[start : start + BATCH * 10])
 
@@ -187,7 +219,7 @@ def _people_changes(conn: Connection) -> list[dict]:
     return changes
 
 
-def settle(engine: Engine, full: bool = False) -> Settled:
+def settle(engine: Engine, full: bool = False, tmp_dir: str | None = None) -> Settled:
     """Fold new alias sightings into aliases, recompute people and re-point rows.
 
     With full=True every row is re-pointed from the identity it named, as needed
@@ -195,18 +227,20 @@ def settle(engine: Engine, full: bool = False) -> Settled:
     at an identity that is no longer canonical move.
     """
     with held(engine, SETTLE_LOCK):
-        # Names edited into aliases by hand may be new; interning writes in transactions
-        # of its own, so it goes first (SQLite would otherwise wait on itself).
-        Interner(engine, schema.users, "name").ids(_names_without_user(engine))
+        if full:
+            # Names edited into aliases by hand may be new (scans intern the names they
+            # record). Interning writes in transactions of its own, so it goes first
+            # (SQLite would otherwise wait on itself).
+            Interner(engine, schema.users, "name").ids(_names_without_user(engine))
         with engine.begin() as conn:
             # One transaction: a settle that dies leaves its sightings for the next one.
-            sightings, new_aliases = _merge_sightings(conn)
+            sightings, new_aliases = _merge_sightings(conn, tmp_dir)
             changes: list[dict] = []
             # Without new aliases people are as the last settle left them (kmdb-realias
             # is the tool for aliases edited by hand); only rows may need moving.
             if sightings or full:
                 changes = _people_changes(conn)
-                _set_canonical(conn, changes)
+                _set_canonical(conn, changes, tmp_dir)
             events_moved, properties_moved = _repoint(conn, full)
     result = Settled(sightings, new_aliases, len(changes), events_moved, properties_moved)
     log.info("Settled identities: %s", result)

@@ -51,37 +51,49 @@ def revision_numbers(keys: Iterator[str]) -> list[int]:
     return sorted(found)
 
 
-def lines(chunks: Iterator[bytes], offset: int = 0) -> Iterator[tuple[bytes, int]]:
-    """Split chunks into lines (without the newline), each with the byte offset after it.
+def line_batches(
+    chunks: Iterator[bytes], size: int, offset: int = 0, line_no: int = 0
+) -> Iterator[tuple[int, list[bytes], int]]:
+    """Lines (without their newline) in batches of size: (number of the batch's first line,
+    its lines, byte offset after them). offset and line_no say where chunks start.
 
-    We split ourselves: botocore's iter_lines is quadratic on long lines.
+    Chunks are split with bytes.split, in C: botocore's iter_lines is quadratic
+    on long lines, and splitting line by line in Python cost as much as parsing.
     """
+    batch: list[bytes] = []
+    first = line_no + 1
+    end = offset
     rest = b""
     for chunk in chunks:
         if not chunk:
             continue
-        data = rest + chunk if rest else chunk
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                break
-            offset += end + 1 - start
-            yield data[start:end], offset
-            start = end + 1
-        rest = data[start:]
-    if rest:
-        offset += len(rest)
-        yield rest, offset
+        parts = (rest + chunk if rest else chunk).split(b"\n")
+        rest = parts.pop()
+        while parts:
+            room = size - len(batch)
+            batch.extend(parts[:room])
+            del parts[:room]
+            if len(batch) >= size:
+                end += sum(map(len, batch)) + len(batch)
+                yield first, batch, end
+                first, batch = first + len(batch), []
+    tail = sum(map(len, batch)) + len(batch)
+    if rest:  # a last line without its newline
+        batch.append(rest)
+        tail += len(rest)
+    if batch:
+        yield first, batch, end + tail
 
 
 def matching_lines(
-    chunks: Iterator[bytes], pattern: re.Pattern[bytes]
+    chunks: Iterator[bytes], *patterns: re.Pattern[bytes]
 ) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of every line in which pattern matches, the others skipped unsplit.
+    """(line number, line) of every line in which a pattern matches, the others skipped unsplit.
 
     The regex engine walks the bytes; Python only sees the few lines that match,
     which makes the alias scan several times cheaper than splitting every line.
+    Patterns that start with a literal are searched for fastest, so several
+    such patterns beat one alternation.
     """
     rest = b""
     line_no = 0  # lines counted before `rest`
@@ -93,19 +105,22 @@ def matching_lines(
         if end_of_lines == 0:
             rest = data
             continue
+        found = sorted(
+            {m.start() for pattern in patterns for m in pattern.finditer(data, 0, end_of_lines)}
+        )
         counted = 0
-        for match in pattern.finditer(data, 0, end_of_lines):
-            start = data.rfind(b"\n", 0, match.start()) + 1
+        for position in found:
+            start = data.rfind(b"\n", 0, position) + 1
             if start < counted:  # a second match on a line already yielded
                 continue
-            stop = data.find(b"\n", match.start())
+            stop = data.find(b"\n", position)
             line_no += data.count(b"\n", counted, start)
             yield line_no + 1, data[start:stop]
             line_no += 1
             counted = stop + 1
         line_no += data.count(b"\n", counted, end_of_lines)
         rest = data[end_of_lines:]
-    if rest and pattern.search(rest):
+    if rest and any(pattern.search(rest) for pattern in patterns):
         yield line_no + 1, rest
 
 

@@ -152,6 +152,21 @@ def test_alias_rules(engine: Engine, settings: Settings, tmp_path: Path) -> None
     assert sorted(e[2] for e in result.events) == ["007", "12", "34", "a"]
 
 
+@pytest.mark.parametrize(
+    "key", [rb"\u005fp2", rb"\u005Fp2", rb"_\u00702", rb"_p\u0032", rb"\u005f\u0070\u0032"]
+)
+def test_an_alias_key_written_with_escapes_is_still_an_alias(
+    engine: Engine, settings: Settings, tmp_path: Path, key: bytes
+) -> None:
+    # The scan looks only at lines that may hold the key _p2; \u escapes spell it too.
+    alias = b'{"_p":"anon","' + key + b'":"bob","_t":5}'
+    folder = write_export(tmp_path / "export", {1: [line(_n="e", _p="anon", _t=4)], 2: [alias]})
+    run_import(engine, folder, settings)
+    result = dump(engine)
+    assert result.aliases == {("anon", "bob", "1970-01-01 00:00:05")}
+    assert [e[2] for e in result.events] == ["anon"]  # canonical: the lower of the two
+
+
 def test_names_with_awkward_characters_round_trip(
     engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:

@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmdb.source import lines, matching_lines, revision_numbers
+from kmdb.source import line_batches, matching_lines, revision_numbers
 
 line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"."))
 file_lines = st.lists(
@@ -23,23 +23,33 @@ def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
 
 
+def _lines(data: bytes) -> list[bytes]:
+    """What a revision file holds, line by line (a last line may lack its newline)."""
+    return data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n") if data else []
+
+
 @settings(max_examples=300)
-@given(file_lines, st.booleans(), st.lists(st.integers(0, 10_000), max_size=8))
-def test_lines_are_the_same_whatever_the_chunks(
-    body: list[bytes], final_newline: bool, cuts: list[int]
+@given(
+    file_lines,
+    st.booleans(),
+    st.lists(st.integers(0, 10_000), max_size=8),
+    st.integers(1, 7),
+)
+def test_line_batches_are_the_same_whatever_the_chunks(
+    body: list[bytes], final_newline: bool, cuts: list[int], size: int
 ) -> None:
     data = b"\n".join(body) + (b"\n" if final_newline and body else b"")
-    got = list(lines(iter(_chunked(data, cuts))))
-    assert [raw for raw, _ in got] == (
-        data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n") if data else []
-    )
-    # Each offset is where the next line starts: resuming there gives the rest.
-    for i, (_, offset) in enumerate(got):
-        rest = list(lines(iter([data[offset:]]), offset))
+    got = list(line_batches(iter(_chunked(data, cuts)), size))
+    assert [raw for _, batch, _ in got for raw in batch] == _lines(data)
+    assert all(0 < len(batch) <= size for _, batch, _ in got)
+    assert [first for first, _, _ in got] == list(range(1, len(_lines(data)) + 1, size))
+    # Each offset is where the next batch starts: resuming there gives the rest.
+    for i, (first, batch, offset) in enumerate(got):
+        rest = list(line_batches(iter([data[offset:]]), size, offset, first + len(batch) - 1))
         assert rest == got[i + 1 :]
 
 
-PATTERN = re.compile(rb"_p2|\\u")
+PATTERNS = (re.compile(rb"_p2"), re.compile(rb"\\u"))
 
 
 @settings(max_examples=300)
@@ -48,14 +58,14 @@ def test_matching_lines_equals_filtering_every_line(
     body: list[bytes], final_newline: bool, cuts: list[int]
 ) -> None:
     data = b"\n".join(body) + (b"\n" if final_newline and body else b"")
-    every = [(n, raw) for n, (raw, _) in enumerate(lines(iter([data])), start=1)]
-    wanted = [(n, raw) for n, raw in every if PATTERN.search(raw)]
-    assert list(matching_lines(iter(_chunked(data, cuts)), PATTERN)) == wanted
+    every = list(enumerate(_lines(data), start=1))
+    wanted = [(n, raw) for n, raw in every if any(p.search(raw) for p in PATTERNS)]
+    assert list(matching_lines(iter(_chunked(data, cuts)), *PATTERNS)) == wanted
 
 
 def test_a_line_with_two_matches_comes_once() -> None:
     data = b'x\n{"_p2":"a","k":"\\u00e9 _p2"}\ny\n'
-    assert list(matching_lines(iter([data]), PATTERN)) == [(2, b'{"_p2":"a","k":"\\u00e9 _p2"}')]
+    assert list(matching_lines(iter([data]), *PATTERNS)) == [(2, b'{"_p2":"a","k":"\\u00e9 _p2"}')]
 
 
 def test_revision_numbers_come_from_revision_files_only() -> None:
