@@ -87,7 +87,7 @@ class Counts:
 
 # Every row needs its time as text; a day's date and a second's clock are each
 # formatted once (strftime per row was a tenth of the import's Python time).
-_CLOCK = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86_400)]
+_CLOCK: list[str] = []
 
 
 @functools.lru_cache(maxsize=4096)
@@ -95,9 +95,17 @@ def _day(days: int) -> str:
     return (dt.date(1970, 1, 1) + dt.timedelta(days=days)).isoformat()
 
 
+def prepare_clock() -> None:
+    """Format the 86,400 clock times (once per process; a worker does it before forking)."""
+    if not _CLOCK:
+        _CLOCK.extend(f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86_400))
+
+
 def timestamp(t: int) -> str:
     """A UTC DATETIME literal for seconds since the epoch."""
     days, seconds = divmod(t, 86_400)
+    if not _CLOCK:
+        prepare_clock()
     return f"{_day(days)} {_CLOCK[seconds]}"
 
 

@@ -6,7 +6,7 @@ import logging
 import signal
 import time
 
-from rq import Worker
+from rq import Queue, Worker
 
 from kmdb import queues
 from kmdb.db import make_engine
@@ -17,16 +17,25 @@ from kmdb.settings import Settings
 log = logging.getLogger(__name__)
 
 
-# Seconds a burst worker waits before looking again for work that running jobs may release.
-POLL = 0.2
+# A burst worker with nothing to do looks this often (seconds) for work that running jobs
+# release, and whether they are done; cheap Redis counts, so that it starts or quits at once.
+POLL = 0.05
+# ...and checks at least this often whether the workers of started jobs are alive.
+CHECK_EVERY = 1.0
+# Before quitting on jobs that wait with nothing started, it looks again after this long.
+SETTLING = 0.25
 
 
 def warm_up() -> None:
     """Load what every job needs once, in the worker, before RQ forks a work horse per job.
 
-    A horse starts as a copy of its worker: boto3's S3 model, loaded here, is
-    then not read again from disk for each job (a tenth of a second each).
+    A horse starts as a copy of its worker: boto3's S3 model and the clock
+    times of row timestamps, made here, are not made again for each job (a
+    tenth of a second each).
     """
+    from kmdb.importer import prepare_clock
+
+    prepare_clock()
     try:
         import boto3
         import sqlalchemy.dialects.mysql.pymysql  # noqa: F401
@@ -69,6 +78,7 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
         return worker.successful_job_count, worker.failed_job_count
     engine = make_engine(settings)
     done = failed = 0
+    confirmed_stuck = False
     while True:
         worker = KmdbWorker([q], connection=redis)
         worker.work(burst=True, logging_level="INFO")
@@ -87,6 +97,12 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
             log.warning("Waiting for the database (%s)", exc)
             time.sleep(2)
             continue
+        if not started and waiting and not confirmed_stuck:
+            # RQ enqueues a finished job's dependents a moment after it leaves the
+            # started registry: look again before calling the rest stuck.
+            confirmed_stuck = True
+            _wait_for_queue(q, SETTLING)
+            continue
         if not started:
             if waiting:
                 log.warning(
@@ -94,9 +110,27 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
                     waiting,
                 )
             break
-        time.sleep(POLL)
+        confirmed_stuck = False
+        _wait_for_change(q)
     engine.dispose()
     return done, failed
+
+
+def _wait_for_queue(q: Queue, seconds: float) -> None:
+    """Wait up to seconds for a job to be queued."""
+    deadline = time.monotonic() + seconds
+    while not q.count and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _wait_for_change(q: Queue) -> None:
+    """Wait until a job is queued, no job is started any more, or it is time to check again."""
+    started = q.started_job_registry.count
+    deadline = time.monotonic() + CHECK_EVERY
+    while time.monotonic() < deadline:
+        time.sleep(POLL)
+        if q.count or q.started_job_registry.count < started:
+            return
 
 
 def pool_command(settings: Settings, workers: int | None, procfile: str | None) -> list[str]:
