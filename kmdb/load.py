@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pymysql
+from pymysql.converters import escape_string
 from sqlalchemy import Connection, Engine, Table, bindparam, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -47,6 +48,11 @@ def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
+def _quoted(names: Iterable[str], separator: str = ",") -> str:
+    """Names as MySQL string literals, joined by separator."""
+    return separator.join(["'" + escape_string(name) + "'" for name in names])
+
+
 class Interner:
     """Ids for names in `keys` or `users`, inserting the missing ones.
 
@@ -61,7 +67,8 @@ class Interner:
         self.column = table.c[column]
         self.extra = table.c[extra] if extra else None
         self.cache: dict[str, Any] = {}
-        verb = "INSERT IGNORE" if is_mysql(engine) else "INSERT OR IGNORE"
+        self._mysql = is_mysql(engine)
+        verb = "INSERT IGNORE" if self._mysql else "INSERT OR IGNORE"
         self._insert = text(
             f"{verb} INTO {engine.dialect.identifier_preparer.quote(table.name)} "
             f"({engine.dialect.identifier_preparer.quote(column)}) VALUES (:name)"
@@ -69,11 +76,39 @@ class Interner:
 
     def lookup(self, conn: Connection, names: Sequence[str]) -> None:
         """Read the ids of names that exist into the cache, on the caller's connection."""
+        if self._mysql:
+            self._lookup_mysql(conn, names)
+            return
         columns = [self.column, self.table.c.id] + ([self.extra] if self.extra is not None else [])
         query = select(*columns).where(self.column.in_(bindparam("names", expanding=True)))
         for part in _chunks(names, LOOKUP_BATCH):
             for row in conn.execute(query, {"names": list(part)}):
                 self.cache[row[0]] = row[1] if self.extra is None else (row[1], row[2])
+
+    # On MySQL the statements are written out here: SQLAlchemy's expanding IN and
+    # PyMySQL's per-parameter formatting cost more than the queries themselves.
+    def _lookup_mysql(self, conn: Connection, names: Sequence[str]) -> None:
+        extra = f", `{self.extra.name}`" if self.extra is not None else ""
+        head = f"SELECT `{self.column.name}`, id{extra} FROM `{self.table.name}` WHERE `{self.column.name}` IN ("
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for part in _chunks(names, LOOKUP_BATCH):
+                cursor.execute(head + _quoted(part) + ")")
+                if self.extra is None:
+                    self.cache.update(cursor.fetchall())
+                else:
+                    for name, id_, more in cursor.fetchall():
+                        self.cache[name] = (id_, more)
+        finally:
+            cursor.close()
+
+    def _insert_mysql(self, conn: Connection, names: Sequence[str]) -> None:
+        sql = f"INSERT IGNORE INTO `{self.table.name}` (`{self.column.name}`) VALUES ("
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql + _quoted(names, "),(") + ")")
+        finally:
+            cursor.close()
 
     def ids(self, names: Iterable[str]) -> dict[str, Any]:
         """The cache, holding every one of names (id, or (id, extra) with an extra column)."""
@@ -85,9 +120,14 @@ class Interner:
             missing = [n for n in wanted if n not in self.cache]
             if missing:
                 for part in _chunks(missing, LOOKUP_BATCH):
-                    retrying(
-                        lambda part=part: conn.execute(self._insert, [{"name": n} for n in part])
-                    )
+                    if self._mysql:
+                        retrying(lambda part=part: self._insert_mysql(conn, part))
+                    else:
+                        retrying(
+                            lambda part=part: conn.execute(
+                                self._insert, [{"name": n} for n in part]
+                            )
+                        )
                 self.lookup(conn, missing)
         lost = [n for n in wanted if n not in self.cache]
         if lost:
