@@ -31,7 +31,7 @@ from kmdb.load import TABLES, Interner, Staged, escape, load_staged, retrying, s
 from kmdb.locks import held
 from kmdb.parse import Record, Rejection, parse_fields
 from kmdb.settings import Settings
-from kmdb.source import Source, line_batches, matching_lines
+from kmdb.source import Source, line_batches, matching_lines, ramp
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +417,7 @@ def _pipeline(
         waited = time.perf_counter()
         chunks = source.chunks(job.revision, job.bytes_done)
         for first, raws, end in line_batches(
-            chunks, settings.batch_size, job.bytes_done, job.lines_done
+            chunks, ramp(settings.batch_size), job.bytes_done, job.lines_done
         ):
             job._clock("download", waited)
             prepared = job.prepare(first, raws, end)

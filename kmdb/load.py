@@ -175,7 +175,11 @@ _LINE_FORMATS = {"events": _event_line, "properties": _property_line}
 # LOAD DATA LOCAL lets the server name the file the client sends; kmdb sends only
 # the load files it wrote itself, whatever a server (or a statement) asks for.
 _WRITTEN: set[str] = set()
-_send_local_file = pymysql.connections._send_local_file
+# PyMySQL sends a file in 16 KB packets. The loader thread needs the GIL again after
+# each one, which the parsing thread holds for up to 5 ms at a time: with small
+# packets the server waited on Python. Half a megabyte stays far below any server's
+# max_allowed_packet (1 MB at the very least).
+PACKET = 1 << 19
 
 
 def _send_only_ours(filename: str | bytes, conn: Any) -> None:
@@ -184,7 +188,15 @@ def _send_only_ours(filename: str | bytes, conn: Any) -> None:
             2068,
             f"kmdb refused to send {filename!r}: LOAD DATA LOCAL sends only kmdb's own load files.",
         )
-    _send_local_file(filename, conn)
+    size = min(conn.max_allowed_packet, PACKET)
+    try:
+        with open(filename, "rb") as file:
+            while chunk := file.read(size):
+                conn.write_packet(chunk)
+    except OSError as exc:
+        raise pymysql.err.OperationalError(
+            2068, f"Cannot read load file {filename!r}: {exc}"
+        ) from exc
 
 
 pymysql.connections._send_local_file = _send_only_ours

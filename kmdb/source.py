@@ -51,15 +51,27 @@ def revision_numbers(keys: Iterator[str]) -> list[int]:
     return sorted(found)
 
 
+def ramp(size: int) -> Iterator[int]:
+    """Batch sizes that start small and double up to size: the first batch's rows are
+    loaded while the next ones are parsed, so a job starts loading sooner."""
+    step = max(1, size // 8)
+    while step < size:
+        yield step
+        step *= 2
+    while True:
+        yield size
+
+
 def line_batches(
-    chunks: Iterator[bytes], size: int, offset: int = 0, line_no: int = 0
+    chunks: Iterator[bytes], sizes: Iterator[int], offset: int = 0, line_no: int = 0
 ) -> Iterator[tuple[int, list[bytes], int]]:
-    """Lines (without their newline) in batches of size: (number of the batch's first line,
-    its lines, byte offset after them). offset and line_no say where chunks start.
+    """Lines (without their newline) in batches of the given sizes: (number of the batch's
+    first line, its lines, byte offset after them). offset and line_no say where chunks start.
 
     Chunks are split with bytes.split, in C: botocore's iter_lines is quadratic
     on long lines, and splitting line by line in Python cost as much as parsing.
     """
+    size = next(sizes)
     batch: list[bytes] = []
     first = line_no + 1
     end = offset
@@ -77,6 +89,7 @@ def line_batches(
                 end += sum(map(len, batch)) + len(batch)
                 yield first, batch, end
                 first, batch = first + len(batch), []
+                size = next(sizes)
     tail = sum(map(len, batch)) + len(batch)
     if rest:  # a last line without its newline
         batch.append(rest)

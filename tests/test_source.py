@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmdb.source import line_batches, matching_lines, revision_numbers
+from kmdb.source import line_batches, matching_lines, ramp, revision_numbers
 
 line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"."))
 file_lines = st.lists(
@@ -39,14 +40,27 @@ def test_line_batches_are_the_same_whatever_the_chunks(
     body: list[bytes], final_newline: bool, cuts: list[int], size: int
 ) -> None:
     data = b"\n".join(body) + (b"\n" if final_newline and body else b"")
-    got = list(line_batches(iter(_chunked(data, cuts)), size))
+    got = list(line_batches(iter(_chunked(data, cuts)), itertools.repeat(size)))
     assert [raw for _, batch, _ in got for raw in batch] == _lines(data)
     assert all(0 < len(batch) <= size for _, batch, _ in got)
     assert [first for first, _, _ in got] == list(range(1, len(_lines(data)) + 1, size))
     # Each offset is where the next batch starts: resuming there gives the rest.
     for i, (first, batch, offset) in enumerate(got):
-        rest = list(line_batches(iter([data[offset:]]), size, offset, first + len(batch) - 1))
+        rest = list(
+            line_batches(
+                iter([data[offset:]]), itertools.repeat(size), offset, first + len(batch) - 1
+            )
+        )
         assert rest == got[i + 1 :]
+
+
+def test_batches_ramp_up_to_the_batch_size() -> None:
+    assert list(itertools.islice(ramp(20_000), 6)) == [2_500, 5_000, 10_000, 20_000, 20_000, 20_000]
+    assert list(itertools.islice(ramp(3), 3)) == [1, 2, 3]
+    assert list(itertools.islice(ramp(1), 2)) == [1, 1]
+    data = b"".join(b"%d\n" % i for i in range(40))
+    got = list(line_batches(iter([data]), ramp(16)))
+    assert [len(batch) for _, batch, _ in got] == [2, 4, 8, 16, 10]
 
 
 PATTERNS = (re.compile(rb"_p2"), re.compile(rb"\\u"))
