@@ -203,7 +203,8 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
 
     redis = queues.connect(settings)
     todo = new_revisions(engine, src, settings)
-    plan = enqueue_import(settings, redis, engine, src.name, todo)
+    sizes = {n: size for n in todo if (size := src.size(n)) is not None}
+    plan = enqueue_import(settings, redis, engine, src.name, todo, sizes)
     enqueued, active = plan.enqueued, plan.active
     if plan.dead:
         click.echo(f"Found {len(plan.dead)} jobs of workers that died; planned them again.")

@@ -6,10 +6,10 @@ import sys
 import time
 
 from redis import Redis
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from tqdm import tqdm
 
-from kmdb import schema
+from kmdb.importer import progress
 from kmdb.queues import queue
 from kmdb.schedule import pending, replan_dead
 from kmdb.settings import Settings
@@ -19,14 +19,16 @@ def follow(settings: Settings, redis: Redis, engine: Engine, revisions: list[int
     """Show the import's progress (lines across all workers) until no job is left; return failed job ids."""
     q = queue(settings, redis)
     failed_before = set(q.failed_job_registry.get_job_ids())
-    r = schema.revisions
-    query = select(func.coalesce(func.sum(r.c.lines_done), 0)).where(r.c.number.in_(revisions))
-    with engine.connect() as conn:
-        start = conn.execute(query).scalar_one() if revisions else 0
+    wanted = set(revisions)
+
+    def lines_read() -> int:
+        with engine.connect() as conn:
+            return sum(lines for n, (lines, _) in progress(conn).items() if n in wanted)
+
+    start = lines_read()
     with tqdm(unit=" lines", unit_scale=True, file=sys.stderr, disable=None) as bar:
         while True:
-            with engine.connect() as conn:
-                done = conn.execute(query).scalar_one() if revisions else 0
+            done = lines_read()
             bar.update(int(done) - start - bar.n)
             # A worker that died would leave its part waiting for ever: plan it again.
             replan_dead(settings, redis, engine)

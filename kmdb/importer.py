@@ -1,11 +1,13 @@
 """Importing one revision file: source -> parse -> filters -> identities -> bulk load.
 
-A revision goes through two passes. The scan records its alias lines in
-`alias_sightings`, so that the settle step between the passes knows every
-person before a single event is written. The import then writes events and
-properties against canonical identities, in chunks of KMDB_BATCH_SIZE lines:
-each chunk's rows and the revision's progress commit in one transaction, so an
-interrupted import resumes exactly where its last commit left it.
+A revision goes through two passes. The scan reads the whole file: it records
+its alias lines in `alias_sightings`, so that the settle step between the
+passes knows every person before a single event is written, and it finds where
+each part of the file starts (parts of about KMDB_PART_SIZE bytes, which
+several workers import side by side). The import of a part then writes events
+and properties against canonical identities, in chunks of KMDB_BATCH_SIZE
+lines: each chunk's rows and the part's progress commit in one transaction, so
+an interrupted import resumes exactly where its last commit left it.
 """
 
 from __future__ import annotations
@@ -20,23 +22,24 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from kmdb import filters as filters_module
 from kmdb import schema
 from kmdb.db import is_mysql
-from kmdb.errors import KmdbError
+from kmdb.errors import KmdbError, SourceError
 from kmdb.identity import alias_pair
 from kmdb.load import TABLES, Interner, Staged, escape, load_staged, retrying, stage_rows
 from kmdb.locks import held
 from kmdb.parse import Record, Rejection, parse_fields
 from kmdb.settings import Settings
-from kmdb.source import Source, line_batches, matching_lines, ramp
+from kmdb.source import LineStarts, Source, line_batches, matching_lines, ramp
 
 log = logging.getLogger(__name__)
 
-# Row ids are revision * ID_BASE + the line number (events) or the property's
-# position in the file (properties): the same export always gives the same ids.
+# Row ids are revision * ID_BASE + the line number (events), or + the offset where
+# the line's part starts + the property's position in that part (properties: a
+# part of n bytes holds fewer than n properties, so parts never share ids).
 ID_BASE = 10**12
 # The largest revision whose ids still fit a signed 64-bit BIGINT.
 MAX_REVISION = (2**63 - 1) // ID_BASE - 1
@@ -141,8 +144,108 @@ def _set_status(engine: Engine, revision: int, **values: object) -> None:
         )
 
 
+def part_plan(revision: int, size: int, part_size: int) -> list[dict]:
+    """Parts of part_size bytes for a file of size bytes (one at least)."""
+    count = max(1, -(-size // part_size))
+    return [{"revision": revision, "part": i, "first_byte": i * part_size} for i in range(count)]
+
+
+def save_plans(engine: Engine, parts: list[dict]) -> None:
+    """Record planned parts; a revision planned already keeps its plan."""
+    if parts:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(schema.revision_parts)
+                .prefix_with("IGNORE", dialect="mysql")
+                .prefix_with("OR IGNORE", dialect="sqlite"),
+                parts,
+            )
+
+
+def plan_parts(engine: Engine, source: Source, revision: int, settings: Settings) -> list[dict]:
+    """The revision's parts, planned once from the file's size and KMDB_PART_SIZE.
+
+    A plan, once made, stays: the ids of the rows already imported depend on it.
+    """
+    p = schema.revision_parts
+    query = select(p).where(p.c.revision == revision).order_by(p.c.part)
+    with engine.connect() as conn:
+        parts = [dict(row._mapping) for row in conn.execute(query)]
+    if not parts:
+        size = source.size(revision)
+        if size is None:
+            raise SourceError(f"Revision {revision} is not in {source.name} any more.")
+        save_plans(engine, part_plan(revision, size, settings.part_size))
+        with engine.connect() as conn:
+            parts = [dict(row._mapping) for row in conn.execute(query)]
+    return parts
+
+
+def progress(conn: Connection) -> dict[int, tuple[int, int]]:
+    """Lines and bytes read so far per revision, summed over its parts (live, per chunk)."""
+    p = schema.revision_parts
+    query = (
+        select(
+            p.c.revision,
+            func.sum(p.c.lines_done - p.c.start_line + 1),
+            func.sum(p.c.bytes_done - p.c.start_byte),
+        )
+        .where(p.c.start_line.is_not(None))
+        .group_by(p.c.revision)
+    )
+    return {revision: (int(lines), int(size)) for revision, lines, size in conn.execute(query)}
+
+
+def _part(engine: Engine, revision: int, part: int) -> dict:
+    p = schema.revision_parts
+    with engine.connect() as conn:
+        row = conn.execute(select(p).where(p.c.revision == revision, p.c.part == part)).first()
+    if row is None:
+        raise KmdbError(
+            f"Revision {revision} has no part {part}; run kmdb-import to plan it again."
+        )
+    return dict(row._mapping)
+
+
+def _set_part(engine: Engine, revision: int, part: int, **values: object) -> None:
+    p = schema.revision_parts
+    with engine.begin() as conn:
+        conn.execute(update(p).where(p.c.revision == revision, p.c.part == part).values(**values))
+
+
+def _sum_parts(engine: Engine, revision: int) -> None:
+    """Bring the revision's totals up to date from its parts; mark it done once they all are."""
+    p, r = schema.revision_parts, schema.revisions
+    mine = p.c.revision == revision
+
+    def total(expression: object) -> object:
+        return select(func.coalesce(func.sum(expression), 0)).where(mine).scalar_subquery()
+
+    with engine.begin() as conn:
+        conn.execute(
+            update(r)
+            .where(r.c.number == revision)
+            .values(
+                lines_done=total(p.c.lines_done - func.coalesce(p.c.start_line, 1) + 1),
+                bytes_done=total(p.c.bytes_done - func.coalesce(p.c.start_byte, 0)),
+                events=total(p.c.events),
+                properties=total(p.c.properties),
+                rejected=total(p.c.rejected),
+            )
+        )
+    # A statement of its own, after this part's commit: of two parts that finish
+    # together, the one that looks last sees both done.
+    with engine.begin() as conn:
+        unfinished = select(p.c.part).where(mine, p.c.status != "done").exists()
+        conn.execute(
+            update(r)
+            .where(r.c.number == revision, r.c.status != "done", ~unfinished)
+            .values(status="done", error=None, finished_at=_now())
+        )
+
+
 # A line can only be an alias if it spells out the key _p2, or writes one of its
-# characters as a \\u escape (_ is \\u005f, p \\u0070, 2 \\u0032).
+# characters as a \u escape (_ is \u005f, p \u0070, 2 \u0032).
 _MAY_BE_ALIAS = (re.compile(rb"_p2"), re.compile(rb"\\u00(?:5[fF]|70|32)"))
 
 
@@ -159,7 +262,12 @@ class Prepared:
 
 
 def _tsv_rows(
-    records: list[tuple[int, tuple]], base: int, seq: int, key_ids: dict, user_ids: dict
+    records: list[tuple[int, tuple]],
+    base: int,
+    start: int,
+    seq: int,
+    key_ids: dict,
+    user_ids: dict,
 ) -> tuple[list[str], list[str], int]:
     """Events and properties as LOAD DATA lines (the hot loop of a MySQL import)."""
     events: list[str] = []
@@ -179,12 +287,17 @@ def _tsv_rows(
             # Most values need no escaping; isprintable is false for tab, newline and NUL.
             if "\\" in value or not value.isprintable():
                 value = escape(value)
-            properties.append(f"{base + seq}\t{ts}\t{key_ids[name]}\t{value}{tail}")
+            properties.append(f"{base + start + seq}\t{ts}\t{key_ids[name]}\t{value}{tail}")
     return events, properties, seq
 
 
 def _tuple_rows(
-    records: list[tuple[int, tuple]], base: int, seq: int, key_ids: dict, user_ids: dict
+    records: list[tuple[int, tuple]],
+    base: int,
+    start: int,
+    seq: int,
+    key_ids: dict,
+    user_ids: dict,
 ) -> tuple[list[tuple], list[tuple], int]:
     """Events and properties as row tuples (for executemany on SQLite)."""
     events: list[tuple] = []
@@ -208,13 +321,19 @@ def _tuple_rows(
 class RevisionImport:
     """The state of one revision's import as it goes through its chunks."""
 
-    def __init__(self, engine: Engine, settings: Settings, revision: int, state: dict) -> None:
+    def __init__(
+        self, engine: Engine, settings: Settings, revision: int, part: dict | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.revision = revision
-        self.lines_done = state["lines_done"]
-        self.bytes_done = state["bytes_done"]
-        self.properties_done = state["properties_done"]
+        # A part (None for the scan): its number, where it starts and how far it got.
+        self.part = part["part"] if part else 0
+        self.start_byte = part["start_byte"] if part else 0
+        self.lines_done = part["lines_done"] if part else 0
+        self.bytes_done = part["bytes_done"] if part else 0
+        self.properties_done = part["properties_done"] if part else 0
+        self.end_byte = part["end_byte"] if part else None
         with engine.connect() as conn:
             self.filters = filters_module.load(conn)
         self.keys = Interner(engine, schema.keys, "string")
@@ -300,7 +419,12 @@ class RevisionImport:
 
         rows = _tsv_rows if is_mysql(self.engine) else _tuple_rows
         events, properties, seq = rows(
-            records, self.revision * ID_BASE, self.properties_done, key_ids, user_ids
+            records,
+            self.revision * ID_BASE,
+            self.start_byte,
+            self.properties_done,
+            key_ids,
+            user_ids,
         )
         last = first + len(raws) - 1
         counts = Counts(
@@ -336,13 +460,14 @@ class RevisionImport:
         return prepared.counts
 
     def _commit(self, p: Prepared) -> None:
-        r = schema.revisions
+        r = schema.revision_parts
+        mine = (r.c.revision == self.revision) & (r.c.part == self.part)
         with self.engine.begin() as conn:
-            # The progress row is updated first: it locks the revision, so a second
-            # worker on the same revision waits here and then finds it moved on.
+            # The progress row is updated first: it locks the part, so a second
+            # worker on the same part waits here and then finds it moved on.
             moved = conn.execute(
                 update(r)
-                .where(r.c.number == self.revision, r.c.lines_done == p.from_line)
+                .where(mine, r.c.lines_done == p.from_line)
                 .values(
                     lines_done=p.to_line,
                     bytes_done=p.end_offset,
@@ -353,20 +478,23 @@ class RevisionImport:
                 )
             )
             if moved.rowcount != 1:
-                now_at = conn.execute(select(r.c.lines_done).where(r.c.number == self.revision))
+                now_at = conn.execute(select(r.c.lines_done).where(mine))
                 if now_at.scalar() == p.to_line:
                     # A retry after a lost connection: the first attempt did commit.
                     return
                 raise ConcurrentImport(
-                    f"Revision {self.revision} was moved past line {p.from_line} by another "
-                    "worker; this worker stops working on it."
+                    f"Revision {self.revision} (part {self.part}) was moved past line "
+                    f"{p.from_line} by another worker; this worker stops working on it."
                 )
             for staged in p.staged:
                 load_staged(conn, staged)
 
 
 def scan_revision(engine: Engine, source: Source, revision: int, settings: Settings) -> int:
-    """First pass over a revision: record its alias lines; return how many."""
+    """First pass over a revision: record its alias lines and where its parts start.
+
+    Returns how many alias lines it recorded.
+    """
     state = revision_state(engine, revision)
     if state["scanned"]:
         return 0
@@ -374,11 +502,14 @@ def scan_revision(engine: Engine, source: Source, revision: int, settings: Setti
         state = revision_state(engine, revision)
         if state["scanned"]:  # another worker did it while we waited
             return 0
-        job = RevisionImport(engine, settings, revision, state)
-        found = 0
         try:
+            parts = plan_parts(engine, source, revision, settings)
+            job = RevisionImport(engine, settings, revision)
+            starts = LineStarts([part["first_byte"] for part in parts])
+            found = 0
             batch: list[tuple[int, bytes]] = []
-            for numbered in matching_lines(source.chunks(revision), *_MAY_BE_ALIAS):
+            chunks = starts.wrap(source.chunks(revision))
+            for numbered in matching_lines(chunks, *_MAY_BE_ALIAS):
                 batch.append(numbered)
                 if len(batch) >= settings.batch_size:
                     found += job.scan(batch)
@@ -391,7 +522,27 @@ def scan_revision(engine: Engine, source: Source, revision: int, settings: Setti
                 engine, revision, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000]
             )
             raise
-        _set_status(engine, revision, scanned=True, aliases=found, size=source.size(revision))
+        p = schema.revision_parts
+        ends = [starts.starts[part["first_byte"]][0] for part in parts[1:]] + [starts.size]
+        with engine.begin() as conn:
+            for part, end in zip(parts, ends, strict=True):
+                start_byte, start_line = starts.starts[part["first_byte"]]
+                conn.execute(
+                    update(p)
+                    .where(p.c.revision == revision, p.c.part == part["part"])
+                    .values(
+                        start_byte=start_byte,
+                        start_line=start_line,
+                        end_byte=max(end, start_byte),
+                        bytes_done=start_byte,
+                        lines_done=start_line - 1,
+                    )
+                )
+            conn.execute(
+                update(schema.revisions)
+                .where(schema.revisions.c.number == revision)
+                .values(scanned=True, aliases=found, size=starts.size)
+            )
     return found
 
 
@@ -415,7 +566,7 @@ def _pipeline(
                 on_chunk(counts)
 
         waited = time.perf_counter()
-        chunks = source.chunks(job.revision, job.bytes_done)
+        chunks = source.chunks(job.revision, job.bytes_done, job.end_byte)
         for first, raws, end in line_batches(
             chunks, ramp(settings.batch_size), job.bytes_done, job.lines_done
         ):
@@ -433,14 +584,15 @@ def _pipeline(
         finish()
 
 
-def import_revision(
+def import_part(
     engine: Engine,
     source: Source,
     revision: int,
+    part: int,
     settings: Settings,
     on_chunk: Callable[[Counts], None] | None = None,
 ) -> Counts:
-    """Import what is left of one revision file; a finished one adds nothing.
+    """Import what is left of one part of a revision file; a finished one adds nothing.
 
     A revision not scanned yet is scanned first, so that no alias is lost; for
     its events to point at canonical people at once, settle after the scan.
@@ -450,28 +602,38 @@ def import_revision(
         return Counts()
     if not state["scanned"]:
         scan_revision(engine, source, revision, settings)
-        state = revision_state(engine, revision)
-    with held(engine, f"revision:{revision}"):
-        state = revision_state(engine, revision)
-        if state["status"] == "done":
+    with held(engine, f"revision:{revision}:part:{part}"):
+        row = _part(engine, revision, part)
+        if row["status"] == "done":
             return Counts()
-        _set_status(
-            engine, revision, status="running", error=None, started_at=state["started_at"] or _now()
-        )
-        job = RevisionImport(engine, settings, revision, state)
+        _set_part(engine, revision, part, status="running", error=None)
+        state = revision_state(engine, revision)
+        if state["status"] != "running" or state["started_at"] is None:
+            _set_status(
+                engine,
+                revision,
+                status="running",
+                error=None,
+                started_at=state["started_at"] or _now(),
+            )
+        job = RevisionImport(engine, settings, revision, row)
         try:
             _pipeline(job, source, settings, on_chunk)
         except ConcurrentImport:
             raise
         except Stopped:
+            _set_part(engine, revision, part, status="stopped")
             _set_status(engine, revision, status="stopped")
+            _sum_parts(engine, revision)
             raise
         except Exception as exc:
-            _set_status(
-                engine, revision, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000]
-            )
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            _set_part(engine, revision, part, status="failed", error=error)
+            _set_status(engine, revision, status="failed", error=error)
+            _sum_parts(engine, revision)
             raise
-        _set_status(engine, revision, status="done", finished_at=_now())
+        _set_part(engine, revision, part, status="done")
+        _sum_parts(engine, revision)
     if job.counts.rejected > REJECTIONS_LOGGED:
         log.warning(
             "Revision %s: %s lines rejected in all; they are in the rejected_lines table.",
@@ -479,3 +641,22 @@ def import_revision(
             job.counts.rejected,
         )
     return job.counts
+
+
+def import_revision(
+    engine: Engine,
+    source: Source,
+    revision: int,
+    settings: Settings,
+    on_chunk: Callable[[Counts], None] | None = None,
+) -> Counts:
+    """Import what is left of a revision file, its parts one after the other."""
+    state = revision_state(engine, revision)
+    if state["status"] == "done":
+        return Counts()
+    if not state["scanned"]:
+        scan_revision(engine, source, revision, settings)
+    total = Counts()
+    for part in plan_parts(engine, source, revision, settings):
+        total.add(import_part(engine, source, revision, part["part"], settings, on_chunk))
+    return total

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from kmdb import importer
 from kmdb import settings as settings_module
 from kmdb.db import make_engine
-from kmdb.importer import Counts, import_revision, scan_revision
+from kmdb.importer import Counts, import_part, import_revision, scan_revision
 from kmdb.load import is_transient
 from kmdb.people import Settled, settle
 from kmdb.source import open_source
@@ -64,15 +64,19 @@ def _retrying(action: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def import_revision_job(source: str, revision: int) -> dict[str, object]:
-    """Import one revision file of the export at source."""
+def import_revision_job(source: str, revision: int, part: int | None = None) -> dict[str, object]:
+    """Import one part of a revision file of the export at source (all of it without a part)."""
 
     def run() -> Counts:
         engine, settings = _engine()
-        return import_revision(engine, open_source(source, settings), revision, settings)
+        src = open_source(source, settings)
+        if part is None:
+            return import_revision(engine, src, revision, settings)
+        return import_part(engine, src, revision, part, settings)
 
     counts = _retrying(run)
-    log.info("Revision %s: %s lines, %s events", revision, counts.lines, counts.events)
+    where = f"Revision {revision}" + ("" if part is None else f", part {part}")
+    log.info("%s: %s lines, %s events", where, counts.lines, counts.events)
     return {
         "lines": counts.lines,
         "events": counts.events,
@@ -95,5 +99,10 @@ def scan_revision_job(source: str, revision: int) -> int:
 
 def settle_job() -> dict[str, int]:
     """Fold new aliases into people and re-point rows, once the revisions are in."""
-    result: Settled = _retrying(lambda: settle(_engine()[0]))
+
+    def run() -> Settled:
+        engine, settings = _engine()
+        return settle(engine, tmp_dir=settings.tmp_dir)
+
+    result: Settled = _retrying(run)
     return {"new_aliases": result.new_aliases, "events_moved": result.events_moved}

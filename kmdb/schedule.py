@@ -13,17 +13,21 @@ its revision's MySQL lock being free, and its part of the graph is planned anew.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 
 from redis import Redis
 from rq import Queue
+from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job
 from sqlalchemy import Engine, func, insert, select
 
 from kmdb import jobs, schema
-from kmdb.locks import is_held
+from kmdb.importer import part_plan, save_plans
+from kmdb.locks import held, is_held
 from kmdb.people import SETTLE_LOCK
 from kmdb.queues import queue
 from kmdb.settings import Settings
@@ -35,6 +39,11 @@ JOB_TIMEOUT = 24 * 3600
 # A job this young may not have taken its lock yet (a work horse starts in well under a second).
 GRACE = dt.timedelta(seconds=3)
 ACTIVE = ("queued", "started", "deferred", "scheduled")
+# Seconds between the two looks at a free lock before a started job is called dead.
+RECHECK = 0.2
+# The lock held while a graph is planned, and how long to wait for it (seconds).
+PLAN_LOCK = "plan"
+PLAN_WAIT = 120
 
 
 @dataclass
@@ -47,13 +56,15 @@ class Plan:
     settle: Job | None = None
 
 
-def job_id(settings: Settings, kind: str, revision: int) -> str:
-    """The id of a revision's scan or import job."""
-    return f"{settings.queue}-{kind}-{revision}"
+def job_id(settings: Settings, kind: str, revision: int, part: int | None = None) -> str:
+    """The id of a revision's scan job, or of the import job of one of its parts."""
+    return f"{settings.queue}-{kind}-{revision}" + ("" if part is None else f"-{part}")
 
 
 def _lock_of(job: Job) -> str | None:
     kind = (job.meta or {}).get("kmdb")
+    if kind == "import" and "part" in job.meta:
+        return f"revision:{job.meta['revision']}:part:{job.meta['part']}"
     if kind in ("scan", "import"):
         return f"revision:{job.meta['revision']}"
     if kind == "settle":
@@ -71,7 +82,16 @@ def is_dead(job: Job, engine: Engine, redis: Redis) -> bool:
     lock = _lock_of(job)
     held = is_held(engine, lock) if lock else None
     if held is not None:
-        return not held
+        if held:
+            return False
+        # A job frees its lock a moment before RQ marks it finished: look again.
+        time.sleep(RECHECK)
+        try:
+            if job.get_status(refresh=True) != "started":
+                return False
+        except NoSuchJobError:
+            return False
+        return not is_held(engine, lock)
     # Without MySQL locks (SQLite), trust the worker's own key, which expires without heartbeats.
     worker = job.worker_name
     return not worker or not redis.exists(f"rq:worker:{worker}")
@@ -119,10 +139,58 @@ def _after(jobs_: list[Job]) -> Dependency | None:
     return Dependency(jobs=jobs_, allow_failure=True) if jobs_ else None
 
 
+def _unfinished_parts(
+    engine: Engine, revisions: list[int], sizes: dict[int, int], settings: Settings
+) -> dict[int, list[int]]:
+    """The parts of each revision still to import, planning those not planned yet."""
+    p = schema.revision_parts
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(p.c.revision, p.c.part, p.c.status).where(p.c.revision.in_(revisions))
+        ).all()
+    planned: dict[int, list[int]] = {}
+    for revision, part, status in rows:
+        planned.setdefault(revision, [])
+        if status != "done":
+            planned[revision].append(part)
+    new = [
+        row
+        for n in revisions
+        if n not in planned
+        for row in part_plan(n, sizes.get(n, 0), settings.part_size)
+    ]
+    save_plans(engine, new)
+    for row in new:
+        planned.setdefault(row["revision"], []).append(row["part"])
+    return {n: sorted(planned.get(n, [])) or [0] for n in revisions}
+
+
 def enqueue_import(
-    settings: Settings, redis: Redis, engine: Engine, source: str, revisions: list[int]
+    settings: Settings,
+    redis: Redis,
+    engine: Engine,
+    source: str,
+    revisions: list[int],
+    sizes: dict[int, int] | None = None,
 ) -> Plan:
-    """Enqueue the graph for the revisions not queued or running yet."""
+    """Enqueue the graph for the revisions not queued or running yet.
+
+    sizes (bytes per revision) plan the parts of revisions never planned before;
+    a revision of unknown size gets one part. One process plans at a time: two
+    workers that find the same dead job would otherwise both tear its graph down.
+    """
+    with held(engine, PLAN_LOCK, wait=PLAN_WAIT):
+        return _enqueue_import(settings, redis, engine, source, revisions, sizes)
+
+
+def _enqueue_import(
+    settings: Settings,
+    redis: Redis,
+    engine: Engine,
+    source: str,
+    revisions: list[int],
+    sizes: dict[int, int] | None,
+) -> Plan:
     q = queue(settings, redis)
     plan = Plan()
     active, dead = live_jobs(q, engine)
@@ -135,7 +203,9 @@ def enqueue_import(
             set(revisions) | {j.meta["revision"] for j in torn if "revision" in j.meta}
         )
         for job in torn:
-            job.delete()
+            # Gone already (a job of a torn graph may finish meanwhile): nothing to delete.
+            with contextlib.suppress(NoSuchJobError, ValueError):
+                job.delete()
         active = [j for j in active if j.get_status(refresh=False) == "started"]
     covered = {j.meta.get("revision") for j in active if j.meta.get("kmdb") in ("scan", "import")}
     plan.active = sorted(r for r in revisions if r in covered)
@@ -159,6 +229,7 @@ def enqueue_import(
             .prefix_with("OR IGNORE", dialect="sqlite"),
             [{"number": n, "status": "pending"} for n in todo],
         )
+    parts = _unfinished_parts(engine, todo, sizes or {}, settings)
     scans = [
         _enqueue(
             q,
@@ -186,12 +257,15 @@ def enqueue_import(
             jobs.import_revision_job,
             source,
             n,
-            job_id=job_id(settings, "import", n),
-            meta={"kmdb": "import", "revision": n},
+            part,
+            job_id=job_id(settings, "import", n, part),
+            meta={"kmdb": "import", "revision": n, "part": part},
             depends_on=_after([first_settle]),
-            description=f"import revision {n} of {source}",
+            description=f"import revision {n} of {source}"
+            + (f", part {part + 1} of {len(parts[n])}" if len(parts[n]) > 1 else ""),
         )
         for n in todo
+        for part in parts[n]
     ]
     plan.settle = _enqueue(
         q,

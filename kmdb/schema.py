@@ -158,6 +158,32 @@ revisions = Table(
     **_mysql,
 )
 
+# A revision file is imported in parts of about KMDB_PART_SIZE bytes, each a job of
+# its own, so that several workers share one big file. A part owns the lines that
+# begin in its byte range; the scan finds where its first line starts (start_byte,
+# start_line) and where the next part's does (end_byte). Progress is per part:
+# lines_done is the number of the last line committed, bytes_done the offset after it.
+revision_parts = Table(
+    "revision_parts",
+    metadata,
+    Column("revision", Integer, nullable=False, autoincrement=False),
+    Column("part", Integer, nullable=False, autoincrement=False),
+    Column("first_byte", BigInteger, nullable=False),
+    Column("start_byte", BigInteger, nullable=True),
+    Column("start_line", BigInteger, nullable=True),
+    Column("end_byte", BigInteger, nullable=True),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("lines_done", BigInteger, nullable=False, default=0),
+    Column("bytes_done", BigInteger, nullable=False, default=0),
+    Column("properties_done", BigInteger, nullable=False, default=0),
+    Column("events", BigInteger, nullable=False, default=0),
+    Column("properties", BigInteger, nullable=False, default=0),
+    Column("rejected", BigInteger, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    PrimaryKeyConstraint("revision", "part"),
+    **_mysql,
+)
+
 rejected_lines = Table(
     "rejected_lines",
     metadata,
@@ -192,6 +218,16 @@ blacklisted_properties = Table(
     "blacklisted_properties", metadata, Column("name", Name(), primary_key=True), **_mysql
 )
 
-IMPORTED = (events, properties, aliases, alias_sightings, users, keys, rejected_lines, revisions)
+IMPORTED = (
+    events,
+    properties,
+    aliases,
+    alias_sightings,
+    users,
+    keys,
+    rejected_lines,
+    revisions,
+    revision_parts,
+)
 FILTERS = (ignored_users, whitelisted_events, blacklisted_properties)
 PARTITIONED = (events, properties, aliases)

@@ -29,6 +29,7 @@ class Settings:
     min_revision: int = 0
     revision_lookahead: int = 10
     batch_size: int = 20_000
+    part_size: int = 8 << 20
     tmp_dir: str | None = None
     keep_files: bool = False
 
@@ -64,6 +65,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         min_revision=_int(get("KMDB_MIN_REVISION"), "KMDB_MIN_REVISION", 0, 0),
         revision_lookahead=_int(get("KMDB_REVISION_LOOKAHEAD"), "KMDB_REVISION_LOOKAHEAD", 10, 1),
         batch_size=_int(get("KMDB_BATCH_SIZE"), "KMDB_BATCH_SIZE", 20_000, 1),
+        part_size=_int(get("KMDB_PART_SIZE"), "KMDB_PART_SIZE", 8 << 20, 1),
         tmp_dir=get("KMDB_TMP_DIR"),
         keep_files=_bool(get("KMDB_KEEP_FILES"), "KMDB_KEEP_FILES"),
     )

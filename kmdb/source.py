@@ -34,8 +34,8 @@ class Source(Protocol):
     def size(self, revision: int) -> int | None:
         """The file's size in bytes, if known."""
 
-    def chunks(self, revision: int, offset: int = 0) -> Iterator[bytes]:
-        """The file's bytes from offset on, in chunks."""
+    def chunks(self, revision: int, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The file's bytes from offset up to end (or its end), in chunks."""
 
     def read_text(self, name: str) -> str | None:
         """A small file at the export's top (index.csv, status.csv), or None if missing."""
@@ -96,6 +96,62 @@ def line_batches(
         tail += len(rest)
     if batch:
         yield first, batch, end + tail
+
+
+class LineStarts:
+    """Where the first line at or after each of some byte offsets starts, found in passing.
+
+    `wrap(chunks)` hands the chunks on unchanged; once they have all passed,
+    `starts` holds, for each offset b, (offset of the first line that starts at
+    or after b, its line number). A line starts at 0 and after every newline;
+    line numbers count from 1.
+    """
+
+    def __init__(self, offsets: list[int]) -> None:
+        self.offsets = sorted(offsets)
+        self.starts: dict[int, tuple[int, int]] = {}
+        self.size = 0
+
+    def wrap(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        pending = list(self.offsets)
+        ends_a_line = True
+        position = 0  # file offset of the chunk's first byte
+        newlines = 0  # newlines before it
+        waiting: list[int] = []  # offsets whose line start lies after the next newline
+        for chunk in chunks:
+            end = position + len(chunk)
+            if waiting:
+                first = chunk.find(b"\n")
+                if first >= 0:
+                    for b in waiting:
+                        self.starts[b] = (position + first + 1, newlines + 2)
+                    waiting = []
+            while pending and (pending[0] == 0 or pending[0] - 1 < end):
+                b = pending.pop(0)
+                if b == 0:
+                    self.starts[b] = (0, 1)
+                    continue
+                at = b - 1 - position  # the byte before b, in this chunk
+                before = newlines + chunk.count(b"\n", 0, max(at, 0))
+                if chunk[at : at + 1] == b"\n":
+                    self.starts[b] = (b, before + 2)
+                    continue
+                found = chunk.find(b"\n", at)
+                if found >= 0:
+                    self.starts[b] = (position + found + 1, before + 2)
+                else:
+                    waiting.append(b)
+            newlines += chunk.count(b"\n")
+            position = end
+            if chunk:
+                ends_a_line = chunk.endswith(b"\n")
+            yield chunk
+        self.size = position
+        # Offsets after the last line start begin at the end of the file, with no line:
+        # their number is the one after the last line's.
+        lines = newlines + (0 if position == 0 or ends_a_line else 1)
+        for b in waiting + pending:
+            self.starts[b] = (position, lines + 1)
 
 
 def matching_lines(
@@ -168,14 +224,20 @@ class LocalSource:
     def size(self, revision: int) -> int | None:
         return self._path(revision).stat().st_size if self.exists(revision) else None
 
-    def chunks(self, revision: int, offset: int = 0) -> Iterator[bytes]:
+    def chunks(self, revision: int, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
         try:
             handle = self._path(revision).open("rb")
         except OSError as exc:
             raise SourceError(f"Cannot read revision {revision} in {self.name}: {exc}.") from exc
         with handle:
             handle.seek(offset)
-            while chunk := handle.read(CHUNK):
+            left = None if end is None else end - offset
+            while left is None or left > 0:
+                chunk = handle.read(CHUNK if left is None else min(CHUNK, left))
+                if not chunk:
+                    break
+                if left is not None:
+                    left -= len(chunk)
                 yield chunk
 
 
@@ -196,6 +258,7 @@ class S3Source:
         # Adaptive retries back off on throttling (503 SlowDown) as well as on errors.
         config = Config(retries={"max_attempts": 10, "mode": "adaptive"})
         self.client = boto3.client("s3", config=config)
+        self._sizes: dict[str, int] = {}
 
     def _key(self, revision: int) -> str:
         return f"{self.prefix}revisions/{revision}.json"
@@ -217,7 +280,10 @@ class S3Source:
         keys: list[str] = []
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}revisions/"):
-                keys.extend(item["Key"] for item in page.get("Contents", []))
+                for item in page.get("Contents", []):
+                    keys.append(item["Key"])
+                    # Kept so that planning parts needs no request per file.
+                    self._sizes[item["Key"]] = int(item["Size"])
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("AccessDenied", "403"):
@@ -261,6 +327,8 @@ class S3Source:
             raise self._error(exc, f"read {name}") from exc
 
     def size(self, revision: int) -> int | None:
+        if self._key(revision) in self._sizes:
+            return self._sizes[self._key(revision)]
         head = self._head(revision)
         return int(head["ContentLength"]) if head else None
 
@@ -283,16 +351,18 @@ class S3Source:
         shutil.move(partial, path)
         return path
 
-    def chunks(self, revision: int, offset: int = 0) -> Iterator[bytes]:
+    def chunks(self, revision: int, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        if end is not None and end <= offset:
+            return
         local = self._local_copy(revision)
         if local is not None:
-            yield from LocalSource(str(local.parents[1])).chunks(revision, offset)
+            yield from LocalSource(str(local.parents[1])).chunks(revision, offset, end)
             return
         args = {"Bucket": self.bucket, "Key": self._key(revision)}
-        if offset:
-            args["Range"] = f"bytes={offset}-"
+        if offset or end is not None:
+            args["Range"] = f"bytes={offset}-{'' if end is None else end - 1}"
         try:
             body = self.client.get_object(**args)["Body"]
             yield from body.iter_chunks(CHUNK)

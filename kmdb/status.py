@@ -9,6 +9,7 @@ from redis import Redis
 from sqlalchemy import Engine, func, select
 
 from kmdb import schema
+from kmdb.importer import progress
 from kmdb.queues import queue
 from kmdb.run import summary
 from kmdb.schedule import live_jobs
@@ -26,6 +27,12 @@ def revisions_report(engine: Engine) -> dict[str, Any]:
     r = schema.revisions
     with engine.connect() as conn:
         rows = [dict(row._mapping) for row in conn.execute(select(r))]
+        read = progress(conn)
+    for row in rows:
+        # Parts report each chunk; the revision's own totals only when a part ends.
+        row["lines_done"], row["bytes_done"] = read.get(
+            row["number"], (row["lines_done"], row["bytes_done"])
+        )
     by_status: dict[str, int] = {}
     for row in rows:
         by_status[row["status"]] = by_status.get(row["status"], 0) + 1

@@ -58,7 +58,11 @@ def _processes_of(queue: str) -> list[int]:
 def _lines_imported(url: str) -> int:
     with create_engine(url).connect() as conn:
         return conn.execute(
-            text("SELECT COALESCE(SUM(lines_done), 0) FROM revisions WHERE status = 'running'")
+            # Parts record their progress with each chunk they commit.
+            text(
+                "SELECT COALESCE(SUM(lines_done - start_line + 1), 0) FROM revision_parts "
+                "WHERE status = 'running'"
+            )
         ).scalar_one()
 
 

@@ -264,8 +264,8 @@ class FlakySource(LocalSource):
         super().__init__(folder)
         self.fail_after = fail_after
 
-    def chunks(self, revision: int, offset: int = 0):
-        for i, chunk in enumerate(super().chunks(revision, offset)):
+    def chunks(self, revision: int, offset: int = 0, end: int | None = None):
+        for i, chunk in enumerate(super().chunks(revision, offset, end)):
             if i >= self.fail_after:
                 raise Interrupted("stopped")
             yield chunk
@@ -417,3 +417,72 @@ def test_timestamps_are_utc_datetime_literals(t: int) -> None:
     from kmdb.importer import timestamp
 
     assert timestamp(t) == time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+def _check_part_plans(engine: Engine, folder: Path) -> int:
+    """Every revision's parts tile its file: contiguous bytes, consecutive lines, all done."""
+    with engine.connect() as conn:
+        parts = conn.execute(
+            text(
+                "SELECT revision, part, start_byte, end_byte, start_line, lines_done, bytes_done, "
+                "status FROM revision_parts ORDER BY revision, part"
+            )
+        ).all()
+        revisions = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                text("SELECT number, lines_done, bytes_done, status FROM revisions")
+            )
+        }
+    by_revision: dict[int, list] = {}
+    for row in parts:
+        by_revision.setdefault(row[0], []).append(row)
+    for revision, rows in by_revision.items():
+        data = (folder / "revisions" / f"{revision}.json").read_bytes()
+        lines = len(data.split(b"\n")) - (1 if data.endswith(b"\n") or not data else 0)
+        assert rows[0][2] == 0 and rows[0][4] == 1
+        for before, after in zip(rows, rows[1:], strict=False):
+            assert before[3] == after[2]  # this part ends where the next one starts
+            assert before[5] == after[4] - 1  # and its last line is the one before
+        assert rows[-1][3] == len(data)
+        assert all(row[6] == row[3] and row[7] == "done" for row in rows)
+        assert revisions[revision] == (lines, len(data), "done")
+    return len(parts)
+
+
+def test_revisions_in_parts_give_the_same_rows(
+    engine: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kmdb.source.CHUNK", 512)
+    folder = tmp_path / "export"
+    write_sample(folder, 3_000, seed=4, lines_per_revision=1_000, bad_every=40)
+    settings = settings.replace(part_size=4_000, batch_size=70)
+    source = LocalSource(str(folder))
+    create_schema(engine)
+    # Interrupted in its first part, revision 1 goes on from there in the full run.
+    with pytest.raises(Interrupted):
+        import_revision(engine, FlakySource(str(folder), 1), 1, settings)
+    run_import(engine, folder, settings)
+    wanted = expected(read_export(folder))
+    assert_same(dump(engine), wanted)
+    assert len(wanted.rejected) > 20
+    assert _check_part_plans(engine, folder) > 3 * 10
+    assert new_revisions(engine, source, settings) == []
+
+
+def test_parts_handle_long_lines_empty_files_and_no_last_newline(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    body = [line(_n=f"e{i}", _p=f"u{i % 7}", _t=i) for i in range(40)]
+    body[10] = line(_n="long", _p="a", _t=5, blob="x" * 5_000)  # spans several parts
+    body[25] = b"{not json"
+    (folder / "revisions").mkdir(parents=True)
+    (folder / "revisions" / "1.json").write_bytes(b"\n".join(body))  # no newline at the end
+    (folder / "revisions" / "2.json").write_bytes(b"")
+    (folder / "revisions" / "3.json").write_bytes(line(_n="only", _p="b", _t=1) + b"\n")
+    settings = settings.replace(part_size=700, batch_size=3)
+    run_import(engine, folder, settings)
+    assert_same(dump(engine), expected(read_export(folder)))
+    assert dump(engine).rejected == {(1, 26)}
+    assert _check_part_plans(engine, folder) > 8

@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmdb.source import line_batches, matching_lines, ramp, revision_numbers
+from kmdb.source import LineStarts, line_batches, matching_lines, ramp, revision_numbers
 
 line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"."))
 file_lines = st.lists(
@@ -92,3 +92,28 @@ def test_revision_numbers_come_from_revision_files_only() -> None:
         "revisions/140.json",
     ]
     assert revision_numbers(iter(keys)) == [7, 140]
+
+
+@settings(max_examples=300)
+@given(
+    file_lines,
+    st.booleans(),
+    st.lists(st.integers(0, 10_000), max_size=8),
+    st.lists(st.integers(0, 400), max_size=6),
+)
+def test_line_starts_are_found_whatever_the_chunks(
+    body: list[bytes], final_newline: bool, cuts: list[int], offsets: list[int]
+) -> None:
+    data = b"\n".join(body) + (b"\n" if final_newline and body else b"")
+    starts = [0] + [i + 1 for i, byte in enumerate(data) if byte == ord("\n") and i + 1 < len(data)]
+    wanted_offsets = sorted({0, *offsets})
+    finder = LineStarts(wanted_offsets)
+    assert b"".join(finder.wrap(iter(_chunked(data, cuts)))) == data
+    lines_in_file = len(_lines(data))
+    for b in wanted_offsets:
+        after = [(s, n) for n, s in enumerate(starts, start=1) if s >= b and s < len(data)]
+        if data and after:
+            assert finder.starts[b] == after[0]
+        else:  # nothing starts at or after b: the end of the file, numbered after the last line
+            assert finder.starts[b] == (len(data), lines_in_file + 1)
+    assert finder.size == len(data)

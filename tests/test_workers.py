@@ -8,6 +8,7 @@ from pathlib import Path
 import boto3
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 from sqlalchemy import create_engine
 
 from kmdb.sample import write_sample
@@ -51,6 +52,38 @@ def test_s3_export_with_two_workers_on_mariadb(
 
     done = run("kmdb-import", "--source", f"s3://{bucket}/dump", env=env)
     assert "Nothing new to import" in done.stdout
+
+
+def test_one_big_revision_is_imported_in_parts_by_two_workers(
+    mysql_url: str,
+    redis_queue: str,
+    s3_env: dict[str, str],
+    cli_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "export"
+    bucket = sample_bucket(folder, 6_000, seed=5, lines_per_revision=6_000)
+    size = (folder / "revisions" / "1.json").stat().st_size
+    env = {
+        **cli_env,
+        **s3_env,
+        "DATABASE_URL": mysql_url,
+        "KMDB_QUEUE": redis_queue,
+        "KMDB_BATCH_SIZE": "300",
+        "KMDB_PART_SIZE": str(size // 6 + 1),
+    }
+    run("kmdb-flush", env=env)
+    run("kmdb-import", "--source", f"s3://{bucket}", env=env)
+    queue = Queue(redis_queue, connection=Redis.from_url(REDIS_URL))
+    for result in burst_workers(2, env):
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert queue.failed_job_registry.count == 0
+    finished = Job.fetch_many(
+        queue.finished_job_registry.get_job_ids(), connection=queue.connection
+    )
+    parts = sorted(j.meta["part"] for j in finished if j and j.meta.get("kmdb") == "import")
+    assert parts == [0, 1, 2, 3, 4, 5]  # read with ranged GETs, one job each
+    assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 
 
 def test_new_revisions_in_a_later_run_re_point_older_rows(
