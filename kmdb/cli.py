@@ -210,8 +210,11 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
         click.echo(f"Found {len(plan.dead)} jobs of workers that died; planned them again.")
     where = f"queue {settings.queue!r} at {mask_url(settings.redis_url)}"
     if enqueued:
-        click.echo(f"Enqueued {len(enqueued)} revisions ({_ranges(enqueued)}) on {where},")
-        click.echo("as a scan for aliases, a settle step, the import, and a final settle.")
+        click.echo(f"Enqueued {len(enqueued)} revisions ({_ranges(enqueued)}) on {where}:")
+        click.echo(
+            f"a scan for aliases, a settle step, {plan.parts} import jobs (parts of at most "
+            f"{settings.part_size:,} bytes) and a final settle."
+        )
     if active:
         click.echo(f"Already queued or running: {len(active)} revisions ({_ranges(active)}).")
     if not enqueued and not active:

@@ -54,6 +54,7 @@ class Plan:
     active: list[int] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
     settle: Job | None = None
+    parts: int = 0  # import jobs enqueued, one per part of a revision
 
 
 def job_id(settings: Settings, kind: str, revision: int, part: int | None = None) -> str:
@@ -227,7 +228,7 @@ def _enqueue_import(
             insert(schema.revisions)
             .prefix_with("IGNORE", dialect="mysql")
             .prefix_with("OR IGNORE", dialect="sqlite"),
-            [{"number": n, "status": "pending"} for n in todo],
+            [{"number": n, "status": "pending", "size": (sizes or {}).get(n)} for n in todo],
         )
     parts = _unfinished_parts(engine, todo, sizes or {}, settings)
     scans = [
@@ -276,6 +277,7 @@ def _enqueue_import(
         description="settle people after the import",
     )
     plan.enqueued = todo
+    plan.parts = len(imports)
     return plan
 
 
