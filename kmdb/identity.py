@@ -7,9 +7,12 @@ lowest identity in code-point order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from kmdb.parse import is_numeric
+
+T = TypeVar("T")
 
 
 def alias_pair(p: str, p2: str) -> tuple[str, str] | None:
@@ -36,11 +39,15 @@ def canonical_key(identity: str) -> tuple[int, int, str]:
     return (1, 0, identity)
 
 
-def people(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Map every identity that appears in an alias to its person's canonical identity."""
-    parent: dict[str, str] = {}
+def people(pairs: Iterable[tuple[T, T]], key: Callable[[T], Any] = canonical_key) -> dict[T, T]:
+    """Map every identity that appears in an alias to its person's canonical identity.
 
-    def root(x: str) -> str:
+    Identities are names, or anything else (user ids) with a key that sorts them
+    as canonical_key sorts their names.
+    """
+    parent: dict[T, T] = {}
+
+    def root(x: T) -> T:
         parent.setdefault(x, x)
         top = x
         while parent[top] != top:
@@ -53,7 +60,10 @@ def people(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
         ra, rb = root(a), root(b)
         if ra != rb:
             # Keep the better canonical as the root, so the root is the answer.
-            if canonical_key(rb) < canonical_key(ra):
+            if key(rb) < key(ra):
                 ra, rb = rb, ra
             parent[rb] = ra
-    return {x: root(x) for x in parent}
+    # Compressed in place: one dict, however many people (a first import can hold millions).
+    for x in parent:
+        parent[x] = root(x)
+    return parent

@@ -11,7 +11,9 @@ were imported, not on the order the revisions ran in.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -24,19 +26,21 @@ from sqlalchemy import (
     func,
     select,
     text,
+    tuple_,
     union,
     update,
 )
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from kmdb import schema
 from kmdb.db import is_mysql
-from kmdb.identity import people
+from kmdb.identity import canonical_key, people
 from kmdb.load import Interner, bulk_insert
 from kmdb.locks import held
 
 log = logging.getLogger(__name__)
 BATCH = 1000
+# Alias pairs merged per round: bounds a settle's memory (some 50 MB) on a huge first import.
+PAGE = 50_000
 SETTLE_LOCK = "settle"
 
 
@@ -53,7 +57,7 @@ class Settled:
 
 def _merge_sightings(conn: Connection, tmp_dir: str | None) -> tuple[int, int]:
     s, a = schema.alias_sightings, schema.aliases
-    # One snapshot (one transaction) for both reads: every sighting up to each
+    # One snapshot (one transaction) for every read: each sighting up to each
     # revision's last line read here is merged, then deleted. A scan commits its
     # lines in order, so one still running only adds lines after that one.
     last_line = dict(
@@ -62,14 +66,58 @@ def _merge_sightings(conn: Connection, tmp_dir: str | None) -> tuple[int, int]:
     if not last_line:
         return 0, 0
     sightings = conn.execute(select(func.count()).select_from(s)).scalar() or 0
-    earliest: dict[tuple[str, str], object] = {
-        (name1, name2): t
-        for name1, name2, t in conn.execute(
-            select(s.c.name1, s.c.name2, func.min(s.c.t)).group_by(s.c.name1, s.c.name2)
-        )
-    }
-    existing: dict[tuple[str, str], tuple[int, object]] = {}
-    names1 = sorted({p[0] for p in earliest})
+    next_id = (conn.execute(select(func.max(a.c.id))).scalar() or 0) + 1
+    # Sightings a page at a time (in key order), so that memory stays bounded however
+    # many aliases come in; a pair seen again on a later page meets its own new row.
+    page_query = (
+        select(s.c.revision, s.c.line, s.c.name1, s.c.name2, s.c.t)
+        .order_by(s.c.revision, s.c.line)
+        .limit(PAGE)
+    )
+    new_aliases = 0
+    after = (-1, -1)
+    while page := conn.execute(
+        page_query.where(tuple_(s.c.revision, s.c.line) > tuple_(*after))
+    ).all():
+        after = (page[-1][0], page[-1][1])
+        earliest: dict[tuple[str, str], Any] = {}
+        for _, _, name1, name2, t in page:
+            pair = (name1, name2)
+            if pair not in earliest or t < earliest[pair]:
+                earliest[pair] = t
+        del page
+        existing = _existing_aliases(conn, earliest)
+        new_rows = [
+            (next_id + i, pair[0], pair[1], str(earliest[pair]))
+            for i, pair in enumerate(p for p in earliest if p not in existing)
+        ]
+        next_id += len(new_rows)
+        new_aliases += len(new_rows)
+        bulk_insert(conn, a, ("id", "name1", "name2", "t"), new_rows, tmp_dir)
+        earlier = [
+            {"alias_id": id_, "new_t": earliest[pair]}
+            for pair, (id_, t) in existing.items()
+            if earliest[pair] < t
+        ]
+        if earlier:
+            conn.execute(
+                update(a).where(a.c.id == bindparam("alias_id")).values(t=bindparam("new_t")),
+                earlier,
+            )
+    conn.execute(
+        s.delete().where(s.c.revision == bindparam("r"), s.c.line <= bindparam("l")),
+        [{"r": r, "l": line} for r, line in sorted(last_line.items())],
+    )
+    return sightings, new_aliases
+
+
+def _existing_aliases(
+    conn: Connection, pairs: dict[tuple[str, str], Any]
+) -> dict[tuple[str, str], tuple[int, Any]]:
+    """(id, t) of the aliases already stored for some of pairs (the earliest row of each)."""
+    a = schema.aliases
+    existing: dict[tuple[str, str], tuple[int, Any]] = {}
+    names1 = sorted({p[0] for p in pairs})
     query = select(a.c.id, a.c.name1, a.c.name2, a.c.t).where(
         a.c.name1.in_(bindparam("names", expanding=True))
     )
@@ -77,28 +125,9 @@ def _merge_sightings(conn: Connection, tmp_dir: str | None) -> tuple[int, int]:
         # Positional: Row.t is SQLAlchemy's own attribute, not the column t.
         for id_, name1, name2, t in conn.execute(query, {"names": names1[start : start + BATCH]}):
             pair = (name1, name2)
-            if pair in earliest and (pair not in existing or t < existing[pair][1]):
+            if pair in pairs and (pair not in existing or t < existing[pair][1]):
                 existing[pair] = (id_, t)
-    next_id = (conn.execute(select(func.max(a.c.id))).scalar() or 0) + 1
-    new_rows = [
-        (next_id + i, pair[0], pair[1], str(earliest[pair]))
-        for i, pair in enumerate(sorted(p for p in earliest if p not in existing))
-    ]
-    bulk_insert(conn, a, ("id", "name1", "name2", "t"), new_rows, tmp_dir)
-    earlier = [
-        {"alias_id": id_, "new_t": earliest[pair]}
-        for pair, (id_, t) in existing.items()
-        if earliest[pair] < t  # type: ignore[operator]
-    ]
-    if earlier:
-        conn.execute(
-            update(a).where(a.c.id == bindparam("alias_id")).values(t=bindparam("new_t")), earlier
-        )
-    conn.execute(
-        s.delete().where(s.c.revision == bindparam("r"), s.c.line <= bindparam("l")),
-        [{"r": r, "l": line} for r, line in sorted(last_line.items())],
-    )
-    return sightings, len(new_rows)
+    return existing
 
 
 # Where _set_canonical stages its changes on MySQL (a temporary table, one per connection).
@@ -110,21 +139,21 @@ _CHANGES = Table(
 )
 
 
-def _set_canonical(conn: Connection, changes: list[dict], tmp_dir: str | None) -> None:
-    """Write users.canonical_id for many users in few statements."""
+def _set_canonical(
+    conn: Connection, changes: list[tuple[int, int | None]], tmp_dir: str | None
+) -> None:
+    """Write users.canonical_id for many users, (user id, canonical id or None) each."""
     if not changes:
         return
-    u = schema.users
     if is_mysql(conn.engine):
-        # A bulk load and one joined UPDATE: an upsert of many rows spent most of a
-        # settle escaping its parameters.
+        # A bulk load and one joined UPDATE: statements per row spent most of a
+        # settle escaping their parameters.
         conn.exec_driver_sql(
             "CREATE TEMPORARY TABLE kmdb_canonical_changes "
             "(id BIGINT PRIMARY KEY, canonical_id BIGINT NULL)"
         )
         try:
-            rows = [(c["uid"], c["cid"]) for c in changes]
-            bulk_insert(conn, _CHANGES, ("id", "canonical_id"), rows, tmp_dir)
+            bulk_insert(conn, _CHANGES, ("id", "canonical_id"), changes, tmp_dir)
             conn.exec_driver_sql(
                 "UPDATE users u JOIN kmdb_canonical_changes c ON u.id = c.id "
                 "SET u.canonical_id = c.canonical_id"
@@ -132,13 +161,10 @@ def _set_canonical(conn: Connection, changes: list[dict], tmp_dir: str | None) -
         finally:
             conn.exec_driver_sql("DROP TEMPORARY TABLE kmdb_canonical_changes")
         return
-    stmt = sqlite_insert(u)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[u.c.id], set_={"canonical_id": stmt.excluded.canonical_id}
-    )
-    rows = [{"id": c["uid"], "name": c["name"], "canonical_id": c["cid"]} for c in changes]
-    for start in range(0, len(rows), BATCH * 10):
-        conn.execute(stmt, rows[start : start + BATCH * 10])
+    u = schema.users
+    stmt = update(u).where(u.c.id == bindparam("uid")).values(canonical_id=bindparam("cid"))
+    for start in range(0, len(changes), BATCH * 10):
+        conn.execute(stmt, [{"uid": i, "cid": c} for i, c in changes[start : start + BATCH * 10]])
 
 
 def _repoint(conn: Connection, full: bool) -> tuple[int, int]:
@@ -190,32 +216,35 @@ def _names_without_user(engine: Engine) -> list[str]:
         return list(conn.execute(query).scalars())
 
 
-def _people_changes(conn: Connection) -> list[dict]:
-    """The users whose canonical_id must change, as {uid, cid, name}, from all of aliases."""
+def _people_changes(conn: Connection) -> list[tuple[int, int | None]]:
+    """The users whose canonical_id must change, as (user id, new canonical id or None).
+
+    People are computed from the whole aliases table, as a union-find over user
+    ids with rows streamed from the database: a first import can bring millions.
+    """
     a, u = schema.aliases, schema.users
     u1, u2 = u.alias("u1"), u.alias("u2")
-    ids: dict[str, int] = {}
-    pairs = []
-    query = select(a.c.name1, a.c.name2, u1.c.id, u2.c.id).select_from(
+    query = select(u1.c.id, u2.c.id, a.c.name1, a.c.name2).select_from(
         a.join(u1, u1.c.name == a.c.name1).join(u2, u2.c.name == a.c.name2)
     )
-    for name1, name2, id1, id2 in conn.execute(query):
-        ids[name1], ids[name2] = id1, id2
-        pairs.append((name1, name2))
-    canonical = people(pairs)
-    wanted = {ids[name]: ids[c] for name, c in canonical.items() if name != c}
-    current = dict(
-        conn.execute(select(u.c.id, u.c.canonical_id).where(u.c.canonical_id.is_not(None))).all()
-    )
-    names = {i: name for name, i in ids.items()}
-    changes = [{"uid": i, "cid": c} for i, c in wanted.items() if current.get(i) != c]
-    gone = [i for i in current if i not in wanted]
-    for start in range(0, len(gone), BATCH):
-        part = gone[start : start + BATCH]
-        names.update(conn.execute(select(u.c.id, u.c.name).where(u.c.id.in_(part))).all())
-    changes += [{"uid": i, "cid": None} for i in gone]
-    for change in changes:
-        change["name"] = names[change["uid"]]
+    name_of: dict[int, str] = {}
+
+    def pairs() -> Iterator[tuple[int, int]]:
+        for id1, id2, name1, name2 in conn.execution_options(yield_per=PAGE).execute(query):
+            name_of[id1], name_of[id2] = name1, name2
+            yield id1, id2
+
+    canonical = people(pairs(), key=lambda i: canonical_key(name_of[i]))
+    name_of.clear()  # the names were only needed to choose canonical identities
+    changes: list[tuple[int, int | None]] = []
+    current = select(u.c.id, u.c.canonical_id).where(u.c.canonical_id.is_not(None))
+    for uid, now in conn.execution_options(yield_per=PAGE).execute(current):
+        wanted = canonical.pop(uid, uid)
+        target = None if wanted == uid else wanted
+        if now != target:
+            changes.append((uid, target))
+    # Those left had no canonical id yet.
+    changes.extend((uid, root) for uid, root in canonical.items() if root != uid)
     return changes
 
 

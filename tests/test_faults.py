@@ -84,6 +84,8 @@ def test_a_worker_killed_mid_revision_resumes_exactly(
         "KMDB_QUEUE": redis_queue,
         "AWS_BUCKET": bucket,
         "KMDB_BATCH_SIZE": "500",
+        # Three parts per revision: the killed job is one part, found dead by its own lock.
+        "KMDB_PART_SIZE": "1000000",
     }
     run("kmdb-flush", env=env)
     run("kmdb-import", env=env)

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, text
 from kmdb.db import create_schema
 from kmdb.flush import flush
 from kmdb.importer import import_revision, scan_revision
+from kmdb.parse import Record, parse_line
 from kmdb.people import settle
 from kmdb.run import import_inline, new_revisions, summary
 from kmdb.sample import write_sample
@@ -486,3 +487,26 @@ def test_parts_handle_long_lines_empty_files_and_no_last_newline(
     assert_same(dump(engine), expected(read_export(folder)))
     assert dump(engine).rejected == {(1, 26)}
     assert _check_part_plans(engine, folder) > 8
+
+
+def test_settling_in_small_pages_gives_the_same_people(
+    engine: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sightings are merged a page at a time; a pair seen again on a later page,
+    # earlier in time, must move its alias's time back.
+    monkeypatch.setattr("kmdb.people.PAGE", 7)
+    folder = tmp_path / "export"
+    write_sample(folder, 2_000, seed=9, lines_per_revision=1_000)
+    pairs = [
+        (r.p, r.p2)
+        for raw in (folder / "revisions" / "1.json").read_bytes().splitlines()
+        if isinstance(r := parse_line(raw), Record) and r.kind == "alias"
+    ][:20]
+    (folder / "revisions" / "3.json").write_bytes(
+        b"".join(line(_p=p, _p2=p2, _t=1) + b"\n" for p, p2 in pairs)
+    )
+    run_import(engine, folder, settings)
+    wanted = expected(read_export(folder))
+    assert_same(dump(engine), wanted)
+    assert len(wanted.aliases) > 7 * 10
+    assert sum(t == "1970-01-01 00:00:01" for *_, t in dump(engine).aliases) >= 15
