@@ -9,7 +9,7 @@ from redis import Redis
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from kmdb.importer import progress
+from kmdb.parts import progress
 from kmdb.queues import queue
 from kmdb.schedule import pending, replan_dead
 from kmdb.settings import Settings

@@ -22,16 +22,17 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from kmdb import filters as filters_module
 from kmdb import schema
 from kmdb.db import is_mysql
-from kmdb.errors import KmdbError, SourceError
+from kmdb.errors import KmdbError
 from kmdb.identity import alias_pair
 from kmdb.load import TABLES, Interner, Staged, escape, load_staged, retrying, stage_rows
 from kmdb.locks import held
 from kmdb.parse import Record, Rejection, parse_fields
+from kmdb.parts import now, part_row, plan_parts, set_part, sum_parts
 from kmdb.settings import Settings
 from kmdb.source import LineStarts, Source, line_batches, matching_lines, ramp
 
@@ -112,10 +113,6 @@ def timestamp(t: int) -> str:
     return f"{_day(days)} {_CLOCK[seconds]}"
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 def revision_state(engine: Engine, revision: int) -> dict:
     """The revision's progress row, created if missing."""
     if not 0 <= revision <= MAX_REVISION:
@@ -141,106 +138,6 @@ def _set_status(engine: Engine, revision: int, **values: object) -> None:
     with engine.begin() as conn:
         conn.execute(
             update(schema.revisions).where(schema.revisions.c.number == revision).values(**values)
-        )
-
-
-def part_plan(revision: int, size: int, part_size: int) -> list[dict]:
-    """Parts of part_size bytes for a file of size bytes (one at least)."""
-    count = max(1, -(-size // part_size))
-    return [{"revision": revision, "part": i, "first_byte": i * part_size} for i in range(count)]
-
-
-def save_plans(engine: Engine, parts: list[dict]) -> None:
-    """Record planned parts; a revision planned already keeps its plan."""
-    if parts:
-        with engine.begin() as conn:
-            conn.execute(
-                insert(schema.revision_parts)
-                .prefix_with("IGNORE", dialect="mysql")
-                .prefix_with("OR IGNORE", dialect="sqlite"),
-                parts,
-            )
-
-
-def plan_parts(engine: Engine, source: Source, revision: int, settings: Settings) -> list[dict]:
-    """The revision's parts, planned once from the file's size and KMDB_PART_SIZE.
-
-    A plan, once made, stays: the ids of the rows already imported depend on it.
-    """
-    p = schema.revision_parts
-    query = select(p).where(p.c.revision == revision).order_by(p.c.part)
-    with engine.connect() as conn:
-        parts = [dict(row._mapping) for row in conn.execute(query)]
-    if not parts:
-        size = source.size(revision)
-        if size is None:
-            raise SourceError(f"Revision {revision} is not in {source.name} any more.")
-        save_plans(engine, part_plan(revision, size, settings.part_size))
-        with engine.connect() as conn:
-            parts = [dict(row._mapping) for row in conn.execute(query)]
-    return parts
-
-
-def progress(conn: Connection) -> dict[int, tuple[int, int]]:
-    """Lines and bytes read so far per revision, summed over its parts (live, per chunk)."""
-    p = schema.revision_parts
-    query = (
-        select(
-            p.c.revision,
-            func.sum(p.c.lines_done - p.c.start_line + 1),
-            func.sum(p.c.bytes_done - p.c.start_byte),
-        )
-        .where(p.c.start_line.is_not(None))
-        .group_by(p.c.revision)
-    )
-    return {revision: (int(lines), int(size)) for revision, lines, size in conn.execute(query)}
-
-
-def _part(engine: Engine, revision: int, part: int) -> dict:
-    p = schema.revision_parts
-    with engine.connect() as conn:
-        row = conn.execute(select(p).where(p.c.revision == revision, p.c.part == part)).first()
-    if row is None:
-        raise KmdbError(
-            f"Revision {revision} has no part {part}; run kmdb-import to plan it again."
-        )
-    return dict(row._mapping)
-
-
-def _set_part(engine: Engine, revision: int, part: int, **values: object) -> None:
-    p = schema.revision_parts
-    with engine.begin() as conn:
-        conn.execute(update(p).where(p.c.revision == revision, p.c.part == part).values(**values))
-
-
-def _sum_parts(engine: Engine, revision: int) -> None:
-    """Bring the revision's totals up to date from its parts; mark it done once they all are."""
-    p, r = schema.revision_parts, schema.revisions
-    mine = p.c.revision == revision
-
-    def total(expression: object) -> object:
-        return select(func.coalesce(func.sum(expression), 0)).where(mine).scalar_subquery()
-
-    with engine.begin() as conn:
-        conn.execute(
-            update(r)
-            .where(r.c.number == revision)
-            .values(
-                lines_done=total(p.c.lines_done - func.coalesce(p.c.start_line, 1) + 1),
-                bytes_done=total(p.c.bytes_done - func.coalesce(p.c.start_byte, 0)),
-                events=total(p.c.events),
-                properties=total(p.c.properties),
-                rejected=total(p.c.rejected),
-            )
-        )
-    # A statement of its own, after this part's commit: of two parts that finish
-    # together, the one that looks last sees both done.
-    with engine.begin() as conn:
-        unfinished = select(p.c.part).where(mine, p.c.status != "done").exists()
-        conn.execute(
-            update(r)
-            .where(r.c.number == revision, r.c.status != "done", ~unfinished)
-            .values(status="done", error=None, finished_at=_now())
         )
 
 
@@ -603,10 +500,10 @@ def import_part(
     if not state["scanned"]:
         scan_revision(engine, source, revision, settings)
     with held(engine, f"revision:{revision}:part:{part}"):
-        row = _part(engine, revision, part)
+        row = part_row(engine, revision, part)
         if row["status"] == "done":
             return Counts()
-        _set_part(engine, revision, part, status="running", error=None)
+        set_part(engine, revision, part, status="running", error=None)
         state = revision_state(engine, revision)
         if state["status"] != "running" or state["started_at"] is None:
             _set_status(
@@ -614,7 +511,7 @@ def import_part(
                 revision,
                 status="running",
                 error=None,
-                started_at=state["started_at"] or _now(),
+                started_at=state["started_at"] or now(),
             )
         job = RevisionImport(engine, settings, revision, row)
         try:
@@ -622,18 +519,18 @@ def import_part(
         except ConcurrentImport:
             raise
         except Stopped:
-            _set_part(engine, revision, part, status="stopped")
+            set_part(engine, revision, part, status="stopped")
             _set_status(engine, revision, status="stopped")
-            _sum_parts(engine, revision)
+            sum_parts(engine, revision)
             raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:2000]
-            _set_part(engine, revision, part, status="failed", error=error)
+            set_part(engine, revision, part, status="failed", error=error)
             _set_status(engine, revision, status="failed", error=error)
-            _sum_parts(engine, revision)
+            sum_parts(engine, revision)
             raise
-        _set_part(engine, revision, part, status="done")
-        _sum_parts(engine, revision)
+        set_part(engine, revision, part, status="done")
+        sum_parts(engine, revision)
     if job.counts.rejected > REJECTIONS_LOGGED:
         log.warning(
             "Revision %s: %s lines rejected in all; they are in the rejected_lines table.",

@@ -26,8 +26,8 @@ from rq.job import Dependency, Job
 from sqlalchemy import Engine, func, insert, select
 
 from kmdb import jobs, schema
-from kmdb.importer import part_plan, save_plans
 from kmdb.locks import held, is_held
+from kmdb.parts import part_plan, save_plans
 from kmdb.people import SETTLE_LOCK
 from kmdb.queues import queue
 from kmdb.settings import Settings

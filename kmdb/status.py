@@ -9,7 +9,7 @@ from redis import Redis
 from sqlalchemy import Engine, func, select
 
 from kmdb import schema
-from kmdb.importer import progress
+from kmdb.parts import progress
 from kmdb.queues import queue
 from kmdb.run import summary
 from kmdb.schedule import live_jobs

@@ -1,0 +1,123 @@
+"""Revision files in parts: planning them, and each part's progress.
+
+A revision file is imported in parts of about KMDB_PART_SIZE bytes, one job
+each, so that several workers share a big file. A part owns the lines that
+begin in its byte range; the scan finds where its first line starts. The
+revision's own row sums its parts up when one of them ends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from kmdb import schema
+from kmdb.errors import KmdbError, SourceError
+from kmdb.settings import Settings
+from kmdb.source import Source
+
+
+def now() -> dt.datetime:
+    """The current UTC time, as the revisions table stores it."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def part_plan(revision: int, size: int, part_size: int) -> list[dict]:
+    """Parts of part_size bytes for a file of size bytes (one at least)."""
+    count = max(1, -(-size // part_size))
+    return [{"revision": revision, "part": i, "first_byte": i * part_size} for i in range(count)]
+
+
+def save_plans(engine: Engine, parts: list[dict]) -> None:
+    """Record planned parts; a revision planned already keeps its plan."""
+    if parts:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(schema.revision_parts)
+                .prefix_with("IGNORE", dialect="mysql")
+                .prefix_with("OR IGNORE", dialect="sqlite"),
+                parts,
+            )
+
+
+def plan_parts(engine: Engine, source: Source, revision: int, settings: Settings) -> list[dict]:
+    """The revision's parts, planned once from the file's size and KMDB_PART_SIZE.
+
+    A plan, once made, stays: the ids of the rows already imported depend on it.
+    """
+    p = schema.revision_parts
+    query = select(p).where(p.c.revision == revision).order_by(p.c.part)
+    with engine.connect() as conn:
+        parts = [dict(row._mapping) for row in conn.execute(query)]
+    if not parts:
+        size = source.size(revision)
+        if size is None:
+            raise SourceError(f"Revision {revision} is not in {source.name} any more.")
+        save_plans(engine, part_plan(revision, size, settings.part_size))
+        with engine.connect() as conn:
+            parts = [dict(row._mapping) for row in conn.execute(query)]
+    return parts
+
+
+def progress(conn: Connection) -> dict[int, tuple[int, int]]:
+    """Lines and bytes read so far per revision, summed over its parts (live, per chunk)."""
+    p = schema.revision_parts
+    query = (
+        select(
+            p.c.revision,
+            func.sum(p.c.lines_done - p.c.start_line + 1),
+            func.sum(p.c.bytes_done - p.c.start_byte),
+        )
+        .where(p.c.start_line.is_not(None))
+        .group_by(p.c.revision)
+    )
+    return {revision: (int(lines), int(size)) for revision, lines, size in conn.execute(query)}
+
+
+def part_row(engine: Engine, revision: int, part: int) -> dict:
+    p = schema.revision_parts
+    with engine.connect() as conn:
+        row = conn.execute(select(p).where(p.c.revision == revision, p.c.part == part)).first()
+    if row is None:
+        raise KmdbError(
+            f"Revision {revision} has no part {part}; run kmdb-import to plan it again."
+        )
+    return dict(row._mapping)
+
+
+def set_part(engine: Engine, revision: int, part: int, **values: object) -> None:
+    p = schema.revision_parts
+    with engine.begin() as conn:
+        conn.execute(update(p).where(p.c.revision == revision, p.c.part == part).values(**values))
+
+
+def sum_parts(engine: Engine, revision: int) -> None:
+    """Bring the revision's totals up to date from its parts; mark it done once they all are."""
+    p, r = schema.revision_parts, schema.revisions
+    mine = p.c.revision == revision
+
+    def total(expression: object) -> object:
+        return select(func.coalesce(func.sum(expression), 0)).where(mine).scalar_subquery()
+
+    with engine.begin() as conn:
+        conn.execute(
+            update(r)
+            .where(r.c.number == revision)
+            .values(
+                lines_done=total(p.c.lines_done - func.coalesce(p.c.start_line, 1) + 1),
+                bytes_done=total(p.c.bytes_done - func.coalesce(p.c.start_byte, 0)),
+                events=total(p.c.events),
+                properties=total(p.c.properties),
+                rejected=total(p.c.rejected),
+            )
+        )
+    # A statement of its own, after this part's commit: of two parts that finish
+    # together, the one that looks last sees both done.
+    with engine.begin() as conn:
+        unfinished = select(p.c.part).where(mine, p.c.status != "done").exists()
+        conn.execute(
+            update(r)
+            .where(r.c.number == revision, r.c.status != "done", ~unfinished)
+            .values(status="done", error=None, finished_at=now())
+        )
