@@ -264,7 +264,7 @@ class RevisionImport:
                 sightings.append((self.revision, line_no, pair[0], pair[1], timestamp(kept[1])))
         if not sightings:
             return 0
-        self.users.ids(name for row in sightings for name in row[2:4])
+        # Their names are interned by the settle step, in one statement for all scans.
         table, columns = TABLES["alias_sightings"]
         staged = stage_rows(self.engine, table, columns, sightings, self.settings.tmp_dir)
 

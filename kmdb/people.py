@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     func,
+    insert,
     select,
     text,
     tuple_,
@@ -34,7 +35,7 @@ from sqlalchemy import (
 from kmdb import schema
 from kmdb.db import is_mysql
 from kmdb.identity import canonical_key, people
-from kmdb.load import Interner, bulk_insert
+from kmdb.load import bulk_insert, retrying
 from kmdb.locks import held
 
 log = logging.getLogger(__name__)
@@ -55,18 +56,57 @@ class Settled:
     properties_moved: int
 
 
-def _merge_sightings(conn: Connection, tmp_dir: str | None) -> tuple[int, int]:
-    s, a = schema.alias_sightings, schema.aliases
-    # One snapshot (one transaction) for every read: each sighting up to each
-    # revision's last line read here is merged, then deleted. A scan commits its
-    # lines in order, so one still running only adds lines after that one.
-    last_line = dict(
-        conn.execute(select(s.c.revision, func.max(s.c.line)).group_by(s.c.revision)).all()
+def _last_lines(engine: Engine) -> dict[int, int]:
+    """The last line of each revision in alias_sightings: what this settle merges.
+
+    A scan commits its lines in order, so one still running only adds lines
+    after these; the names interned next cover every line up to them.
+    """
+    s = schema.alias_sightings
+    with engine.connect() as conn:
+        query = select(s.c.revision, func.max(s.c.line)).group_by(s.c.revision)
+        return {revision: line for revision, line in conn.execute(query)}
+
+
+def _intern_names(engine: Engine, full: bool) -> None:
+    """Give a users row to every name in alias_sightings (and with full, in aliases).
+
+    One INSERT ... SELECT in sorted order, outside the settle's transaction:
+    scans leave interning to this step, and under REPEATABLE READ the settle
+    could not see rows that a concurrent import interned after it began.
+    """
+    a, s, u = schema.aliases, schema.alias_sightings, schema.users
+    parts = [select(s.c.name1.label("n")), select(s.c.name2)]
+    if full:  # names edited into aliases by hand may be new
+        parts += [select(a.c.name1), select(a.c.name2)]
+    names = union(*parts).subquery()
+    stmt = (
+        insert(u)
+        .from_select(["name"], select(names.c.n).order_by(names.c.n))
+        .prefix_with("IGNORE", dialect="mysql")
+        .prefix_with("OR IGNORE", dialect="sqlite")
     )
+
+    def run() -> None:
+        # READ COMMITTED: InnoDB then reads the sightings without locking them.
+        level = "READ COMMITTED" if is_mysql(engine) else "SERIALIZABLE"
+        with engine.connect().execution_options(isolation_level=level) as conn:
+            conn.execute(stmt)
+            conn.commit()
+
+    retrying(run)
+
+
+def _merge_sightings(
+    conn: Connection, last_line: dict[int, int], tmp_dir: str | None
+) -> tuple[int, int]:
+    """Fold the sightings up to last_line into aliases, then delete them."""
+    s, a = schema.alias_sightings, schema.aliases
     if not last_line:
         return 0, 0
-    sightings = conn.execute(select(func.count()).select_from(s)).scalar() or 0
     next_id = (conn.execute(select(func.max(a.c.id))).scalar() or 0) + 1
+    # A first import has no aliases to compare with (until its first page is in).
+    some_aliases = next_id > 1
     # Sightings a page at a time (in key order), so that memory stays bounded however
     # many aliases come in; a pair seen again on a later page meets its own new row.
     page_query = (
@@ -74,25 +114,29 @@ def _merge_sightings(conn: Connection, tmp_dir: str | None) -> tuple[int, int]:
         .order_by(s.c.revision, s.c.line)
         .limit(PAGE)
     )
-    new_aliases = 0
+    sightings = new_aliases = 0
     after = (-1, -1)
     while page := conn.execute(
         page_query.where(tuple_(s.c.revision, s.c.line) > tuple_(*after))
     ).all():
         after = (page[-1][0], page[-1][1])
         earliest: dict[tuple[str, str], Any] = {}
-        for _, _, name1, name2, t in page:
+        for revision, line, name1, name2, t in page:
+            if line > last_line.get(revision, -1):
+                continue  # committed after this settle began: the next one merges it
+            sightings += 1
             pair = (name1, name2)
             if pair not in earliest or t < earliest[pair]:
                 earliest[pair] = t
         del page
-        existing = _existing_aliases(conn, earliest)
+        existing = _existing_aliases(conn, earliest) if some_aliases else {}
         new_rows = [
             (next_id + i, pair[0], pair[1], str(earliest[pair]))
             for i, pair in enumerate(p for p in earliest if p not in existing)
         ]
         next_id += len(new_rows)
         new_aliases += len(new_rows)
+        some_aliases = some_aliases or bool(new_rows)
         bulk_insert(conn, a, ("id", "name1", "name2", "t"), new_rows, tmp_dir)
         earlier = [
             {"alias_id": id_, "new_t": earliest[pair]}
@@ -170,6 +214,9 @@ def _set_canonical(
 def _repoint(conn: Connection, full: bool) -> tuple[int, int]:
     moved = []
     for table in ("events", "properties"):
+        if conn.execute(text(f"SELECT 1 FROM {table} LIMIT 1")).first() is None:
+            moved.append(0)  # nothing to move (before a first import's rows)
+            continue
         if is_mysql(conn.engine):
             if full:
                 sql = (
@@ -196,24 +243,6 @@ def _repoint(conn: Connection, full: bool) -> tuple[int, int]:
             )
         moved.append(conn.execute(text(sql)).rowcount)
     return moved[0], moved[1]
-
-
-def _names_without_user(engine: Engine) -> list[str]:
-    """Names in aliases or sightings that have no users row (usually none: scans intern them)."""
-    a, s, u = schema.aliases, schema.alias_sightings, schema.users
-    names = union(
-        select(a.c.name1.label("n")),
-        select(a.c.name2),
-        select(s.c.name1),
-        select(s.c.name2),
-    ).subquery()
-    query = (
-        select(names.c.n)
-        .select_from(names.outerjoin(u, u.c.name == names.c.n))
-        .where(u.c.id.is_(None))
-    )
-    with engine.connect() as conn:
-        return list(conn.execute(query).scalars())
 
 
 def _people_changes(conn: Connection) -> list[tuple[int, int | None]]:
@@ -256,14 +285,14 @@ def settle(engine: Engine, full: bool = False, tmp_dir: str | None = None) -> Se
     at an identity that is no longer canonical move.
     """
     with held(engine, SETTLE_LOCK):
-        if full:
-            # Names edited into aliases by hand may be new (scans intern the names they
-            # record). Interning writes in transactions of its own, so it goes first
-            # (SQLite would otherwise wait on itself).
-            Interner(engine, schema.users, "name").ids(_names_without_user(engine))
+        last_line = _last_lines(engine)
+        if last_line or full:
+            # In a transaction of its own, so it goes first (SQLite would otherwise
+            # wait on itself).
+            _intern_names(engine, full)
         with engine.begin() as conn:
             # One transaction: a settle that dies leaves its sightings for the next one.
-            sightings, new_aliases = _merge_sightings(conn, tmp_dir)
+            sightings, new_aliases = _merge_sightings(conn, last_line, tmp_dir)
             changes: list[dict] = []
             # Without new aliases people are as the last settle left them (kmdb-realias
             # is the tool for aliases edited by hand); only rows may need moving.
