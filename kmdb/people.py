@@ -1,10 +1,11 @@
 """Settling identities in the database: aliases become people, rows point at canonical ids.
 
-Revision imports record alias lines in `alias_sightings` and write rows against
-the canonical ids known at the time. `settle` runs after them: it folds the
-sightings into `aliases` (one row per pair, earliest time), recomputes every
-person from `aliases`, stores each identity's canonical id in users.canonical_id,
-and re-points events and properties. The result depends only on which lines
+Scans record alias lines in `alias_sightings` and fold them into `aliases` (one
+row per pair, earliest time); imports write rows against the canonical ids
+known at the time. `settle` runs after them: it folds any sightings left over,
+recomputes every person from `aliases` when it has new rows, stores each
+identity's canonical id in users.canonical_id, and re-points events and
+properties. The result depends only on which lines
 were imported, not on the order the revisions ran in.
 """
 
@@ -71,8 +72,8 @@ def _last_lines(engine: Engine) -> dict[int, int]:
 def _intern_names(engine: Engine, full: bool) -> None:
     """Give a users row to every name in alias_sightings (and with full, in aliases).
 
-    One INSERT ... SELECT in sorted order, outside the settle's transaction:
-    scans leave interning to this step, and under REPEATABLE READ the settle
+    One INSERT ... SELECT in sorted order, outside the merge's transaction:
+    scans leave interning to this step, and under REPEATABLE READ the merge
     could not see rows that a concurrent import interned after it began.
     """
     a, s, u = schema.aliases, schema.alias_sightings, schema.users
@@ -277,28 +278,62 @@ def _people_changes(conn: Connection) -> list[tuple[int, int | None]]:
     return changes
 
 
+def _aliases_marks(conn: Connection) -> tuple[int, int | None]:
+    """The largest aliases.id, and the largest one that people account for (None: never settled)."""
+    a, st = schema.aliases, schema.settle_state
+    newest = conn.execute(select(func.max(a.c.id))).scalar() or 0
+    return newest, conn.execute(select(st.c.aliases_upto).where(st.c.id == 1)).scalar()
+
+
+def _mark_settled(conn: Connection, upto: int) -> None:
+    st = schema.settle_state
+    if conn.execute(update(st).where(st.c.id == 1).values(aliases_upto=upto)).rowcount == 0:
+        conn.execute(insert(st).values(id=1, aliases_upto=upto))
+
+
+def _merge(engine: Engine, tmp_dir: str | None) -> tuple[int, int]:
+    last_line = _last_lines(engine)
+    if not last_line:
+        return 0, 0
+    # In a transaction of its own, so it goes first (SQLite would otherwise wait on itself).
+    _intern_names(engine, full=False)
+    with engine.begin() as conn:
+        return _merge_sightings(conn, last_line, tmp_dir)
+
+
+def merge_sightings(engine: Engine, tmp_dir: str | None = None) -> tuple[int, int]:
+    """Fold the alias sightings recorded so far into aliases; return (sightings, new aliases).
+
+    Each scan calls it once its own lines are in, so that this work is spread
+    over the scans, which run side by side, instead of waiting for the settle.
+    """
+    with held(engine, SETTLE_LOCK):
+        return _merge(engine, tmp_dir)
+
+
 def settle(engine: Engine, full: bool = False, tmp_dir: str | None = None) -> Settled:
     """Fold new alias sightings into aliases, recompute people and re-point rows.
 
-    With full=True every row is re-pointed from the identity it named, as needed
-    after aliases were edited or removed by hand; otherwise only rows that point
-    at an identity that is no longer canonical move.
+    People are recomputed when aliases has rows that the last settle did not
+    account for. With full=True they always are, and every row is re-pointed
+    from the identity it named, as needed after aliases were edited or removed
+    by hand; otherwise only rows that point at an identity that is no longer
+    canonical move.
     """
     with held(engine, SETTLE_LOCK):
-        last_line = _last_lines(engine)
-        if last_line or full:
-            # In a transaction of its own, so it goes first (SQLite would otherwise
-            # wait on itself).
-            _intern_names(engine, full)
+        sightings, new_aliases = _merge(engine, tmp_dir)
+        if full:
+            _intern_names(engine, full=True)
         with engine.begin() as conn:
-            # One transaction: a settle that dies leaves its sightings for the next one.
-            sightings, new_aliases = _merge_sightings(conn, last_line, tmp_dir)
-            changes: list[dict] = []
+            # One transaction: a settle that dies leaves people stale for the next one.
+            changes: list[tuple[int, int | None]] = []
+            newest, upto = _aliases_marks(conn)
             # Without new aliases people are as the last settle left them (kmdb-realias
             # is the tool for aliases edited by hand); only rows may need moving.
-            if sightings or full:
+            if full or upto is None or newest > upto:
                 changes = _people_changes(conn)
                 _set_canonical(conn, changes, tmp_dir)
+                _mark_settled(conn, newest)
             events_moved, properties_moved = _repoint(conn, full)
     result = Settled(sightings, new_aliases, len(changes), events_moved, properties_moved)
     log.info("Settled identities: %s", result)

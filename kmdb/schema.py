@@ -81,9 +81,10 @@ users = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("name", Name(), nullable=False, unique=True),
     # The users.id of this identity's person (its canonical identity); NULL while it is its own.
+    # Not indexed: the settle step walks the identities that are not their own person
+    # by a scan of users, which costs less than keeping an index on it up to date
+    # (setting 15,000 canonical ids took 0.38 s with one, 0.08 s without).
     Column("canonical_id", BigInteger, nullable=True),
-    # The settle step walks the identities that are not their own person.
-    Index("users_canonical", "canonical_id"),
     **_mysql,
 )
 
@@ -208,6 +209,17 @@ alias_sightings = Table(
     **_mysql,
 )
 
+# How far people have been computed: scans fold their sightings into aliases as
+# they go, and the settle step recomputes people when aliases has rows beyond this.
+settle_state = Table(
+    "settle_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    # The largest aliases.id that the people in users.canonical_id account for.
+    Column("aliases_upto", BigInteger, nullable=False),
+    **_mysql,
+)
+
 # --- Filters: configuration the user fills before importing -----------------
 
 ignored_users = Table("ignored_users", metadata, Column("name", Name(), primary_key=True), **_mysql)
@@ -223,6 +235,7 @@ IMPORTED = (
     properties,
     aliases,
     alias_sightings,
+    settle_state,
     users,
     keys,
     rejected_lines,
