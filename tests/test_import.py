@@ -125,6 +125,32 @@ def test_transitive_aliases_across_files_and_runs(
     assert_same(result, expected(read_export(folder)))
 
 
+def test_a_settle_recomputes_people_from_aliases_that_scans_merged(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    # A scan folds its sightings into aliases itself; the settle after it must still
+    # see that people changed, even when it finds no sightings left, and a settle
+    # with nothing new must leave people alone.
+    folder = tmp_path / "export"
+    write_export(
+        folder,
+        {1: [line(_p="anon", _p2="bob@x", _t=5), line(_n="paid", _p="anon", _t=6)]},
+    )
+    create_schema(engine)
+    source = LocalSource(folder)
+    assert scan_revision(engine, source, 1, settings) == 1
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM alias_sightings")).scalar() == 0
+        assert conn.execute(text("SELECT name1, name2 FROM aliases")).all() == [("anon", "bob@x")]
+    first = settle(engine)
+    assert (first.sightings, first.people_changed) == (0, 1)
+    again = settle(engine)
+    assert again.people_changed == 0
+    import_revision(engine, source, 1, settings)
+    settle(engine)
+    assert {e[2] for e in dump(engine).events} == {"anon"}
+
+
 def test_alias_rules(engine: Engine, settings: Settings, tmp_path: Path) -> None:
     folder = write_export(
         tmp_path / "export",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -569,13 +568,3 @@ def test_decode_line_is_the_identity_without_backslashes(text: str) -> None:
 @given(st.binary(max_size=100).filter(lambda b: b"\\" not in b))
 def test_decode_line_without_backslashes_is_plain_utf8_with_replacement(raw: bytes) -> None:
     assert decode_line(raw) == raw.decode("utf-8", "replace")
-
-
-@settings(max_examples=300)
-@given(st.integers(min_value=0, max_value=253402300799))
-def test_row_times_are_utc_datetime_literals(t: int) -> None:
-    from kmdb.importer import timestamp
-
-    d = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=t)
-    expected = f"{d.year:04d}-{d.month:02d}-{d.day:02d} {d.hour:02d}:{d.minute:02d}:{d.second:02d}"
-    assert timestamp(t) == expected
