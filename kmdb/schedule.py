@@ -25,7 +25,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job
 from sqlalchemy import Engine, func, insert, select
 
-from kmdb import jobs, schema
+from kmdb import schema
 from kmdb.locks import held, is_held
 from kmdb.parts import part_plan, save_plans
 from kmdb.people import SETTLE_LOCK
@@ -44,6 +44,11 @@ RECHECK = 0.2
 # The lock held while a graph is planned, and how long to wait for it (seconds).
 PLAN_LOCK = "plan"
 PLAN_WAIT = 120
+
+# Jobs are named, not imported: kmdb-import then need not load the import code itself.
+SCAN_JOB = "kmdb.jobs.scan_revision_job"
+SETTLE_JOB = "kmdb.jobs.settle_job"
+IMPORT_JOB = "kmdb.jobs.import_revision_job"
 
 
 @dataclass
@@ -219,7 +224,7 @@ def _enqueue_import(
     if not todo:
         if not active and sightings:
             # A settle that died left aliases to fold in.
-            plan.settle = _enqueue(q, jobs.settle_job, job_id=None, meta={"kmdb": "settle"})
+            plan.settle = _enqueue(q, SETTLE_JOB, job_id=None, meta={"kmdb": "settle"})
         return plan
 
     # Known from now on, so kmdb-status counts them before a worker starts.
@@ -234,7 +239,7 @@ def _enqueue_import(
     scans = [
         _enqueue(
             q,
-            jobs.scan_revision_job,
+            SCAN_JOB,
             source,
             n,
             job_id=job_id(settings, "scan", n),
@@ -246,7 +251,7 @@ def _enqueue_import(
     ]
     first_settle = _enqueue(
         q,
-        jobs.settle_job,
+        SETTLE_JOB,
         job_id=None,
         meta={"kmdb": "settle"},
         depends_on=_after(scans),
@@ -255,7 +260,7 @@ def _enqueue_import(
     imports = [
         _enqueue(
             q,
-            jobs.import_revision_job,
+            IMPORT_JOB,
             source,
             n,
             part,
@@ -270,7 +275,7 @@ def _enqueue_import(
     ]
     plan.settle = _enqueue(
         q,
-        jobs.settle_job,
+        SETTLE_JOB,
         job_id=None,
         meta={"kmdb": "settle"},
         depends_on=_after(imports + running),
