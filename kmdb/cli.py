@@ -441,9 +441,30 @@ def sample(
     )
 
 
+# Commands that end by leaving the process at once: once boto3, RQ and SQLAlchemy
+# are loaded, the interpreter's own teardown takes half a second, which a burst
+# worker (and the kmdb-import before it) would add to every import's wall time.
+_QUICK_EXIT = {"work", "import"}
+
+
+def _exit_now(code: object) -> None:
+    if code is not None and not isinstance(code, int):
+        click.echo(str(code), err=True)
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 def _standalone(name: str) -> Callable[[], None]:
     def run() -> None:
-        cli.main(args=[name, *sys.argv[1:]], prog_name=f"kmdb-{name}")
+        try:
+            cli.main(args=[name, *sys.argv[1:]], prog_name=f"kmdb-{name}")
+        except SystemExit as exc:
+            if name in _QUICK_EXIT:
+                _exit_now(exc.code)
+            raise
 
     return run
 
