@@ -149,7 +149,10 @@ def _field(value: object) -> str:
     if value is None:
         return "\\N"
     if isinstance(value, str):
-        return value.translate(_ESCAPE)
+        # Most names need no escaping; isprintable is false for tab, newline and NUL.
+        if "\\" in value or not value.isprintable():
+            return value.translate(_ESCAPE)
+        return value
     return str(value)
 
 

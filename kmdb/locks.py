@@ -24,6 +24,10 @@ def lock_name(conn: Connection, what: str) -> str:
     return f"kmdb:{database}:{what}"[:64]
 
 
+class LockBusy(KmdbError):
+    """Another connection holds the lock, and the caller chose not to wait (long enough)."""
+
+
 @contextmanager
 def held(engine: Engine, what: str, wait: float = LOCK_WAIT) -> Iterator[None]:
     """Hold the lock named `what` while inside, waiting up to `wait` seconds for it.
@@ -39,7 +43,7 @@ def held(engine: Engine, what: str, wait: float = LOCK_WAIT) -> Iterator[None]:
         name = lock_name(conn, what)
         got = conn.execute(text("SELECT GET_LOCK(:n, :w)"), {"n": name, "w": wait}).scalar()
         if got != 1:
-            raise KmdbError(
+            raise LockBusy(
                 f"Could not take the lock {name} within {wait:.0f} s; another worker holds it."
             )
         try:

@@ -37,7 +37,7 @@ from kmdb import schema
 from kmdb.db import is_mysql
 from kmdb.identity import canonical_key, people
 from kmdb.load import bulk_insert, retrying
-from kmdb.locks import held
+from kmdb.locks import LockBusy, held
 
 log = logging.getLogger(__name__)
 BATCH = 1000
@@ -306,9 +306,14 @@ def merge_sightings(engine: Engine, tmp_dir: str | None = None) -> tuple[int, in
 
     Each scan calls it once its own lines are in, so that this work is spread
     over the scans, which run side by side, instead of waiting for the settle.
+    A scan does not wait for another one's merge: that merge, a later one or the
+    settle step takes its sightings too.
     """
-    with held(engine, SETTLE_LOCK):
-        return _merge(engine, tmp_dir)
+    try:
+        with held(engine, SETTLE_LOCK, wait=0):
+            return _merge(engine, tmp_dir)
+    except LockBusy:
+        return 0, 0
 
 
 def settle(engine: Engine, full: bool = False, tmp_dir: str | None = None) -> Settled:

@@ -33,6 +33,7 @@ def warm_up() -> None:
     times of row timestamps, made here, are not made again for each job (a
     tenth of a second each).
     """
+    import kmdb.jobs  # noqa: F401  (what every horse runs; kmdb-import names it only)
     from kmdb.importer import prepare_clock
 
     prepare_clock()

@@ -536,3 +536,39 @@ def test_settling_in_small_pages_gives_the_same_people(
     assert_same(dump(engine), wanted)
     assert len(wanted.aliases) > 7 * 10
     assert sum(t == "1970-01-01 00:00:01" for *_, t in dump(engine).aliases) >= 15
+
+
+def test_a_scan_leaves_its_sightings_when_another_merge_runs(
+    mysql_url: str, tmp_path: Path
+) -> None:
+    # Scans do not queue up behind each other's merges: one that finds the settle
+    # lock taken leaves its sightings, and the settle step folds them in.
+    import threading
+
+    from kmdb.db import make_engine
+    from kmdb.locks import held
+    from kmdb.people import SETTLE_LOCK
+
+    settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
+    engine = make_engine(settings)
+    create_schema(engine)
+    folder = tmp_path / "export"
+    write_export(folder, {1: [line(_p="anon", _p2="bob@x", _t=5), line(_n="a", _p="anon", _t=6)]})
+    source = LocalSource(folder)
+    found: list[int] = []
+    with held(engine, SETTLE_LOCK):
+        scan = threading.Thread(
+            target=lambda: found.append(scan_revision(engine, source, 1, settings))
+        )
+        scan.start()
+        scan.join(timeout=60)
+        assert not scan.is_alive(), "the scan waited for the merge lock"
+    assert found == [1]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM alias_sightings")).scalar() == 1
+        assert conn.execute(text("SELECT COUNT(*) FROM aliases")).scalar() == 0
+    settled = settle(engine)
+    assert (settled.sightings, settled.new_aliases) == (1, 1)
+    import_revision(engine, source, 1, settings)
+    assert {e[2] for e in dump(engine).events} == {"anon"}
+    engine.dispose()
