@@ -303,30 +303,26 @@ class RevisionImport:
 
         if len(self.users.cache) > USER_CACHE:
             self.users.cache.clear()  # memory stays bounded on a revision of many people
-        known_keys, known_users = self.keys.cache, self.users.cache
-        key_names: set[str] = set()
-        user_names: set[str] = set()
-        for _, (_kind, _t, p, n, _p2, props) in records:
-            if p not in known_users:
-                user_names.add(p)
-            if n is not None and n not in known_keys:
-                key_names.add(n)
-            for name, _ in props:
-                if name not in known_keys:
-                    key_names.add(name)
-        key_ids = self.keys.ids(key_names)
-        user_ids = self.users.ids(user_names)
+        known_users = self.users.cache
+        # rec[2] is the identity (_p) of a record.
+        user_ids = self.users.ids({rec[2] for _, rec in records if rec[2] not in known_users})
         now = self._clock("identities", now)
 
         rows = _tsv_rows if is_mysql(self.engine) else _tuple_rows
-        events, properties, seq = rows(
-            records,
-            self.revision * ID_BASE,
-            self.start_byte,
-            self.properties_done,
-            key_ids,
-            user_ids,
-        )
+        base = self.revision * ID_BASE
+        try:
+            # Names of events and properties are few and soon all known: look for new
+            # ones only when a row needs one.
+            events, properties, seq = rows(
+                records, base, self.start_byte, self.properties_done, self.keys.cache, user_ids
+            )
+        except KeyError:
+            started = time.perf_counter()
+            self.keys.ids(self._key_names(records))
+            self._clock("identities", started)
+            events, properties, seq = rows(
+                records, base, self.start_byte, self.properties_done, self.keys.cache, user_ids
+            )
         last = first + len(raws) - 1
         counts = Counts(
             lines=len(raws),
@@ -345,6 +341,15 @@ class RevisionImport:
         self.lines_done, self.bytes_done, self.properties_done = last, end_offset, seq
         self._clock("rows", now)
         return prepared
+
+    def _key_names(self, records: list[tuple[int, tuple]]) -> set[str]:
+        known = self.keys.cache
+        names: set[str] = set()
+        for _, (_kind, _t, _p, n, _p2, props) in records:
+            if n is not None and n not in known:
+                names.add(n)
+            names.update(name for name, _ in props if name not in known)
+        return names
 
     def commit(self, prepared: Prepared) -> Counts:
         """Load a prepared chunk and its progress in one transaction (may run in a loader thread)."""
