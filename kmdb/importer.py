@@ -516,6 +516,7 @@ def import_part(
     with held(engine, f"revision:{revision}:part:{part}"):
         row = part_row(engine, revision, part)
         if row["status"] == "done":
+            sum_parts(engine, revision)  # the revision is done if this was its last part
             return Counts()
         set_part(engine, revision, part, status="running", error=None)
         state = revision_state(engine, revision)

@@ -213,29 +213,47 @@ def _enqueue_import(
             with contextlib.suppress(NoSuchJobError, ValueError):
                 job.delete()
         active = [j for j in active if j.get_status(refresh=False) == "started"]
-    covered = {j.meta.get("revision") for j in active if j.meta.get("kmdb") in ("scan", "import")}
-    plan.active = sorted(r for r in revisions if r in covered)
-    todo = [r for r in revisions if r not in covered]
+    # What live jobs cover: a revision whose scan is queued or running (its imports
+    # wait behind it), and single parts. A revision is planned again for the parts no
+    # live job covers, so that a dead part is not left behind while the revision's
+    # other parts run.
+    scanning = {j.meta.get("revision") for j in active if j.meta.get("kmdb") == "scan"}
+    importing = {
+        (j.meta.get("revision"), j.meta.get("part"))
+        for j in active
+        if j.meta.get("kmdb") == "import"
+    }
+    busy = scanning | {r for r, _ in importing}
+    candidates = [r for r in revisions if r not in scanning and (r, None) not in importing]
     running = [j for j in active if j.get_status(refresh=False) == "started"]
     with engine.connect() as conn:
         r = schema.revisions
         scanned = set(conn.execute(select(r.c.number).where(r.c.scanned.is_(True))).scalars())
         sightings = conn.execute(select(func.count()).select_from(schema.alias_sightings)).scalar()
+    if candidates:
+        # Known from now on, so kmdb-status counts them before a worker starts.
+        with engine.begin() as conn:
+            conn.execute(
+                insert(schema.revisions)
+                .prefix_with("IGNORE", dialect="mysql")
+                .prefix_with("OR IGNORE", dialect="sqlite"),
+                [
+                    {"number": n, "status": "pending", "size": (sizes or {}).get(n)}
+                    for n in candidates
+                ],
+            )
+    parts = {
+        n: [part for part in unfinished if (n, part) not in importing]
+        for n, unfinished in _unfinished_parts(engine, candidates, sizes or {}, settings).items()
+    }
+    todo = [n for n in candidates if parts[n]]
+    plan.active = sorted(r for r in revisions if r in busy and r not in todo)
     if not todo:
         if not active and sightings:
             # A settle that died left aliases to fold in.
             plan.settle = _enqueue(q, SETTLE_JOB, job_id=None, meta={"kmdb": "settle"})
         return plan
 
-    # Known from now on, so kmdb-status counts them before a worker starts.
-    with engine.begin() as conn:
-        conn.execute(
-            insert(schema.revisions)
-            .prefix_with("IGNORE", dialect="mysql")
-            .prefix_with("OR IGNORE", dialect="sqlite"),
-            [{"number": n, "status": "pending", "size": (sizes or {}).get(n)} for n in todo],
-        )
-    parts = _unfinished_parts(engine, todo, sizes or {}, settings)
     scans = [
         _enqueue(
             q,
