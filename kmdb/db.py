@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, make_url
+from sqlalchemy import Engine, Insert, Table, create_engine, event, insert, inspect, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -16,6 +16,15 @@ from kmdb.settings import Settings, mask_url
 def is_mysql(engine: Engine) -> bool:
     """True on MySQL and MariaDB."""
     return engine.dialect.name in ("mysql", "mariadb")
+
+
+def insert_ignore(table: Table) -> Insert:
+    """An INSERT that skips rows whose unique key is taken, on MySQL and SQLite alike."""
+    return (
+        insert(table)
+        .prefix_with("IGNORE", dialect="mysql")
+        .prefix_with("OR IGNORE", dialect="sqlite")
+    )
 
 
 def _is_local(url: str) -> bool:

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select, update
 
 from kmdb import filters as filters_module
 from kmdb import schema
-from kmdb.db import is_mysql
+from kmdb.db import insert_ignore, is_mysql
 from kmdb.errors import KmdbError
 from kmdb.identity import alias_pair
 from kmdb.load import TABLES, Interner, Staged, escape, load_staged, retrying, stage_rows
@@ -124,12 +124,7 @@ def revision_state(engine: Engine, revision: int) -> dict:
             f"Revision {revision} is beyond the largest number kmdb can give row ids for "
             f"({MAX_REVISION}); it was not imported."
         )
-    stmt = (
-        insert(schema.revisions)
-        .values(number=revision, status="pending")
-        .prefix_with("IGNORE", dialect="mysql")
-        .prefix_with("OR IGNORE", dialect="sqlite")
-    )
+    stmt = insert_ignore(schema.revisions).values(number=revision, status="pending")
     with engine.begin() as conn:
         conn.execute(stmt)
         row = conn.execute(

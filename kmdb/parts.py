@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from kmdb import schema
+from kmdb.db import insert_ignore
 from kmdb.errors import KmdbError, SourceError
 from kmdb.settings import Settings
 from kmdb.source import Source
@@ -33,12 +34,7 @@ def save_plans(engine: Engine, parts: list[dict]) -> None:
     """Record planned parts; a revision planned already keeps its plan."""
     if parts:
         with engine.begin() as conn:
-            conn.execute(
-                insert(schema.revision_parts)
-                .prefix_with("IGNORE", dialect="mysql")
-                .prefix_with("OR IGNORE", dialect="sqlite"),
-                parts,
-            )
+            conn.execute(insert_ignore(schema.revision_parts), parts)
 
 
 def plan_parts(engine: Engine, source: Source, revision: int, settings: Settings) -> list[dict]:

@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 
 from kmdb import schema
-from kmdb.db import is_mysql
+from kmdb.db import insert_ignore, is_mysql
 from kmdb.identity import canonical_key, people
 from kmdb.load import bulk_insert, retrying
 from kmdb.locks import LockBusy, held
@@ -81,12 +81,7 @@ def _intern_names(engine: Engine, full: bool) -> None:
     if full:  # names edited into aliases by hand may be new
         parts += [select(a.c.name1), select(a.c.name2)]
     names = union(*parts).subquery()
-    stmt = (
-        insert(u)
-        .from_select(["name"], select(names.c.n).order_by(names.c.n))
-        .prefix_with("IGNORE", dialect="mysql")
-        .prefix_with("OR IGNORE", dialect="sqlite")
-    )
+    stmt = insert_ignore(u).from_select(["name"], select(names.c.n).order_by(names.c.n))
 
     def run() -> None:
         # READ COMMITTED: InnoDB then reads the sightings without locking them.

@@ -23,9 +23,10 @@ from redis import Redis
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, select
 
 from kmdb import schema
+from kmdb.db import insert_ignore
 from kmdb.locks import held, is_held
 from kmdb.parts import part_plan, save_plans
 from kmdb.people import SETTLE_LOCK
@@ -234,9 +235,7 @@ def _enqueue_import(
         # Known from now on, so kmdb-status counts them before a worker starts.
         with engine.begin() as conn:
             conn.execute(
-                insert(schema.revisions)
-                .prefix_with("IGNORE", dialect="mysql")
-                .prefix_with("OR IGNORE", dialect="sqlite"),
+                insert_ignore(schema.revisions),
                 [
                     {"number": n, "status": "pending", "size": (sizes or {}).get(n)}
                     for n in candidates
