@@ -33,6 +33,8 @@ def warm_up() -> None:
     times of row timestamps, made here, are not made again for each job (a
     tenth of a second each).
     """
+    import gc
+
     import kmdb.jobs  # noqa: F401  (what every horse runs; kmdb-import names it only)
     from kmdb.importer import prepare_clock
 
@@ -44,6 +46,10 @@ def warm_up() -> None:
         boto3.client("s3", region_name="us-east-1")
     except Exception as exc:  # only a cache: a job that needs S3 reports the real problem
         log.debug("Could not prepare an S3 client in advance: %s", exc)
+    # The modules loaded so far live as long as the process. Out of the collector's
+    # sight, its full passes no longer walk them while a job allocates rows: that
+    # walking took a third of an import's CPU time.
+    gc.freeze()
 
 
 class KmdbWorker(Worker):
