@@ -25,9 +25,15 @@ def now() -> dt.datetime:
 
 
 def part_plan(revision: int, size: int, part_size: int) -> list[dict]:
-    """Parts of part_size bytes for a file of size bytes (one at least)."""
+    """Parts of at most part_size bytes for a file of size bytes (one at least), all alike.
+
+    Equal parts, not full ones and a remainder: the last job of a revision is then
+    no shorter than the others, and workers run out of work together.
+    """
     count = max(1, -(-size // part_size))
-    return [{"revision": revision, "part": i, "first_byte": i * part_size} for i in range(count)]
+    return [
+        {"revision": revision, "part": i, "first_byte": i * size // count} for i in range(count)
+    ]
 
 
 def save_plans(engine: Engine, parts: list[dict]) -> None:
