@@ -53,7 +53,7 @@ USER_CACHE = 200_000
 REJECTIONS_LOGGED = 5
 
 
-# Set from a SIGTERM handler in a work horse: stop after the chunk in flight commits.
+# Set when a worker is asked to shut down (SIGINT, SIGTERM): stop after the chunk in flight commits.
 STOP = threading.Event()
 
 

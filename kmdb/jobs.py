@@ -7,15 +7,12 @@ rest), so every worker of a pool must be started with the same settings.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import Engine
 
-from kmdb import importer
 from kmdb import settings as settings_module
 from kmdb.db import make_engine
 from kmdb.importer import Counts, import_part, import_revision, scan_revision
@@ -28,15 +25,8 @@ _engines: dict[str, Engine] = {}
 T = TypeVar("T")
 
 
-def _stop_after_chunk(_signum: int, _frame: object) -> None:
-    importer.STOP.set()
-
-
 def _engine() -> tuple[Engine, settings_module.Settings]:
-    # In a work horse, SIGTERM (sent by KmdbWorker on shutdown) ends the job at a
-    # chunk boundary instead of killing it mid-transaction.
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop_after_chunk)
+    # Kept for the worker's next jobs: its connections and compiled statements stay warm.
     settings = settings_module.from_env()
     if settings.database_url not in _engines:
         _engines[settings.database_url] = make_engine(settings)
