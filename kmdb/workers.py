@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from rq import Queue, SimpleWorker
 from rq.job import Job
@@ -73,10 +74,20 @@ class KmdbWorker(SimpleWorker):
         super().handle_warm_shutdown_request()
         STOP.set()
 
+    # RQ 3 counts jobs only in the worker's Redis hash, which is gone once a burst
+    # worker quits; kmdb-work --burst exits 1 on failed jobs, so it counts them here.
+    def handle_job_success(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
+        self.successful_job_count += 1
+        super().handle_job_success(job, queue, *args, **kwargs)
+
+    def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
+        self.failed_job_count += 1
+        super().handle_job_failure(job, queue, *args, **kwargs)
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # SimpleWorker's own is the job's timeout (a day): a killed worker would
         # look alive that long. The heartbeat thread renews this one.
-        return self.job_monitoring_interval + 60
+        return int(self.job_monitoring_interval) + 60
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)

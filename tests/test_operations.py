@@ -45,11 +45,22 @@ def test_status_and_wait_report_a_failed_revision(
     run("kmdb-import", env=env)
     # Revision 3 disappears after it was listed: its jobs fail, the rest goes on.
     boto3.client("s3").delete_object(Bucket=bucket, Key="revisions/3.json")
+    wait = subprocess.Popen(
+        [str(BIN / "kmdb-import"), "--wait"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # The worker starts once kmdb-import --wait has found the jobs it watches.
+    assert wait.stdout is not None and "Already queued" in wait.stdout.readline()
     (worker,) = start_burst_workers(1, env)
-    waited = run("kmdb-import", "--wait", env=env, check=False)
+    _out, err = wait.communicate(timeout=300)
     worker.wait(timeout=300)
-    assert waited.returncode == 1
-    assert "jobs failed" in waited.stderr and f"{redis_queue}-scan-3" in waited.stderr
+    assert wait.returncode == 1
+    # The burst worker that ran the failed jobs says so too (RQ's own would exit 0).
+    assert worker.returncode == 1
+    assert "jobs failed" in err and f"{redis_queue}-scan-3" in err
     status = run("kmdb-status", env=env).stdout
     assert "Revisions: 4 known, 3 imported" in status
     assert f"{redis_queue}-scan-3: " in status and "NoSuchKey" in status

@@ -206,3 +206,28 @@ def test_a_worker_keeps_its_loaded_modules_out_of_the_collectors_sight() -> None
     assert before == 0
     # SQLAlchemy, boto3, RQ and kmdb itself: far more than a few objects.
     assert after > 50_000
+
+
+def test_a_worker_renews_its_heartbeat_while_a_long_job_runs(redis_queue: str) -> None:
+    # Jobs run in the worker's own process: without the heartbeat thread its key would
+    # only be renewed between jobs, and a long import would look like a dead worker.
+    import time
+
+    from kmdb.workers import KmdbWorker
+
+    redis = Redis.from_url(REDIS_URL)
+    q = Queue(redis_queue, connection=redis)
+    q.enqueue(time.sleep, 2.5)
+    beats: list[float] = []
+
+    class Counting(KmdbWorker):
+        def maintain_heartbeats(self, job, execution) -> None:  # noqa: ANN001
+            beats.append(time.monotonic())
+            super().maintain_heartbeats(job, execution)
+
+    worker = Counting([q], connection=redis, job_monitoring_interval=1)
+    worker.work(burst=True)
+    assert worker.successful_job_count == 1
+    assert len(beats) >= 2
+    # While the job ran, its worker's key was kept with a short time to live.
+    assert worker.get_heartbeat_ttl(q.fetch_job(q.finished_job_registry.get_job_ids()[0])) < 120
