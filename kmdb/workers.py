@@ -38,7 +38,7 @@ def warm_up() -> None:
     """
     import gc
 
-    import kmdb.jobs  # noqa: F401  (what every horse runs; kmdb-import names it only)
+    import kmdb.jobs  # noqa: F401  (what every job runs; kmdb-import names it only)
     from kmdb.importer import prepare_clock
 
     prepare_clock()
