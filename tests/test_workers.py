@@ -194,7 +194,7 @@ def test_missing_aws_credentials_are_one_sentence(
 
 def test_a_worker_keeps_its_loaded_modules_out_of_the_collectors_sight() -> None:
     # The collector's full passes walked every loaded module's objects while an import
-    # piled up rows (a third of its CPU time); warm_up freezes them before jobs fork.
+    # piled up rows (a third of its CPU time); warm_up freezes them before the first job.
     code = (
         "import gc; from kmdb.workers import warm_up; "
         "before = gc.get_freeze_count(); warm_up(); print(before, gc.get_freeze_count())"
