@@ -243,10 +243,16 @@ def _ranges(numbers: list[int]) -> str:
 
 
 def _import_inline(engine: Any, src: Any, settings: Settings) -> None:
+    import gc
+
     from tqdm import tqdm
 
     from kmdb.run import import_inline, new_revisions, summary
 
+    # As in a worker (kmdb.workers.warm_up), and here because this process exists for
+    # this import only: the collector's full passes would otherwise walk every loaded
+    # module's objects again and again while rows pile up.
+    gc.freeze()
     todo = new_revisions(engine, src, settings)
     with tqdm(total=len(todo), unit=" revisions", disable=None, file=sys.stderr) as bar:
         _, seconds = import_inline(

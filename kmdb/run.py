@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -102,9 +101,6 @@ def import_inline(
     """Import the revisions in this process, then settle identities: the jobs' code, no Redis."""
     started = time.perf_counter()
     create_schema(engine)
-    # As in a worker (kmdb.workers.warm_up): the collector's full passes would
-    # otherwise walk every loaded module's objects again and again while rows pile up.
-    gc.freeze()
     total = Counts()
     # The same passes as the RQ jobs: scan every file for aliases, settle people,
     # import, and settle again for anything that moved meanwhile.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from rq.job import Job
 from sqlalchemy import create_engine
 
 from kmdb.sample import write_sample
+from kmdb.workers import KmdbWorker
 from tests.conftest import REDIS_URL, sample_bucket, upload_export
 from tests.helpers import burst_workers, run
 from tests.model import assert_same, dump, expected, read_export
@@ -211,10 +213,6 @@ def test_a_worker_keeps_its_loaded_modules_out_of_the_collectors_sight() -> None
 def test_a_worker_renews_its_heartbeat_while_a_long_job_runs(redis_queue: str) -> None:
     # Jobs run in the worker's own process: without the heartbeat thread its key would
     # only be renewed between jobs, and a long import would look like a dead worker.
-    import time
-
-    from kmdb.workers import KmdbWorker
-
     redis = Redis.from_url(REDIS_URL)
     q = Queue(redis_queue, connection=redis)
     q.enqueue(time.sleep, 2.5)
