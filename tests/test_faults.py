@@ -12,20 +12,25 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
 
 from tests.conftest import sample_bucket
 from tests.helpers import BIN, burst_workers, run, start_burst_workers
 from tests.model import assert_same, dump, expected, read_export
 
 
-def _wait_for(condition, timeout: float = 120, every: float = 0.2) -> None:
+def _wait_for(
+    condition, timeout: float = 120, every: float = 0.2, shown: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(every)
-    raise AssertionError("timed out waiting")
+    # The log of the process waited on, when there is one, says why it did not get there.
+    said = shown.read_text()[-4000:] if shown is not None else ""
+    raise AssertionError(f"timed out waiting\n{said}")
 
 
 def _kill_with_children(pid: int) -> None:
@@ -55,8 +60,14 @@ def _processes_of(queue: str) -> list[int]:
     return found
 
 
+_engines: dict[str, Engine] = {}
+
+
 def _lines_imported(url: str) -> int:
-    with create_engine(url).connect() as conn:
+    # One engine per database: a new engine per poll made polls slow enough, on a cold
+    # machine, to miss the seconds in which a revision is running.
+    engine = _engines.setdefault(url, create_engine(url, poolclass=NullPool))
+    with engine.connect() as conn:
         return conn.execute(
             # Parts record their progress with each chunk they commit.
             text(
@@ -87,11 +98,13 @@ def test_a_worker_killed_mid_revision_resumes_exactly(
     }
     run("kmdb-flush", env=env)
     run("kmdb-import", env=env)
-    worker = subprocess.Popen(
-        [str(BIN / "kmdb-work")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [str(BIN / "kmdb-work")], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
-        _wait_for(lambda: _lines_imported(mysql_url) >= 2_000)
+        _wait_for(lambda: _lines_imported(mysql_url) >= 2_000, every=0.05, shown=log)
     finally:
         # The worker runs its jobs itself (no work horse): the job dies with it.
         _kill_with_children(worker.pid)
