@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, func, select, text
 
-from kmdb import schema
+from kmdb import indexes, schema
 from kmdb.db import create_schema, is_mysql
 
 
@@ -20,4 +20,6 @@ def flush(engine: Engine) -> tuple[list[str], dict[str, int]]:
                 conn.execute(text(f"TRUNCATE TABLE `{table.name}`"))
             else:
                 conn.execute(table.delete())
+    # Indexes put off by an import that never ended: cheap to build on empty tables.
+    indexes.build(engine)
     return created, removed

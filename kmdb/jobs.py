@@ -87,12 +87,16 @@ def scan_revision_job(source: str, revision: int) -> int:
     return _retrying(run)
 
 
-def settle_job() -> dict[str, int]:
-    """Fold new aliases into people and re-point rows, once the revisions are in."""
+def settle_job(before_import: bool = False) -> dict[str, int]:
+    """Fold new aliases into people and re-point rows (before the import, and once it is in)."""
 
     def run() -> Settled:
         engine, settings = _engine()
-        return settle(engine, tmp_dir=settings.tmp_dir)
+        return settle(engine, tmp_dir=settings.tmp_dir, before_import=before_import)
 
     result: Settled = _retrying(run)
-    return {"new_aliases": result.new_aliases, "events_moved": result.events_moved}
+    return {
+        "new_aliases": result.new_aliases,
+        "events_moved": result.events_moved,
+        "indexes_built": result.indexes_built,
+    }

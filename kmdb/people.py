@@ -33,7 +33,7 @@ from sqlalchemy import (
     update,
 )
 
-from kmdb import schema
+from kmdb import indexes, schema
 from kmdb.db import insert_ignore, is_mysql
 from kmdb.identity import canonical_key, people
 from kmdb.load import bulk_insert, retrying
@@ -55,6 +55,7 @@ class Settled:
     people_changed: int
     events_moved: int
     properties_moved: int
+    indexes_built: int = 0
 
 
 def _last_lines(engine: Engine) -> dict[int, int]:
@@ -311,7 +312,9 @@ def merge_sightings(engine: Engine, tmp_dir: str | None = None) -> tuple[int, in
         return 0, 0
 
 
-def settle(engine: Engine, full: bool = False, tmp_dir: str | None = None) -> Settled:
+def settle(
+    engine: Engine, full: bool = False, tmp_dir: str | None = None, before_import: bool = False
+) -> Settled:
     """Fold new alias sightings into aliases, recompute people and re-point rows.
 
     People are recomputed when aliases has rows that the last settle did not
@@ -319,8 +322,12 @@ def settle(engine: Engine, full: bool = False, tmp_dir: str | None = None) -> Se
     from the identity it named, as needed after aliases were edited or removed
     by hand; otherwise only rows that point at an identity that is no longer
     canonical move.
+
+    Indexes put off by a first import are built first; before_import (the settle
+    between the scans and the import) leaves them put off while the tables are empty.
     """
     with held(engine, SETTLE_LOCK):
+        built = indexes.build(engine, only_with_rows=before_import)
         sightings, new_aliases = _merge(engine, tmp_dir)
         if full:
             _intern_names(engine, full=True)
@@ -335,6 +342,8 @@ def settle(engine: Engine, full: bool = False, tmp_dir: str | None = None) -> Se
                 _set_canonical(conn, changes, tmp_dir)
                 _mark_settled(conn, newest)
             events_moved, properties_moved = _repoint(conn, full)
-    result = Settled(sightings, new_aliases, len(changes), events_moved, properties_moved)
+    result = Settled(
+        sightings, new_aliases, len(changes), events_moved, properties_moved, len(built)
+    )
     log.info("Settled identities: %s", result)
     return result

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
 
-from kmdb import schema
+from kmdb import indexes, schema
 from kmdb.db import create_schema
 from kmdb.importer import MAX_REVISION, Counts, import_revision, scan_revision
 from kmdb.people import settle
@@ -104,9 +104,11 @@ def import_inline(
     total = Counts()
     # The same passes as the RQ jobs: scan every file for aliases, settle people,
     # import, and settle again for anything that moved meanwhile.
+    if revisions:
+        indexes.put_off(engine)  # when the tables are empty; the last settle builds them
     for revision in revisions:
         scan_revision(engine, source, revision, settings)
-    settle(engine)
+    settle(engine, before_import=True)
     for revision in revisions:
         total.add(import_revision(engine, source, revision, settings, on_chunk))
         if on_revision:

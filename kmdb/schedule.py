@@ -25,7 +25,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job
 from sqlalchemy import Engine, func, select
 
-from kmdb import schema
+from kmdb import indexes, schema
 from kmdb.db import insert_ignore
 from kmdb.locks import held, is_held
 from kmdb.parts import part_plan, save_plans
@@ -266,9 +266,13 @@ def _enqueue_import(
         for n in todo
         if n not in scanned
     ]
+    if not active:
+        # Into empty tables, indexes are cheaper built once at the end (kmdb.indexes).
+        indexes.put_off(engine)
     first_settle = _enqueue(
         q,
         SETTLE_JOB,
+        True,
         job_id=None,
         meta={"kmdb": "settle"},
         depends_on=_after(scans),

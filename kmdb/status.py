@@ -8,7 +8,7 @@ from typing import Any
 from redis import Redis
 from sqlalchemy import Engine, func, select
 
-from kmdb import schema
+from kmdb import indexes, schema
 from kmdb.parts import progress
 from kmdb.queues import queue
 from kmdb.run import summary
@@ -116,9 +116,11 @@ def report(settings: Settings, engine: Engine, redis: Redis | None) -> dict[str,
         pending_aliases = conn.execute(
             select(func.count()).select_from(schema.alias_sightings)
         ).scalar_one()
+        put_off = [str(ix.name) for lacking in indexes.missing(conn).values() for ix in lacking]
     return {
         "revisions": revisions_report(engine),
         "rows": {**vars(summary(engine)), "aliases_to_settle": pending_aliases},
+        "indexes_put_off": put_off,
         "jobs": jobs_report(settings, redis, engine) if redis is not None else None,
     }
 
@@ -140,6 +142,11 @@ def render(data: dict[str, Any]) -> list[str]:
     ]
     if rows["aliases_to_settle"]:
         out.append(f"Aliases waiting for the settle step: {rows['aliases_to_settle']:,}")
+    if data["indexes_put_off"]:
+        out.append(
+            "Indexes built when the import ends (queries by person or name are slow until then): "
+            + ", ".join(data["indexes_put_off"])
+        )
     if rev["rate_lines_per_second"] is not None:
         eta = _duration(rev["eta_seconds"]) if rev["eta_seconds"] is not None else "unknown"
         out.append(

@@ -14,6 +14,7 @@ from rq import Queue
 from rq.job import Job
 from sqlalchemy import create_engine
 
+from kmdb import indexes
 from kmdb.sample import write_sample
 from kmdb.workers import KmdbWorker
 from tests.conftest import REDIS_URL, sample_bucket, upload_export
@@ -90,6 +91,15 @@ def test_one_big_revision_is_imported_in_parts_by_two_workers(
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 
 
+def _missing_indexes(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return sum(len(found) for found in indexes.missing(conn).values())
+    finally:
+        engine.dispose()
+
+
 def test_new_revisions_in_a_later_run_re_point_older_rows(
     mysql_url: str,
     redis_queue: str,
@@ -114,7 +124,12 @@ def test_new_revisions_in_a_later_run_re_point_older_rows(
         "AWS_BUCKET": bucket,
     }
     run("kmdb-import", env=env)
+    # Planned into empty tables: their indexes are built once, when the import ends.
+    assert _missing_indexes(mysql_url) == 5
+    assert "Indexes built when the import ends" in run("kmdb-status", env=env).stdout
     assert all(r.returncode == 0 for r in burst_workers(1, env))
+    assert _missing_indexes(mysql_url) == 0
+    assert "Indexes built" not in run("kmdb-status", env=env).stdout
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 
     for name, data in later.items():
@@ -124,6 +139,7 @@ def test_new_revisions_in_a_later_run_re_point_older_rows(
         client.put_object(Bucket=bucket, Key=f"revisions/{name}", Body=data)
     second = run("kmdb-import", env=env)
     assert "Enqueued 3 revisions (4-6)" in second.stdout
+    assert _missing_indexes(mysql_url) == 0  # the tables hold rows: indexes stay
     assert all(r.returncode == 0 for r in burst_workers(2, env))
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 

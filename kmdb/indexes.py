@@ -1,0 +1,127 @@
+"""The secondary indexes of events and properties: put off during a first import, built at its end.
+
+Keeping three indexes of `properties` and two of `events` up to date row by row
+is most of what the server does during an import. Into empty tables, building
+them once at the end, by sorting, costs far less: on this machine a LOAD DATA of
+680,000 properties took 3.4 s with its indexes, against 1.2 s without and 1.0 s
+to build them afterwards. So kmdb-import drops them when it plans an import into
+empty tables, and the settle step after the import builds them again. Until
+then, queries by person or by name are slow; kmdb-status says so.
+
+Any settle that finds rows and missing indexes builds them first, because its
+re-pointing of rows needs them (without them it would scan a table per person).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from sqlalchemy import Connection, Engine, Index, Table, inspect, select
+
+from kmdb import schema
+from kmdb.db import is_mysql
+
+log = logging.getLogger(__name__)
+
+PUT_OFF = (schema.events, schema.properties)
+
+
+def missing(conn: Connection) -> dict[str, list[Index]]:
+    """The indexes of events and properties that the tables lack, by table name."""
+    inspector = inspect(conn)
+    found: dict[str, list[Index]] = {}
+    for table in PUT_OFF:
+        there = {ix["name"] for ix in inspector.get_indexes(table.name)}
+        lacking = sorted((ix for ix in table.indexes if ix.name not in there), key=_name)
+        if lacking:
+            found[table.name] = lacking
+    return found
+
+
+def _name(index: Index) -> str:
+    return str(index.name)
+
+
+def has_rows(conn: Connection) -> bool:
+    """Whether events or properties hold a row."""
+    return any(conn.execute(select(1).select_from(t).limit(1)).first() for t in PUT_OFF)
+
+
+def put_off(engine: Engine) -> bool:
+    """Drop the indexes of events and properties if both tables are empty; True if it did."""
+    with engine.connect() as conn:
+        if has_rows(conn):
+            return False
+        lacking = missing(conn)
+    dropped = False
+    for table in PUT_OFF:
+        present = [
+            ix for ix in sorted(table.indexes, key=_name) if ix not in lacking.get(table.name, [])
+        ]
+        if not present:
+            continue
+        with engine.begin() as conn:
+            if is_mysql(engine):
+                quote = engine.dialect.identifier_preparer.quote
+                drops = ", ".join(f"DROP INDEX {quote(str(ix.name))}" for ix in present)
+                conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} {drops}")
+            else:
+                for ix in present:
+                    ix.drop(conn)
+        dropped = True
+    if dropped:
+        log.info("Indexes of events and properties put off until the import ends.")
+    return dropped
+
+
+def _build(engine: Engine, table: Table, indexes: list[Index]) -> None:
+    with engine.begin() as conn:
+        if is_mysql(engine):
+            # One ALTER per table reads the table once for all its indexes.
+            quote = engine.dialect.identifier_preparer.quote
+            adds = ", ".join(
+                f"ADD INDEX {quote(str(ix.name))} ({', '.join(quote(c.name) for c in ix.columns)})"
+                for ix in indexes
+            )
+            conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} {adds}")
+        else:
+            for ix in indexes:
+                ix.create(conn)
+
+
+def build(engine: Engine, only_with_rows: bool = False) -> list[str]:
+    """Build the indexes of events and properties that are missing; return their names.
+
+    With only_with_rows, tables that are both still empty keep them put off (the
+    settle before an import). On MySQL the two tables are indexed side by side.
+    """
+    with engine.connect() as conn:
+        lacking = missing(conn)
+        if not lacking or (only_with_rows and not has_rows(conn)):
+            return []
+    started = time.perf_counter()
+    tables = [t for t in PUT_OFF if t.name in lacking]
+    if is_mysql(engine) and len(tables) > 1:
+        errors: list[BaseException] = []
+
+        def run(table: Table) -> None:
+            try:
+                _build(engine, table, lacking[table.name])
+            except BaseException as exc:  # re-raised in the calling thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in tables]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+    else:
+        for table in tables:
+            _build(engine, table, lacking[table.name])
+    names = [str(ix.name) for t in tables for ix in lacking[t.name]]
+    log.info("Built the indexes %s in %.1f s.", ", ".join(names), time.perf_counter() - started)
+    return names
