@@ -391,6 +391,11 @@ class RevisionImport:
                 load_staged(conn, staged)
 
 
+# A scan merges the sightings waiting only when there are this many: a merge has a
+# fixed cost of some 50 ms in round trips, which small revisions paid once each.
+SCAN_MERGE_MIN = 5_000
+
+
 def scan_revision(engine: Engine, source: Source, revision: int, settings: Settings) -> int:
     """First pass over a revision: record its alias lines and where its parts start.
 
@@ -448,7 +453,7 @@ def scan_revision(engine: Engine, source: Source, revision: int, settings: Setti
                 .values(scanned=True, aliases=found, size=starts.size)
             )
     if found:
-        merge_sightings(engine, settings.tmp_dir)
+        merge_sightings(engine, settings.tmp_dir, at_least=SCAN_MERGE_MIN)
     return found
 
 

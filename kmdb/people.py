@@ -297,14 +297,22 @@ def _merge(engine: Engine, tmp_dir: str | None) -> tuple[int, int]:
         return _merge_sightings(conn, last_line, tmp_dir)
 
 
-def merge_sightings(engine: Engine, tmp_dir: str | None = None) -> tuple[int, int]:
+def merge_sightings(
+    engine: Engine, tmp_dir: str | None = None, at_least: int = 0
+) -> tuple[int, int]:
     """Fold the alias sightings recorded so far into aliases; return (sightings, new aliases).
 
     Each scan calls it once its own lines are in, so that this work is spread
     over the scans, which run side by side, instead of waiting for the settle.
     A scan does not wait for another one's merge: that merge, a later one or the
-    settle step takes its sightings too.
+    settle step takes its sightings too. With fewer than at_least sightings
+    waiting it leaves them to a later merge.
     """
+    if at_least:
+        with engine.connect() as conn:
+            waiting = conn.execute(select(func.count()).select_from(schema.alias_sightings))
+            if waiting.scalar_one() < at_least:
+                return 0, 0
     try:
         with held(engine, SETTLE_LOCK, wait=0):
             return _merge(engine, tmp_dir)

@@ -12,6 +12,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, text
 
+from kmdb import importer
 from kmdb.db import create_schema
 from kmdb.flush import flush
 from kmdb.importer import import_revision, scan_revision
@@ -126,11 +127,12 @@ def test_transitive_aliases_across_files_and_runs(
 
 
 def test_a_settle_recomputes_people_from_aliases_that_scans_merged(
-    engine: Engine, settings: Settings, tmp_path: Path
+    engine: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A scan folds its sightings into aliases itself; the settle after it must still
     # see that people changed, even when it finds no sightings left, and a settle
     # with nothing new must leave people alone.
+    monkeypatch.setattr(importer, "SCAN_MERGE_MIN", 1)
     folder = tmp_path / "export"
     write_export(
         folder,
@@ -538,11 +540,30 @@ def test_settling_in_small_pages_gives_the_same_people(
     assert sum(t == "1970-01-01 00:00:01" for *_, t in dump(engine).aliases) >= 15
 
 
+def test_a_small_scan_leaves_its_few_sightings_to_the_settle(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    # Below SCAN_MERGE_MIN waiting sightings a merge is not worth its round trips.
+    folder = tmp_path / "export"
+    write_export(folder, {1: [line(_p="anon", _p2="bob@x", _t=5), line(_n="a", _p="anon", _t=6)]})
+    create_schema(engine)
+    source = LocalSource(folder)
+    assert scan_revision(engine, source, 1, settings) == 1
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM alias_sightings")).scalar() == 1
+        assert conn.execute(text("SELECT COUNT(*) FROM aliases")).scalar() == 0
+    settled = settle(engine)
+    assert (settled.sightings, settled.new_aliases, settled.people_changed) == (1, 1, 1)
+    import_revision(engine, source, 1, settings)
+    assert_same(dump(engine), expected(read_export(folder)))
+
+
 def test_a_scan_leaves_its_sightings_when_another_merge_runs(
-    mysql_url: str, tmp_path: Path
+    mysql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Scans do not queue up behind each other's merges: one that finds the settle
     # lock taken leaves its sightings, and the settle step folds them in.
+    monkeypatch.setattr(importer, "SCAN_MERGE_MIN", 1)
     import threading
 
     from kmdb.db import make_engine
