@@ -57,9 +57,8 @@ def put_off(engine: Engine) -> bool:
         lacking = missing(conn)
     dropped = False
     for table in PUT_OFF:
-        present = [
-            ix for ix in sorted(table.indexes, key=_name) if ix not in lacking.get(table.name, [])
-        ]
+        gone = {_name(ix) for ix in lacking.get(table.name, [])}
+        present = [ix for ix in sorted(table.indexes, key=_name) if _name(ix) not in gone]
         if not present:
             continue
         with engine.begin() as conn:
