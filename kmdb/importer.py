@@ -18,7 +18,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -27,15 +27,24 @@ from sqlalchemy import Engine, select, update
 from kmdb import filters as filters_module
 from kmdb import schema
 from kmdb.db import insert_ignore, is_mysql
-from kmdb.errors import KmdbError
+from kmdb.errors import KmdbError, SourceError
 from kmdb.identity import alias_pair
-from kmdb.load import TABLES, Interner, Staged, escape, load_staged, retrying, stage_rows
-from kmdb.locks import held
+from kmdb.load import (
+    TABLES,
+    Interner,
+    Staged,
+    escape,
+    is_transient,
+    load_staged,
+    retrying,
+    stage_rows,
+)
+from kmdb.locks import LockSet
 from kmdb.parse import Record, Rejection, parse_fields
 from kmdb.parts import now, part_row, plan_parts, set_part, sum_parts
 from kmdb.people import merge_sightings
 from kmdb.settings import Settings
-from kmdb.source import LineStarts, Source, line_batches, matching_lines, ramp
+from kmdb.source import LineStarts, Source, batch_sizes, line_batches, matching_lines
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +126,24 @@ def timestamp(t: int) -> str:
     return f"{_day(days)} {_CLOCK[seconds]}"
 
 
+def revision_states(engine: Engine, revisions: list[int]) -> dict[int, dict]:
+    """The revisions' progress rows, created where missing."""
+    for revision in revisions:
+        if not 0 <= revision <= MAX_REVISION:
+            raise KmdbError(
+                f"Revision {revision} is beyond the largest number kmdb can give row ids for "
+                f"({MAX_REVISION}); it was not imported."
+            )
+    r = schema.revisions
+    with engine.begin() as conn:
+        conn.execute(insert_ignore(r), [{"number": n, "status": "pending"} for n in revisions])
+        rows = conn.execute(select(r).where(r.c.number.in_(revisions))).all()
+    return {row.number: dict(row._mapping) for row in rows}
+
+
 def revision_state(engine: Engine, revision: int) -> dict:
     """The revision's progress row, created if missing."""
-    if not 0 <= revision <= MAX_REVISION:
-        raise KmdbError(
-            f"Revision {revision} is beyond the largest number kmdb can give row ids for "
-            f"({MAX_REVISION}); it was not imported."
-        )
-    stmt = insert_ignore(schema.revisions).values(number=revision, status="pending")
-    with engine.begin() as conn:
-        conn.execute(stmt)
-        row = conn.execute(
-            select(schema.revisions).where(schema.revisions.c.number == revision)
-        ).one()
-    return dict(row._mapping)
+    return revision_states(engine, [revision])[revision]
 
 
 def _set_status(engine: Engine, revision: int, **values: object) -> None:
@@ -143,18 +156,6 @@ def _set_status(engine: Engine, revision: int, **values: object) -> None:
 # A line can only be an alias if it spells out the key _p2, or writes one of its
 # characters as a \u escape (_ is \u005f, p \u0070, 2 \u0032).
 _MAY_BE_ALIAS = (re.compile(rb"_p2"), re.compile(rb"\\u00(?:5[fF]|70|32)"))
-
-
-@dataclass
-class Prepared:
-    """A chunk parsed and staged, waiting for its transaction."""
-
-    counts: Counts
-    staged: list[Staged]
-    from_line: int
-    to_line: int
-    end_offset: int
-    properties_done: int
 
 
 def _tsv_rows(
@@ -209,48 +210,100 @@ def _tuple_rows(
         for name, value in props:
             seq += 1
             properties.append(
-                (base + seq, ts, key_ids[name], value, user_id, event_id, identity_id)
+                (base + start + seq, ts, key_ids[name], value, user_id, event_id, identity_id)
             )
     return events, properties, seq
 
 
-class RevisionImport:
-    """The state of one revision's import as it goes through its chunks."""
+@dataclass
+class Part:
+    """One part of a revision file on its way in: where it starts and ends, and how far it got."""
 
-    def __init__(
-        self, engine: Engine, settings: Settings, revision: int, part: dict | None = None
-    ) -> None:
+    revision: int
+    part: int
+    start_byte: int
+    end_byte: int | None
+    lines_done: int
+    bytes_done: int
+    properties_done: int
+
+    @classmethod
+    def of(cls, row: dict) -> Part:
+        """The part of a revision_parts row."""
+        return cls(
+            row["revision"],
+            row["part"],
+            row["start_byte"] or 0,
+            row["end_byte"],
+            row["lines_done"],
+            row["bytes_done"],
+            row["properties_done"],
+        )
+
+    @property
+    def lock(self) -> str:
+        return f"revision:{self.revision}:part:{self.part}"
+
+
+@dataclass
+class Segment:
+    """Consecutive lines of one part, within a chunk."""
+
+    part: Part
+    first: int  # number of the first line
+    raws: list[bytes]
+    end_offset: int  # byte offset after the last line
+    last: bool  # the part ends here
+
+
+@dataclass
+class Move:
+    """How far a chunk takes one part: its progress row is updated to this in the chunk's transaction."""
+
+    part: Part
+    from_line: int
+    to_line: int
+    end_offset: int
+    properties_done: int
+    counts: Counts
+    finished: bool
+
+
+@dataclass
+class Prepared:
+    """A chunk parsed and staged, waiting for its transaction."""
+
+    counts: Counts
+    staged: list[Staged]
+    moves: list[Move]
+
+
+class Importer:
+    """What the parts of one job share: filters, interned names, timings, and the chunk steps."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
-        self.revision = revision
-        # A part (None for the scan): its number, where it starts and how far it got.
-        self.part = part["part"] if part else 0
-        self.start_byte = part["start_byte"] if part else 0
-        self.lines_done = part["lines_done"] if part else 0
-        self.bytes_done = part["bytes_done"] if part else 0
-        self.properties_done = part["properties_done"] if part else 0
-        self.end_byte = part["end_byte"] if part else None
         with engine.connect() as conn:
             self.filters = filters_module.load(conn)
         self.keys = Interner(engine, schema.keys, "string")
         self.users = Interner(engine, schema.users, "name", extra="canonical_id")
         self.counts = Counts()
+        self.rejected: dict[int, int] = {}  # per revision, for the log
 
     def _clock(self, stage: str, since: float) -> float:
         now = time.perf_counter()
         self.counts.timings[stage] = self.counts.timings.get(stage, 0.0) + now - since
         return now
 
-    def _reject(self, rejected: list[tuple], line_no: int, rejection: Rejection) -> None:
-        if self.counts.rejected + len(rejected) < REJECTIONS_LOGGED:
-            log.warning(
-                "Revision %s, line %s rejected: %s", self.revision, line_no, rejection.reason
-            )
-        rejected.append(
-            (self.revision, line_no, rejection.reason, rejection.text[:REJECTED_TEXT_CHARS])
-        )
+    def _reject(self, rejected: list[tuple], revision: int, line_no: int, why: Rejection) -> None:
+        seen = self.rejected.get(revision, 0)
+        if seen < REJECTIONS_LOGGED:
+            log.warning("Revision %s, line %s rejected: %s", revision, line_no, why.reason)
+        self.rejected[revision] = seen + 1
+        rejected.append((revision, line_no, why.reason, why.text[:REJECTED_TEXT_CHARS]))
 
-    def scan(self, numbered: list[tuple[int, bytes]]) -> int:
+    def scan(self, revision: int, numbered: list[tuple[int, bytes]]) -> int:
         """First pass: record the alias lines among numbered lines as sightings (idempotent)."""
         sightings = []
         for line_no, raw in numbered:
@@ -260,7 +313,7 @@ class RevisionImport:
             kept = self.filters.keep(Record(*parsed)) if self.filters.active else parsed
             pair = alias_pair(kept[2], kept[4]) if kept is not None else None
             if pair is not None:
-                sightings.append((self.revision, line_no, pair[0], pair[1], timestamp(kept[1])))
+                sightings.append((revision, line_no, pair[0], pair[1], timestamp(kept[1])))
         if not sightings:
             return 0
         # Their names are interned when they are merged into aliases, in one statement.
@@ -278,13 +331,11 @@ class RevisionImport:
             staged.discard()
         return len(sightings)
 
-    def prepare(self, first: int, raws: list[bytes], end_offset: int) -> Prepared:
-        """Second pass, in this thread: parse a chunk, intern its names, stage its rows."""
-        started = time.perf_counter()
-        rejected: list[tuple] = []
+    def _parse(self, segment: Segment, rejected: list[tuple]) -> list[tuple[int, tuple]]:
         records: list[tuple[int, tuple]] = []
         filters = self.filters if self.filters.active else None
-        for line_no, raw in enumerate(raws, first):
+        revision = segment.part.revision
+        for line_no, raw in enumerate(segment.raws, segment.first):
             parsed = parse_fields(raw)
             if type(parsed) is tuple:
                 if parsed[0] == "alias":  # recorded by the scan
@@ -293,61 +344,77 @@ class RevisionImport:
                     continue
                 records.append((line_no, parsed))
             elif parsed is not None:
-                self._reject(rejected, line_no, parsed)
+                self._reject(rejected, revision, line_no, parsed)
+        return records
+
+    def prepare(self, segments: list[Segment]) -> Prepared:
+        """Second pass, in this thread: parse a chunk, intern its names, stage its rows."""
+        started = time.perf_counter()
+        parsed = []
+        rejected: list[tuple] = []
+        for segment in segments:
+            before = len(rejected)
+            parsed.append((segment, self._parse(segment, rejected), len(rejected) - before))
         now = self._clock("parse", started)
 
         if len(self.users.cache) > USER_CACHE:
             self.users.cache.clear()  # memory stays bounded on a revision of many people
-        known_users = self.users.cache
+        known = self.users.cache
         # rec[2] is the identity (_p) of a record.
-        user_ids = self.users.ids({rec[2] for _, rec in records if rec[2] not in known_users})
+        wanted = {rec[2] for _, records, _ in parsed for _, rec in records if rec[2] not in known}
+        user_ids = self.users.ids(wanted)
         now = self._clock("identities", now)
 
-        rows = _tsv_rows if is_mysql(self.engine) else _tuple_rows
-        base = self.revision * ID_BASE
-        try:
-            # Names of events and properties are few and soon all known: look for new
-            # ones only when a row needs one.
-            events, properties, seq = rows(
-                records, base, self.start_byte, self.properties_done, self.keys.cache, user_ids
+        events: list = []
+        properties: list = []
+        moves: list[Move] = []
+        for segment, records, rejections in parsed:
+            part = segment.part
+            seg_events, seg_properties, seq = self._rows(part, records, user_ids)
+            events += seg_events
+            properties += seg_properties
+            # A part's end marker holds no lines: it leaves the part where it is.
+            last = segment.first + len(segment.raws) - 1 if segment.raws else part.lines_done
+            end = segment.end_offset if segment.raws else part.bytes_done
+            counts = Counts(
+                lines=len(segment.raws),
+                events=len(seg_events),
+                properties=len(seg_properties),
+                rejected=rejections,
+                bytes=end - part.bytes_done,
             )
-        except KeyError:
-            started = time.perf_counter()
-            self.keys.ids(self._key_names(records))
-            self._clock("identities", started)
-            events, properties, seq = rows(
-                records, base, self.start_byte, self.properties_done, self.keys.cache, user_ids
-            )
-        last = first + len(raws) - 1
-        counts = Counts(
-            lines=len(raws),
-            events=len(events),
-            properties=len(properties),
-            rejected=len(rejected),
-            bytes=end_offset - self.bytes_done,
-        )
+            moves.append(Move(part, part.lines_done, last, end, seq, counts, segment.last))
+            part.lines_done, part.bytes_done, part.properties_done = last, end, seq
+        total = Counts()
+        for move in moves:
+            total.add(move.counts)
         tmp = self.settings.tmp_dir
         staged = [
             stage_rows(self.engine, *TABLES["events"], events, tmp),
             stage_rows(self.engine, *TABLES["properties"], properties, tmp),
             stage_rows(self.engine, *TABLES["rejected_lines"], rejected, tmp),
         ]
-        prepared = Prepared(counts, staged, self.lines_done, last, end_offset, seq)
-        self.lines_done, self.bytes_done, self.properties_done = last, end_offset, seq
         self._clock("rows", now)
-        return prepared
+        return Prepared(total, staged, moves)
 
-    def _key_names(self, records: list[tuple[int, tuple]]) -> set[str]:
-        known = self.keys.cache
-        names: set[str] = set()
-        for _, (_kind, _t, _p, n, _p2, props) in records:
-            if n is not None and n not in known:
-                names.add(n)
-            names.update(name for name, _ in props if name not in known)
-        return names
+    def _rows(
+        self, part: Part, records: list[tuple[int, tuple]], user_ids: dict
+    ) -> tuple[list, list, int]:
+        rows = _tsv_rows if is_mysql(self.engine) else _tuple_rows
+        base = part.revision * ID_BASE
+        args = (records, base, part.start_byte, part.properties_done)
+        try:
+            # Names of events and properties are few and soon all known: look for new
+            # ones only when a row needs one.
+            return rows(*args, self.keys.cache, user_ids)
+        except KeyError:
+            started = time.perf_counter()
+            self.keys.ids(_key_names(records, self.keys.cache))
+            self._clock("identities", started)
+            return rows(*args, self.keys.cache, user_ids)
 
     def commit(self, prepared: Prepared) -> Counts:
-        """Load a prepared chunk and its progress in one transaction (may run in a loader thread)."""
+        """Load a prepared chunk and its parts' progress in one transaction (in the loader thread)."""
         started = time.perf_counter()
         try:
             retrying(lambda: self._commit(prepared))
@@ -362,33 +429,45 @@ class RevisionImport:
 
     def _commit(self, p: Prepared) -> None:
         r = schema.revision_parts
-        mine = (r.c.revision == self.revision) & (r.c.part == self.part)
         with self.engine.begin() as conn:
-            # The progress row is updated first: it locks the part, so a second
-            # worker on the same part waits here and then finds it moved on.
-            moved = conn.execute(
-                update(r)
-                .where(mine, r.c.lines_done == p.from_line)
-                .values(
-                    lines_done=p.to_line,
-                    bytes_done=p.end_offset,
-                    properties_done=p.properties_done,
-                    events=r.c.events + p.counts.events,
-                    properties=r.c.properties + p.counts.properties,
-                    rejected=r.c.rejected + p.counts.rejected,
+            for i, move in enumerate(p.moves):
+                part = move.part
+                mine = (r.c.revision == part.revision) & (r.c.part == part.part)
+                # The progress rows are updated first: they lock the parts, so a second
+                # worker on the same part waits here and then finds it moved on.
+                moved = conn.execute(
+                    update(r)
+                    .where(mine, r.c.lines_done == move.from_line)
+                    .values(
+                        lines_done=move.to_line,
+                        bytes_done=move.end_offset,
+                        properties_done=move.properties_done,
+                        events=r.c.events + move.counts.events,
+                        properties=r.c.properties + move.counts.properties,
+                        rejected=r.c.rejected + move.counts.rejected,
+                        **({"status": "done"} if move.finished else {}),
+                    )
                 )
-            )
-            if moved.rowcount != 1:
-                now_at = conn.execute(select(r.c.lines_done).where(mine))
-                if now_at.scalar() == p.to_line:
-                    # A retry after a lost connection: the first attempt did commit.
-                    return
-                raise ConcurrentImport(
-                    f"Revision {self.revision} (part {self.part}) was moved past line "
-                    f"{p.from_line} by another worker; this worker stops working on it."
-                )
+                if moved.rowcount != 1:
+                    now_at = conn.execute(select(r.c.lines_done).where(mine)).scalar()
+                    if i == 0 and now_at == move.to_line:
+                        # A retry after a lost connection: the first attempt did commit.
+                        return
+                    raise ConcurrentImport(
+                        f"Revision {part.revision} (part {part.part}) was moved past line "
+                        f"{move.from_line} by another worker; this worker stops working on it."
+                    )
             for staged in p.staged:
                 load_staged(conn, staged)
+
+
+def _key_names(records: list[tuple[int, tuple]], known: dict) -> set[str]:
+    names: set[str] = set()
+    for _, (_kind, _t, _p, n, _p2, props) in records:
+        if n is not None and n not in known:
+            names.add(n)
+        names.update(name for name, _ in props if name not in known)
+    return names
 
 
 # A scan merges the sightings waiting only when there are this many: a merge has a
@@ -396,78 +475,230 @@ class RevisionImport:
 SCAN_MERGE_MIN = 5_000
 
 
-def scan_revision(engine: Engine, source: Source, revision: int, settings: Settings) -> int:
-    """First pass over a revision: record its alias lines and where its parts start.
+def _can_go_on(exc: BaseException) -> bool:
+    """Whether a failure concerns one revision file alone (it cannot be read), so that the
+    other files of the job go on; other failures stop the job (a lost connection is retried)."""
+    return isinstance(exc, SourceError) and not is_transient(exc)
 
-    Its alias lines are then folded into `aliases` (while other scans read their
-    files); the settle step after the scans turns aliases into people.
+
+class Unreadable(KmdbError):
+    """Some files of a job could not be read; the others were imported."""
+
+
+def _failed(what: list[str], count: int, noun: str) -> Unreadable:
+    return Unreadable(f"{len(what)} of {count} {noun} could not be read: {'; '.join(what)}")
+
+
+def scan_revisions(engine: Engine, source: Source, revisions: list[int], settings: Settings) -> int:
+    """First pass over revisions: record their alias lines and where their parts start.
+
+    Their alias lines are then folded into `aliases` (while other scans read their
+    files); the settle step after the scans turns aliases into people. A revision
+    that cannot be read is marked failed and the others go on; the call then fails
+    naming it. Each revision's lock is kept to the end (a live job holds its first).
 
     Returns how many alias lines it recorded.
     """
-    state = revision_state(engine, revision)
-    if state["scanned"]:
-        return 0
-    with held(engine, f"revision:{revision}"):
-        state = revision_state(engine, revision)
-        if state["scanned"]:  # another worker did it while we waited
-            return 0
-        try:
-            parts = plan_parts(engine, source, revision, settings)
-            job = RevisionImport(engine, settings, revision)
-            starts = LineStarts([part["first_byte"] for part in parts])
-            found = 0
-            batch: list[tuple[int, bytes]] = []
-            chunks = starts.wrap(source.chunks(revision))
-            for numbered in matching_lines(chunks, *_MAY_BE_ALIAS):
-                batch.append(numbered)
-                if len(batch) >= settings.batch_size:
-                    found += job.scan(batch)
-                    _check_stop(revision, batch[-1][0])
-                    batch = []
-            if batch:
-                found += job.scan(batch)
-        except Exception as exc:
-            _set_status(
-                engine, revision, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000]
-            )
-            raise
-        p = schema.revision_parts
-        ends = [starts.starts[part["first_byte"]][0] for part in parts[1:]] + [starts.size]
-        with engine.begin() as conn:
-            for part, end in zip(parts, ends, strict=True):
-                start_byte, start_line = starts.starts[part["first_byte"]]
-                conn.execute(
-                    update(p)
-                    .where(p.c.revision == revision, p.c.part == part["part"])
-                    .values(
-                        start_byte=start_byte,
-                        start_line=start_line,
-                        end_byte=max(end, start_byte),
-                        bytes_done=start_byte,
-                        lines_done=start_line - 1,
-                    )
-                )
-            conn.execute(
-                update(schema.revisions)
-                .where(schema.revisions.c.number == revision)
-                .values(scanned=True, aliases=found, size=starts.size)
-            )
+    found = 0
+    failures: list[str] = []
+    importer: Importer | None = None
+    states = revision_states(engine, revisions)
+    with LockSet(engine) as locks:
+        for revision in revisions:
+            if states[revision]["scanned"]:
+                continue
+            locks.take(f"revision:{revision}")
+            if revision_state(engine, revision)["scanned"]:  # another worker did it meanwhile
+                continue
+            importer = importer or Importer(engine, settings)
+            try:
+                found += _scan(engine, source, revision, settings, importer)
+            except Exception as exc:
+                _set_status(engine, revision, status="failed", error=_error_text(exc))
+                if len(revisions) == 1 or not _can_go_on(exc):
+                    raise
+                failures.append(f"revision {revision}: {exc}")
     if found:
         merge_sightings(engine, settings.tmp_dir, at_least=SCAN_MERGE_MIN)
+    if failures:
+        raise _failed(failures, len(revisions), "revisions")
     return found
 
 
+def scan_revision(engine: Engine, source: Source, revision: int, settings: Settings) -> int:
+    """First pass over one revision (see scan_revisions)."""
+    return scan_revisions(engine, source, [revision], settings)
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _scan(
+    engine: Engine, source: Source, revision: int, settings: Settings, importer: Importer
+) -> int:
+    parts = plan_parts(engine, source, revision, settings)
+    starts = LineStarts([part["first_byte"] for part in parts])
+    found = 0
+    batch: list[tuple[int, bytes]] = []
+    chunks = starts.wrap(source.chunks(revision))
+    for numbered in matching_lines(chunks, *_MAY_BE_ALIAS):
+        batch.append(numbered)
+        if len(batch) >= settings.batch_size:
+            found += importer.scan(revision, batch)
+            _check_stop(revision, batch[-1][0])
+            batch = []
+    if batch:
+        found += importer.scan(revision, batch)
+    p = schema.revision_parts
+    ends = [starts.starts[part["first_byte"]][0] for part in parts[1:]] + [starts.size]
+    with engine.begin() as conn:
+        for part, end in zip(parts, ends, strict=True):
+            start_byte, start_line = starts.starts[part["first_byte"]]
+            conn.execute(
+                update(p)
+                .where(p.c.revision == revision, p.c.part == part["part"])
+                .values(
+                    start_byte=start_byte,
+                    start_line=start_line,
+                    end_byte=max(end, start_byte),
+                    bytes_done=start_byte,
+                    lines_done=start_line - 1,
+                )
+            )
+        conn.execute(
+            update(schema.revisions)
+            .where(schema.revisions.c.number == revision)
+            .values(scanned=True, aliases=found, size=starts.size)
+        )
+    return found
+
+
+class _Stream:
+    """The parts of a job as one stream of chunks of lines, a chunk spanning parts if they are small.
+
+    Each part is started (its lock taken, marked running) when the stream reaches it,
+    and ends with a segment of no lines that marks it done in its chunk's transaction.
+    """
+
+    def __init__(
+        self,
+        importer: Importer,
+        source: Source,
+        parts: list[tuple[int, int]],
+        locks: LockSet,
+        states: dict[int, dict],
+    ) -> None:
+        self.importer = importer
+        self.engine = importer.engine
+        self.source = source
+        self.parts = parts
+        self.locks = locks
+        self.states = states
+        self.running: dict[tuple[int, int], Part] = {}  # started, not yet committed done
+        self.failures: list[str] = []
+        self.already_done: set[int] = set()  # revisions of parts found done
+
+    def _start(self, revision: int, number: int) -> Part | None:
+        self.locks.take(f"revision:{revision}:part:{number}")
+        row = part_row(self.engine, revision, number)
+        if row["status"] == "done":
+            self.already_done.add(revision)  # the revision is done if this was its last part
+            return None
+        set_part(self.engine, revision, number, status="running", error=None)
+        state = self.states[revision]
+        if state["status"] != "running" or state["started_at"] is None:
+            state["started_at"] = state["started_at"] or now()
+            state["status"] = "running"
+            _set_status(
+                self.engine, revision, status="running", error=None, started_at=state["started_at"]
+            )
+        part = Part.of(row)
+        self.running[(revision, number)] = part
+        return part
+
+    def chunks(self, size: int) -> Iterator[list[Segment]]:
+        """Chunks of about `size` lines (smaller at the start and near the end)."""
+        sizes = batch_sizes(size, self._span())
+        chunk: list[Segment] = []
+        lines = read = read_lines = 0
+        target = sizes(0, 0)
+
+        def room(_bytes: int, _lines: int) -> int:
+            return max(1, target - lines)
+
+        for revision, number in self.parts:
+            if self.states[revision]["status"] == "done":
+                continue
+            part = self._start(revision, number)
+            if part is None:
+                continue
+            offset = part.bytes_done
+            try:
+                pieces = self.source.chunks(revision, part.bytes_done, part.end_byte)
+                for first, raws, end in line_batches(
+                    pieces, room, part.bytes_done, part.lines_done
+                ):
+                    chunk.append(Segment(part, first, raws, end, last=False))
+                    lines += len(raws)
+                    if lines >= target:
+                        read += end - offset
+                        read_lines += lines
+                        offset = end
+                        yield chunk
+                        chunk, lines = [], 0
+                        target = sizes(read, read_lines)
+            except Exception as exc:
+                if not _can_go_on(exc) or len(self.parts) == 1:
+                    raise
+                self.fail(part, exc)
+                self.failures.append(f"revision {revision} (part {number}): {exc}")
+                continue
+            chunk.append(Segment(part, 0, [], 0, last=True))
+        if chunk:
+            yield chunk
+
+    def _span(self) -> int | None:
+        """The bytes left to read in the parts, if the scan found where they all end."""
+        p = schema.revision_parts
+        wanted = set(self.parts)
+        query = select(p.c.revision, p.c.part, p.c.end_byte - p.c.bytes_done).where(
+            p.c.revision.in_(sorted({r for r, _ in wanted})), p.c.status != "done"
+        )
+        with self.engine.connect() as conn:
+            left = [rest for r, n, rest in conn.execute(query) if (r, n) in wanted]
+        if not left or any(rest is None for rest in left):
+            return None
+        return sum(max(0, rest) for rest in left) or None
+
+    def fail(self, part: Part, exc: BaseException, status: str = "failed") -> None:
+        """Mark a part that stops here failed (or stopped); what it committed stays."""
+        self.running.pop((part.revision, part.part), None)
+        error = None if status == "stopped" else _error_text(exc)
+        set_part(self.engine, part.revision, part.part, status=status, error=error)
+        _set_status(self.engine, part.revision, status=status, error=error)
+        sum_parts(self.engine, part.revision)
+
+
 def _pipeline(
-    job: RevisionImport,
-    source: Source,
-    settings: Settings,
-    on_chunk: Callable[[Counts], None] | None,
+    stream: _Stream, settings: Settings, on_chunk: Callable[[Counts], None] | None
 ) -> None:
     """Parse chunk k+1 while chunk k loads: the database works while Python parses.
 
     One loader thread keeps the commits in order; the GIL is free while it waits
-    on the server, so the two overlap.
+    on the server, so the two overlap. Parts finished by a chunk are summed up
+    into their revisions after its commit.
     """
+    importer = stream.importer
+
+    def load(prepared: Prepared) -> Counts:
+        counts = importer.commit(prepared)
+        finished = [m.part for m in prepared.moves if m.finished]
+        for part in finished:
+            stream.running.pop((part.revision, part.part), None)
+        sum_parts(importer.engine, *{part.revision for part in finished})
+        return counts
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kmdb-load") as loader:
         loading: Future[Counts] | None = None
 
@@ -477,22 +708,78 @@ def _pipeline(
                 on_chunk(counts)
 
         waited = time.perf_counter()
-        chunks = source.chunks(job.revision, job.bytes_done, job.end_byte)
-        for first, raws, end in line_batches(
-            chunks, ramp(settings.batch_size), job.bytes_done, job.lines_done
-        ):
-            job._clock("download", waited)
-            prepared = job.prepare(first, raws, end)
+        for segments in stream.chunks(settings.batch_size):
+            importer._clock("download", waited)
+            prepared = importer.prepare(segments)
             try:
                 finish()
-                _check_stop(job.revision, prepared.from_line)
+                _check_stop(segments[0].part.revision, segments[0].first - 1)
             except BaseException:
                 for staged in prepared.staged:
                     staged.discard()
                 raise
-            loading = loader.submit(job.commit, prepared)
+            loading = loader.submit(load, prepared)
             waited = time.perf_counter()
         finish()
+
+
+def import_parts(
+    engine: Engine,
+    source: Source,
+    parts: list[tuple[int, int]],
+    settings: Settings,
+    on_chunk: Callable[[Counts], None] | None = None,
+) -> Counts:
+    """Import what is left of some parts of revision files, (revision, part) each, in order.
+
+    Small files share chunks, and so transactions and the loader's time, as if
+    they were one file. Revisions not scanned yet are scanned first, so that no
+    alias is lost (for their events to point at canonical people at once, settle
+    after the scan). A file that cannot be read is marked failed and the others
+    go on; the call then fails naming it. Finished parts add nothing.
+    """
+    revisions = sorted({revision for revision, _ in parts})
+    states = revision_states(engine, revisions)
+    unscanned = [n for n in revisions if states[n]["status"] != "done" and not states[n]["scanned"]]
+    failures: list[str] = []
+    planned = len(parts)
+    for revision in unscanned:
+        try:
+            scan_revision(engine, source, revision, settings)
+        except Exception as exc:
+            if len(parts) == 1 or not _can_go_on(exc):
+                raise
+            failures.append(f"revision {revision}: {exc}")
+    if unscanned:
+        states = revision_states(engine, revisions)
+        parts = [(r, p) for r, p in parts if states[r]["scanned"] or states[r]["status"] == "done"]
+    importer = Importer(engine, settings)
+    with LockSet(engine) as locks:
+        stream = _Stream(importer, source, parts, locks, states)
+        try:
+            _pipeline(stream, settings, on_chunk)
+        except ConcurrentImport:
+            raise
+        except Stopped as exc:
+            for part in list(stream.running.values()):
+                stream.fail(part, exc, status="stopped")
+            raise
+        except Exception as exc:
+            for part in list(stream.running.values()):
+                stream.fail(part, exc)
+            raise
+        sum_parts(engine, *stream.already_done)
+    for revision, rejected in sorted(importer.rejected.items()):
+        if rejected > REJECTIONS_LOGGED:
+            log.warning(
+                "Revision %s: %s lines rejected in all; they are in the rejected_lines table.",
+                revision,
+                rejected,
+            )
+    failures += stream.failures
+    if failures:
+        raise _failed(failures, planned, "parts")
+    return importer.counts
 
 
 def import_part(
@@ -503,56 +790,8 @@ def import_part(
     settings: Settings,
     on_chunk: Callable[[Counts], None] | None = None,
 ) -> Counts:
-    """Import what is left of one part of a revision file; a finished one adds nothing.
-
-    A revision not scanned yet is scanned first, so that no alias is lost; for
-    its events to point at canonical people at once, settle after the scan.
-    """
-    state = revision_state(engine, revision)
-    if state["status"] == "done":
-        return Counts()
-    if not state["scanned"]:
-        scan_revision(engine, source, revision, settings)
-    with held(engine, f"revision:{revision}:part:{part}"):
-        row = part_row(engine, revision, part)
-        if row["status"] == "done":
-            sum_parts(engine, revision)  # the revision is done if this was its last part
-            return Counts()
-        set_part(engine, revision, part, status="running", error=None)
-        state = revision_state(engine, revision)
-        if state["status"] != "running" or state["started_at"] is None:
-            _set_status(
-                engine,
-                revision,
-                status="running",
-                error=None,
-                started_at=state["started_at"] or now(),
-            )
-        job = RevisionImport(engine, settings, revision, row)
-        try:
-            _pipeline(job, source, settings, on_chunk)
-        except ConcurrentImport:
-            raise
-        except Stopped:
-            set_part(engine, revision, part, status="stopped")
-            _set_status(engine, revision, status="stopped")
-            sum_parts(engine, revision)
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"[:2000]
-            set_part(engine, revision, part, status="failed", error=error)
-            _set_status(engine, revision, status="failed", error=error)
-            sum_parts(engine, revision)
-            raise
-        set_part(engine, revision, part, status="done")
-        sum_parts(engine, revision)
-    if job.counts.rejected > REJECTIONS_LOGGED:
-        log.warning(
-            "Revision %s: %s lines rejected in all; they are in the rejected_lines table.",
-            revision,
-            job.counts.rejected,
-        )
-    return job.counts
+    """Import what is left of one part of a revision file (see import_parts)."""
+    return import_parts(engine, source, [(revision, part)], settings, on_chunk)
 
 
 def import_revision(
@@ -568,7 +807,7 @@ def import_revision(
         return Counts()
     if not state["scanned"]:
         scan_revision(engine, source, revision, settings)
-    total = Counts()
-    for part in plan_parts(engine, source, revision, settings):
-        total.add(import_part(engine, source, revision, part["part"], settings, on_chunk))
-    return total
+    planned = plan_parts(engine, source, revision, settings)
+    return import_parts(
+        engine, source, [(revision, p["part"]) for p in planned], settings, on_chunk
+    )

@@ -15,7 +15,13 @@ from sqlalchemy import Engine
 
 from kmdb import settings as settings_module
 from kmdb.db import make_engine
-from kmdb.importer import Counts, import_part, import_revision, scan_revision
+from kmdb.importer import (
+    Counts,
+    import_part,
+    import_parts,
+    import_revision,
+    scan_revisions,
+)
 from kmdb.load import is_transient
 from kmdb.people import Settled, settle
 from kmdb.source import open_source
@@ -54,19 +60,7 @@ def _retrying(action: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def import_revision_job(source: str, revision: int, part: int | None = None) -> dict[str, object]:
-    """Import one part of a revision file of the export at source (all of it without a part)."""
-
-    def run() -> Counts:
-        engine, settings = _engine()
-        src = open_source(source, settings)
-        if part is None:
-            return import_revision(engine, src, revision, settings)
-        return import_part(engine, src, revision, part, settings)
-
-    counts = _retrying(run)
-    where = f"Revision {revision}" + ("" if part is None else f", part {part}")
-    log.info("%s: %s lines, %s events", where, counts.lines, counts.events)
+def _import_result(counts: Counts) -> dict[str, object]:
     return {
         "lines": counts.lines,
         "events": counts.events,
@@ -77,14 +71,54 @@ def import_revision_job(source: str, revision: int, part: int | None = None) -> 
     }
 
 
-def scan_revision_job(source: str, revision: int) -> int:
-    """First pass: record one revision file's alias lines."""
+def import_parts_job(source: str, parts: list[list[int]]) -> dict[str, object]:
+    """Import parts of revision files of the export at source, [revision, part] each."""
+    units = [(revision, part) for revision, part in parts]
+
+    def run() -> Counts:
+        engine, settings = _engine()
+        return import_parts(engine, open_source(source, settings), units, settings)
+
+    counts = _retrying(run)
+    log.info(
+        "%s parts of revisions %s-%s: %s lines, %s events",
+        len(units),
+        units[0][0],
+        units[-1][0],
+        counts.lines,
+        counts.events,
+    )
+    return _import_result(counts)
+
+
+def scan_revisions_job(source: str, revisions: list[int]) -> int:
+    """First pass: record the alias lines of revision files."""
 
     def run() -> int:
         engine, settings = _engine()
-        return scan_revision(engine, open_source(source, settings), revision, settings)
+        return scan_revisions(engine, open_source(source, settings), revisions, settings)
 
     return _retrying(run)
+
+
+# Jobs of one revision or part each, as earlier builds enqueued them: kept so that
+# jobs still queued by one run after an upgrade.
+def import_revision_job(source: str, revision: int, part: int | None = None) -> dict[str, object]:
+    """Import one part of a revision file of the export at source (all of it without a part)."""
+
+    def run() -> Counts:
+        engine, settings = _engine()
+        src = open_source(source, settings)
+        if part is None:
+            return import_revision(engine, src, revision, settings)
+        return import_part(engine, src, revision, part, settings)
+
+    return _import_result(_retrying(run))
+
+
+def scan_revision_job(source: str, revision: int) -> int:
+    """First pass: record one revision file's alias lines."""
+    return scan_revisions_job(source, [revision])
 
 
 def settle_job(before_import: bool = False) -> dict[str, int]:

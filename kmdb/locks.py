@@ -18,14 +18,65 @@ from kmdb.errors import KmdbError
 LOCK_WAIT = 6 * 3600
 
 
-def lock_name(conn: Connection, what: str) -> str:
+def _database(conn: Connection) -> str:
+    return conn.execute(text("SELECT DATABASE()")).scalar() or ""
+
+
+def lock_name(conn: Connection, what: str, database: str | None = None) -> str:
     """A lock name unique to this database (MySQL lock names are server-wide)."""
-    database = conn.execute(text("SELECT DATABASE()")).scalar() or ""
-    return f"kmdb:{database}:{what}"[:64]
+    return f"kmdb:{_database(conn) if database is None else database}:{what}"[:64]
 
 
 class LockBusy(KmdbError):
     """Another connection holds the lock, and the caller chose not to wait (long enough)."""
+
+
+class LockSet:
+    """Named locks taken one by one on a connection of their own, and freed together.
+
+    A job that imports many small parts takes each part's lock as it starts on
+    it and keeps them all to its end: one connection for all, not one each. On
+    SQLite, which has one writer at a time anyway, there is nothing to hold.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+        self._database = ""
+        self._names: list[str] = []
+
+    def take(self, what: str, wait: float = LOCK_WAIT) -> None:
+        """Take the lock named `what`, waiting up to `wait` seconds for another holder."""
+        if not is_mysql(self.engine):
+            return
+        if self._conn is None:
+            self._conn = self.engine.connect()
+            self._database = _database(self._conn)
+        name = lock_name(self._conn, what, self._database)
+        got = self._conn.execute(text("SELECT GET_LOCK(:n, :w)"), {"n": name, "w": wait}).scalar()
+        if got != 1:
+            raise LockBusy(
+                f"Could not take the lock {name} within {wait:.0f} s; another worker holds it."
+            )
+        self._names.append(name)
+
+    def close(self) -> None:
+        """Free every lock taken, and the connection."""
+        if self._conn is None:
+            return
+        try:
+            for name in reversed(self._names):
+                self._conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+        finally:
+            self._names = []
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> LockSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @contextmanager
@@ -33,23 +84,11 @@ def held(engine: Engine, what: str, wait: float = LOCK_WAIT) -> Iterator[None]:
     """Hold the lock named `what` while inside, waiting up to `wait` seconds for it.
 
     A second worker on the same revision waits here for the first to finish,
-    then finds the work done. On SQLite, which has one writer at a time anyway,
-    there is nothing to hold.
+    then finds the work done.
     """
-    if not is_mysql(engine):
+    with LockSet(engine) as locks:
+        locks.take(what, wait)
         yield
-        return
-    with engine.connect() as conn:
-        name = lock_name(conn, what)
-        got = conn.execute(text("SELECT GET_LOCK(:n, :w)"), {"n": name, "w": wait}).scalar()
-        if got != 1:
-            raise LockBusy(
-                f"Could not take the lock {name} within {wait:.0f} s; another worker holds it."
-            )
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
 
 
 def is_held(engine: Engine, what: str) -> bool | None:

@@ -94,10 +94,13 @@ def set_part(engine: Engine, revision: int, part: int, **values: object) -> None
         conn.execute(update(p).where(p.c.revision == revision, p.c.part == part).values(**values))
 
 
-def sum_parts(engine: Engine, revision: int) -> None:
-    """Bring the revision's totals up to date from its parts; mark it done once they all are."""
+def sum_parts(engine: Engine, *revisions: int) -> None:
+    """Bring the revisions' totals up to date from their parts; mark those done whose parts all are."""
+    if not revisions:
+        return
     p, r = schema.revision_parts, schema.revisions
-    mine = p.c.revision == revision
+    mine = p.c.revision == r.c.number
+    numbers = sorted(set(revisions))
 
     def total(expression: object) -> object:
         return select(func.coalesce(func.sum(expression), 0)).where(mine).scalar_subquery()
@@ -105,7 +108,7 @@ def sum_parts(engine: Engine, revision: int) -> None:
     with engine.begin() as conn:
         conn.execute(
             update(r)
-            .where(r.c.number == revision)
+            .where(r.c.number.in_(numbers))
             .values(
                 lines_done=total(p.c.lines_done - func.coalesce(p.c.start_line, 1) + 1),
                 bytes_done=total(p.c.bytes_done - func.coalesce(p.c.start_byte, 0)),
@@ -120,6 +123,6 @@ def sum_parts(engine: Engine, revision: int) -> None:
         unfinished = select(p.c.part).where(mine, p.c.status != "done").exists()
         conn.execute(
             update(r)
-            .where(r.c.number == revision, r.c.status != "done", ~unfinished)
+            .where(r.c.number.in_(numbers), r.c.status != "done", ~unfinished)
             .values(status="done", error=None, finished_at=now())
         )

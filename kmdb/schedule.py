@@ -47,9 +47,12 @@ PLAN_LOCK = "plan"
 PLAN_WAIT = 120
 
 # Jobs are named, not imported: kmdb-import then need not load the import code itself.
-SCAN_JOB = "kmdb.jobs.scan_revision_job"
+SCAN_JOB = "kmdb.jobs.scan_revisions_job"
 SETTLE_JOB = "kmdb.jobs.settle_job"
-IMPORT_JOB = "kmdb.jobs.import_revision_job"
+IMPORT_JOB = "kmdb.jobs.import_parts_job"
+# Revision files smaller than KMDB_PART_SIZE / GROUP_SHARE share jobs up to that size:
+# half a part, so that two workers still get jobs enough to finish together.
+GROUP_SHARE = 2
 
 
 @dataclass
@@ -68,15 +71,57 @@ def job_id(settings: Settings, kind: str, revision: int, part: int | None = None
     return f"{settings.queue}-{kind}-{revision}" + ("" if part is None else f"-{part}")
 
 
+def _revisions_of(job: Job) -> list[int]:
+    """The revisions a scan or import job works on."""
+    meta = job.meta or {}
+    if "revisions" in meta:
+        return list(meta["revisions"])
+    if "parts" in meta:
+        return sorted({revision for revision, _ in meta["parts"]})
+    return [meta["revision"]] if "revision" in meta else []
+
+
+def _parts_of(job: Job) -> list[tuple[int, int | None]]:
+    """The (revision, part) units of an import job (part None: a whole revision)."""
+    meta = job.meta or {}
+    if "parts" in meta:
+        return [(revision, part) for revision, part in meta["parts"]]
+    return [(meta.get("revision"), meta.get("part"))]
+
+
 def _lock_of(job: Job) -> str | None:
+    # A job holds the lock of its first revision or part from its start to its end.
     kind = (job.meta or {}).get("kmdb")
-    if kind == "import" and "part" in job.meta:
-        return f"revision:{job.meta['revision']}:part:{job.meta['part']}"
+    if kind == "import":
+        revision, part = _parts_of(job)[0]
+        if part is not None:
+            return f"revision:{revision}:part:{part}"
     if kind in ("scan", "import"):
-        return f"revision:{job.meta['revision']}"
+        return f"revision:{_revisions_of(job)[0]}"
     if kind == "settle":
         return SETTLE_LOCK
     return None
+
+
+def groups(units: list, sizes: list[int | None], budget: int) -> list[list]:
+    """Consecutive units in groups of at most budget bytes; a unit of unknown or larger size alone.
+
+    Small revision files share a job (and its chunks and transactions): a job per
+    file of 2,000 lines spent more time in overhead than in importing.
+    """
+    grouped: list[list] = []
+    held = 0
+    for unit, size in zip(units, sizes, strict=True):
+        if size is None or size >= budget:
+            grouped.append([unit])
+            held = budget
+        elif grouped and held + size <= budget:
+            grouped[-1].append(unit)
+            held += size
+        else:
+            grouped.append([unit])
+            held = size
+    return grouped
 
 
 def is_dead(job: Job, engine: Engine, redis: Redis) -> bool:
@@ -206,9 +251,7 @@ def _enqueue_import(
         plan.dead = [j.id for j in dead]
         log.warning("Jobs of dead workers found: %s; planning them again", ", ".join(plan.dead))
         torn = dead + [j for j in active if j.get_status(refresh=False) != "started"]
-        revisions = sorted(
-            set(revisions) | {j.meta["revision"] for j in torn if "revision" in j.meta}
-        )
+        revisions = sorted(set(revisions) | {n for j in torn for n in _revisions_of(j)})
         for job in torn:
             # Gone already (a job of a torn graph may finish meanwhile): nothing to delete.
             with contextlib.suppress(NoSuchJobError, ValueError):
@@ -218,12 +261,8 @@ def _enqueue_import(
     # wait behind it), and single parts. A revision is planned again for the parts no
     # live job covers, so that a dead part is not left behind while the revision's
     # other parts run.
-    scanning = {j.meta.get("revision") for j in active if j.meta.get("kmdb") == "scan"}
-    importing = {
-        (j.meta.get("revision"), j.meta.get("part"))
-        for j in active
-        if j.meta.get("kmdb") == "import"
-    }
+    scanning = {n for j in active if j.meta.get("kmdb") == "scan" for n in _revisions_of(j)}
+    importing = {unit for j in active if j.meta.get("kmdb") == "import" for unit in _parts_of(j)}
     busy = scanning | {r for r, _ in importing}
     candidates = [r for r in revisions if r not in scanning and (r, None) not in importing]
     running = [j for j in active if j.get_status(refresh=False) == "started"]
@@ -253,18 +292,19 @@ def _enqueue_import(
             plan.settle = _enqueue(q, SETTLE_JOB, job_id=None, meta={"kmdb": "settle"})
         return plan
 
+    budget = max(1, settings.part_size // GROUP_SHARE)
+    to_scan = [n for n in todo if n not in scanned]
     scans = [
         _enqueue(
             q,
             SCAN_JOB,
             source,
-            n,
-            job_id=job_id(settings, "scan", n),
-            meta={"kmdb": "scan", "revision": n},
-            description=f"scan revision {n} of {source} for aliases",
+            group,
+            job_id=job_id(settings, "scan", group[0]) + _to(group[-1], len(group)),
+            meta={"kmdb": "scan", "revisions": group},
+            description=f"scan {_revisions_text(group)} of {source} for aliases",
         )
-        for n in todo
-        if n not in scanned
+        for group in groups(to_scan, [(sizes or {}).get(n) for n in to_scan], budget)
     ]
     if not active:
         # Into empty tables, indexes are cheaper built once at the end (kmdb.indexes).
@@ -278,21 +318,20 @@ def _enqueue_import(
         depends_on=_after(scans),
         description="settle people before the import",
     )
+    units = [(n, part) for n in todo for part in parts[n]]
+    unit_sizes = [_part_bytes((sizes or {}).get(n), len(parts[n])) for n, _ in units]
     imports = [
         _enqueue(
             q,
             IMPORT_JOB,
             source,
-            n,
-            part,
-            job_id=job_id(settings, "import", n, part),
-            meta={"kmdb": "import", "revision": n, "part": part},
+            [list(unit) for unit in group],
+            job_id=job_id(settings, "import", *group[0]) + _to(group[-1], len(group)),
+            meta={"kmdb": "import", "parts": [list(unit) for unit in group]},
             depends_on=_after([first_settle]),
-            description=f"import revision {n} of {source}"
-            + (f", part {part + 1} of {len(parts[n])}" if len(parts[n]) > 1 else ""),
+            description=f"import {_parts_text(group, parts)} of {source}",
         )
-        for n in todo
-        for part in parts[n]
+        for group in groups(units, unit_sizes, budget)
     ]
     plan.settle = _enqueue(
         q,
@@ -305,6 +344,31 @@ def _enqueue_import(
     plan.enqueued = todo
     plan.parts = len(imports)
     return plan
+
+
+def _to(last: object, count: int) -> str:
+    """The end of a group job's id."""
+    if count == 1:
+        return ""
+    return "-to-" + ("-".join(map(str, last)) if isinstance(last, tuple) else str(last))
+
+
+def _revisions_text(revisions: list[int]) -> str:
+    if len(revisions) == 1:
+        return f"revision {revisions[0]}"
+    return f"revisions {revisions[0]}-{revisions[-1]} ({len(revisions)} files)"
+
+
+def _parts_text(units: list[tuple[int, int]], parts: dict[int, list[int]]) -> str:
+    if len(units) == 1:
+        revision, part = units[0]
+        count = len(parts[revision])
+        return f"revision {revision}" + (f", part {part + 1} of {count}" if count > 1 else "")
+    return _revisions_text(sorted({revision for revision, _ in units}))
+
+
+def _part_bytes(size: int | None, count: int) -> int | None:
+    return None if size is None else size // max(1, count)
 
 
 def replan_dead(settings: Settings, redis: Redis, engine: Engine) -> Plan | None:

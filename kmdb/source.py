@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,27 +51,47 @@ def revision_numbers(keys: Iterator[str]) -> list[int]:
     return sorted(found)
 
 
-def ramp(size: int) -> Iterator[int]:
-    """Batch sizes that start small and double up to size: the first batch's rows are
-    loaded while the next ones are parsed, so a job starts loading sooner."""
-    step = max(1, size // 8)
-    while step < size:
-        yield step
-        step *= 2
-    while True:
-        yield size
+def batch_sizes(size: int, span: int | None = None) -> Callable[[int, int], int]:
+    """The sizes of a pipeline's batches of lines, asked for as it goes.
+
+    The returned function takes (bytes, lines) read so far and gives the next
+    batch's size. Sizes double from size/32 up to size, so that the first batch
+    is soon parsed and loading starts; and when span (the bytes to read) is
+    known they halve again near its end, so that the last batch's load, which
+    nothing overlaps, is short too. On a revision of 10,000 lines the two ends
+    took a third of the job's time with batches of 2,500.
+    """
+    smallest = max(1, size // 32)
+    step = smallest
+
+    def next_size(done: int, lines: int) -> int:
+        nonlocal step
+        wanted, step = step, min(size, step * 2)
+        if span and done and lines:
+            left = (span - done) * lines // done  # lines, by their average length so far
+            if left <= 2 * smallest:
+                return max(wanted, left + 1)
+            if left < 2 * wanted:
+                return max(smallest, left // 2)
+        return wanted
+
+    return next_size
 
 
 def line_batches(
-    chunks: Iterator[bytes], sizes: Iterator[int], offset: int = 0, line_no: int = 0
+    chunks: Iterator[bytes],
+    sizes: Callable[[int, int], int],
+    offset: int = 0,
+    line_no: int = 0,
 ) -> Iterator[tuple[int, list[bytes], int]]:
-    """Lines (without their newline) in batches of the given sizes: (number of the batch's
-    first line, its lines, byte offset after them). offset and line_no say where chunks start.
+    """Lines (without their newline) in batches: (number of the batch's first line, its
+    lines, byte offset after them). sizes(bytes, lines read so far) gives each batch's
+    size; offset and line_no say where chunks start.
 
     Chunks are split with bytes.split, in C: botocore's iter_lines is quadratic
     on long lines, and splitting line by line in Python cost as much as parsing.
     """
-    size = next(sizes)
+    size = sizes(0, 0)
     batch: list[bytes] = []
     first = line_no + 1
     end = offset
@@ -89,7 +109,7 @@ def line_batches(
                 end += sum(map(len, batch)) + len(batch)
                 yield first, batch, end
                 first, batch = first + len(batch), []
-                size = next(sizes)
+                size = sizes(end - offset, first - line_no - 1)
     tail = sum(map(len, batch)) + len(batch)
     if rest:  # a last line without its newline
         batch.append(rest)

@@ -60,10 +60,14 @@ def test_status_and_wait_report_a_failed_revision(
     assert wait.returncode == 1
     # The burst worker that ran the failed jobs says so too (RQ's own would exit 0).
     assert worker.returncode == 1
-    assert "jobs failed" in err and f"{redis_queue}-scan-3" in err
+    # The four small files share a scan job and an import job; the others go on without 3.
+    assert "jobs failed" in err and f"{redis_queue}-scan-1-to-4" in err
     status = run("kmdb-status", env=env).stdout
     assert "Revisions: 4 known, 3 imported" in status
-    assert f"{redis_queue}-scan-3: " in status and "NoSuchKey" in status
+    assert f"{redis_queue}-scan-1-to-4: " in status
+    assert "1 of 4 revisions could not be read: revision 3: Cannot read" in status
+    assert "1 of 4 parts could not be read: revision 3: Cannot read" in status
+    assert "NoSuchKey" in status
     report = json.loads(run("kmdb", "status", "--json", env=env).stdout)
     assert report["revisions"]["imported"] == 3
     assert report["jobs"]["failed"] >= 1

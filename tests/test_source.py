@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmdb.source import LineStarts, line_batches, matching_lines, ramp, revision_numbers
+from kmdb.source import LineStarts, batch_sizes, line_batches, matching_lines, revision_numbers
 
 line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"."))
 file_lines = st.lists(
@@ -40,27 +39,49 @@ def test_line_batches_are_the_same_whatever_the_chunks(
     body: list[bytes], final_newline: bool, cuts: list[int], size: int
 ) -> None:
     data = b"\n".join(body) + (b"\n" if final_newline and body else b"")
-    got = list(line_batches(iter(_chunked(data, cuts)), itertools.repeat(size)))
+    got = list(line_batches(iter(_chunked(data, cuts)), lambda _b, _n: size))
     assert [raw for _, batch, _ in got for raw in batch] == _lines(data)
     assert all(0 < len(batch) <= size for _, batch, _ in got)
     assert [first for first, _, _ in got] == list(range(1, len(_lines(data)) + 1, size))
     # Each offset is where the next batch starts: resuming there gives the rest.
     for i, (first, batch, offset) in enumerate(got):
         rest = list(
-            line_batches(
-                iter([data[offset:]]), itertools.repeat(size), offset, first + len(batch) - 1
-            )
+            line_batches(iter([data[offset:]]), lambda _b, _n: size, offset, first + len(batch) - 1)
         )
         assert rest == got[i + 1 :]
 
 
-def test_batches_ramp_up_to_the_batch_size() -> None:
-    assert list(itertools.islice(ramp(20_000), 6)) == [2_500, 5_000, 10_000, 20_000, 20_000, 20_000]
-    assert list(itertools.islice(ramp(3), 3)) == [1, 2, 3]
-    assert list(itertools.islice(ramp(1), 2)) == [1, 1]
+def _sizes(size: int, span: int | None, line_bytes: int, count: int) -> list[int]:
+    """The batch sizes asked for while reading count lines of line_bytes bytes each."""
+    sizes, read = batch_sizes(size, span), 0
+    got: list[int] = []
+    while read < count:
+        got.append(sizes(read * line_bytes, read))
+        read += got[-1]
+    return got
+
+
+def test_batches_ramp_up_to_the_batch_size_and_down_near_the_end() -> None:
+    # Without a known end they double from a 32nd of the size and stay there.
+    assert _sizes(20_000, None, 100, 60_000)[:7] == [
+        625,
+        1_250,
+        2_500,
+        5_000,
+        10_000,
+        20_000,
+        20_000,
+    ]
+    assert _sizes(3, None, 10, 5) == [1, 2, 3]
+    # Near a known end they halve again, so that the last load is short too.
+    got = _sizes(20_000, 100 * 10_000, 100, 10_000)
+    assert got == [625, 1_250, 2_500, 2_812, 1_406, 703, 20_000]
+    assert sum(got[:-1]) == 9_296  # the last batch holds the 704 lines left
     data = b"".join(b"%d\n" % i for i in range(40))
-    got = list(line_batches(iter([data]), ramp(16)))
-    assert [len(batch) for _, batch, _ in got] == [2, 4, 8, 16, 10]
+    got_lines = list(line_batches(iter([data]), batch_sizes(16, len(data))))
+    assert [first for first, _, _ in got_lines][:2] == [1, 2]
+    assert sum(len(batch) for _, batch, _ in got_lines) == 40
+    assert len(got_lines[-1][1]) < 16
 
 
 PATTERNS = (re.compile(rb"_p2"), re.compile(rb"\\u"))

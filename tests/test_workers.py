@@ -39,6 +39,8 @@ def test_s3_export_with_two_workers_on_mariadb(
         "DATABASE_URL": mysql_url,
         "KMDB_QUEUE": redis_queue,
         "KMDB_BATCH_SIZE": "400",
+        # Jobs of two revision files each (small files share jobs up to half a part).
+        "KMDB_PART_SIZE": str(4 * (folder / "revisions" / "140.json").stat().st_size),
     }
     run("kmdb-flush", env=env)
 
@@ -47,7 +49,14 @@ def test_s3_export_with_two_workers_on_mariadb(
     again = run("kmdb", "import", "--source", f"s3://{bucket}/dump", env=env)
     assert "Already queued or running: 8 revisions (140-147)" in again.stdout
     queue = Queue(redis_queue, connection=Redis.from_url(REDIS_URL))
-    assert queue.count == 8  # nothing enqueued twice
+    scans = [queue.fetch_job(i) for i in queue.get_job_ids()]
+    assert [j.meta["revisions"] for j in scans if j] == [
+        [140, 141],
+        [142, 143],
+        [144, 145],
+        [146, 147],
+    ]
+    assert queue.count == 4  # nothing enqueued twice
 
     for result in burst_workers(2, env):
         assert result.returncode == 0, result.stderr[-2000:]
@@ -86,8 +95,8 @@ def test_one_big_revision_is_imported_in_parts_by_two_workers(
     finished = Job.fetch_many(
         queue.finished_job_registry.get_job_ids(), connection=queue.connection
     )
-    parts = sorted(j.meta["part"] for j in finished if j and j.meta.get("kmdb") == "import")
-    assert parts == [0, 1, 2, 3, 4, 5]  # read with ranged GETs, one job each
+    parts = [j.meta["parts"] for j in finished if j and j.meta.get("kmdb") == "import"]
+    assert sorted(parts) == [[[1, p]] for p in range(6)]  # read with ranged GETs, one job each
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 
 
