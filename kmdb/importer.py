@@ -44,7 +44,15 @@ from kmdb.parse import Record, Rejection, parse_fields
 from kmdb.parts import now, part_row, plan_parts, set_part, sum_parts
 from kmdb.people import merge_sightings
 from kmdb.settings import Settings
-from kmdb.source import LineStarts, Source, batch_sizes, line_batches, matching_lines
+from kmdb.source import (
+    LineStarts,
+    ReadAhead,
+    Source,
+    Span,
+    batch_sizes,
+    line_batches,
+    matching_lines,
+)
 
 log = logging.getLogger(__name__)
 
@@ -503,7 +511,8 @@ def scan_revisions(engine: Engine, source: Source, revisions: list[int], setting
     failures: list[str] = []
     importer: Importer | None = None
     states = revision_states(engine, revisions)
-    with LockSet(engine) as locks:
+    spans = [((n, 0, None), states[n]["size"]) for n in revisions if not states[n]["scanned"]]
+    with LockSet(engine) as locks, ReadAhead(source, spans) as reader:
         for revision in revisions:
             if states[revision]["scanned"]:
                 continue
@@ -512,7 +521,7 @@ def scan_revisions(engine: Engine, source: Source, revisions: list[int], setting
                 continue
             importer = importer or Importer(engine, settings)
             try:
-                found += _scan(engine, source, revision, settings, importer)
+                found += _scan(engine, source, reader, revision, settings, importer)
             except Exception as exc:
                 _set_status(engine, revision, status="failed", error=_error_text(exc))
                 if len(revisions) == 1 or not _can_go_on(exc):
@@ -535,13 +544,18 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _scan(
-    engine: Engine, source: Source, revision: int, settings: Settings, importer: Importer
+    engine: Engine,
+    source: Source,
+    reader: ReadAhead,
+    revision: int,
+    settings: Settings,
+    importer: Importer,
 ) -> int:
     parts = plan_parts(engine, source, revision, settings)
     starts = LineStarts([part["first_byte"] for part in parts])
     found = 0
     batch: list[tuple[int, bytes]] = []
-    chunks = starts.wrap(source.chunks(revision))
+    chunks = starts.wrap(reader.chunks(revision))
     for numbered in matching_lines(chunks, *_MAY_BE_ALIAS):
         batch.append(numbered)
         if len(batch) >= settings.batch_size:
@@ -619,57 +633,64 @@ class _Stream:
 
     def chunks(self, size: int) -> Iterator[list[Segment]]:
         """Chunks of about `size` lines (smaller at the start and near the end)."""
-        sizes = batch_sizes(size, self._span())
-        chunk: list[Segment] = []
-        lines = read = read_lines = 0
-        target = sizes(0, 0)
+        left = self._left()
+        sizes = batch_sizes(size, sum(rest for _, rest in left) if left else None)
+        with ReadAhead(self.source, left) as self.reader:
+            chunk: list[Segment] = []
+            lines = read = read_lines = 0
+            target = sizes(0, 0)
 
-        def room(_bytes: int, _lines: int) -> int:
-            return max(1, target - lines)
+            def room(_bytes: int, _lines: int) -> int:
+                return max(1, target - lines)
 
-        for revision, number in self.parts:
-            if self.states[revision]["status"] == "done":
-                continue
-            part = self._start(revision, number)
-            if part is None:
-                continue
-            offset = part.bytes_done
-            try:
-                pieces = self.source.chunks(revision, part.bytes_done, part.end_byte)
-                for first, raws, end in line_batches(
-                    pieces, room, part.bytes_done, part.lines_done
-                ):
-                    chunk.append(Segment(part, first, raws, end, last=False))
-                    lines += len(raws)
-                    if lines >= target:
-                        read += end - offset
-                        read_lines += lines
-                        offset = end
-                        yield chunk
-                        chunk, lines = [], 0
-                        target = sizes(read, read_lines)
-            except Exception as exc:
-                if not _can_go_on(exc) or len(self.parts) == 1:
-                    raise
-                self.fail(part, exc)
-                self.failures.append(f"revision {revision} (part {number}): {exc}")
-                continue
-            chunk.append(Segment(part, 0, [], 0, last=True))
-        if chunk:
-            yield chunk
+            for revision, number in self.parts:
+                if self.states[revision]["status"] == "done":
+                    continue
+                part = self._start(revision, number)
+                if part is None:
+                    continue
+                offset = end = part.bytes_done
+                try:
+                    pieces = self.reader.chunks(revision, part.bytes_done, part.end_byte)
+                    for first, raws, end in line_batches(
+                        pieces, room, part.bytes_done, part.lines_done
+                    ):
+                        chunk.append(Segment(part, first, raws, end, last=False))
+                        lines += len(raws)
+                        if lines >= target:
+                            read += end - offset
+                            read_lines += lines
+                            offset = end
+                            yield chunk
+                            chunk, lines = [], 0
+                            target = sizes(read, read_lines)
+                except Exception as exc:
+                    if not _can_go_on(exc) or len(self.parts) == 1:
+                        raise
+                    self.fail(part, exc)
+                    self.failures.append(f"revision {revision} (part {number}): {exc}")
+                    continue
+                read += end - offset
+                chunk.append(Segment(part, 0, [], 0, last=True))
+            if chunk:
+                yield chunk
 
-    def _span(self) -> int | None:
-        """The bytes left to read in the parts, if the scan found where they all end."""
+    def _left(self) -> list[tuple[Span, int | None]]:
+        """(span, bytes) left to read of each unfinished part; none if an end is unknown."""
         p = schema.revision_parts
-        wanted = set(self.parts)
-        query = select(p.c.revision, p.c.part, p.c.end_byte - p.c.bytes_done).where(
-            p.c.revision.in_(sorted({r for r, _ in wanted})), p.c.status != "done"
+        query = select(p.c.revision, p.c.part, p.c.bytes_done, p.c.end_byte).where(
+            p.c.revision.in_(sorted({r for r, _ in self.parts})), p.c.status != "done"
         )
         with self.engine.connect() as conn:
-            left = [rest for r, n, rest in conn.execute(query) if (r, n) in wanted]
-        if not left or any(rest is None for rest in left):
-            return None
-        return sum(max(0, rest) for rest in left) or None
+            rows = {(r, n): (done, end) for r, n, done, end in conn.execute(query)}
+        left = []
+        for unit in self.parts:
+            if unit in rows:
+                done, end = rows[unit]
+                if end is None:
+                    return []
+                left.append(((unit[0], done, end), max(0, end - done)))
+        return left
 
     def fail(self, part: Part, exc: BaseException, status: str = "failed") -> None:
         """Mark a part that stops here failed (or stopped); what it committed stays."""

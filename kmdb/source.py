@@ -7,7 +7,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -116,6 +118,73 @@ def line_batches(
         tail += len(rest)
     if batch:
         yield first, batch, end + tail
+
+
+# Spans of at most this many bytes are read ahead whole; no more than READ_AHEAD_BYTES
+# are in flight or waiting at a time.
+READ_AHEAD_SPAN = 4 << 20
+READ_AHEAD_BYTES = 16 << 20
+READ_AHEAD_THREADS = 4
+
+Span = tuple[int, int, int | None]  # revision, first byte, end (None: the file's end)
+
+
+class ReadAhead:
+    """Small spans of revision files, read in threads before they are needed.
+
+    A job of many small files would otherwise wait for each file's GET in turn:
+    against S3 (or its emulator) that wait took longer than parsing the file.
+    `spans` lists (revision, first byte, end) in the order chunks() will ask for
+    them, with their sizes in bytes (None: unknown, never read ahead).
+    """
+
+    def __init__(self, source: Source, spans: list[tuple[Span, int | None]]) -> None:
+        self.source = source
+        self._waiting = deque(
+            (span, size) for span, size in spans if size is not None and size <= READ_AHEAD_SPAN
+        )
+        self._read: dict[Span, tuple[Future[bytes], int]] = {}
+        self._held = 0
+        self._pool = ThreadPoolExecutor(READ_AHEAD_THREADS, thread_name_prefix="kmdb-read")
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._waiting and (
+            not self._read or self._held + self._waiting[0][1] <= READ_AHEAD_BYTES
+        ):
+            span, size = self._waiting.popleft()
+            self._read[span] = (self._pool.submit(self._whole, span), size)
+            self._held += size
+
+    def _whole(self, span: Span) -> bytes:
+        return b"".join(self.source.chunks(*span))
+
+    def chunks(self, revision: int, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The span's bytes, read ahead if it was listed, else streamed as the source does."""
+        found = self._read.pop((revision, offset, end), None)
+        if found is None:
+            yield from self.source.chunks(revision, offset, end)
+            return
+        future, size = found
+        try:
+            data = future.result()  # a failure to read it is raised here, as streaming would
+        finally:
+            self._held -= size
+            self._fill()
+        if data:
+            yield data
+
+    def close(self) -> None:
+        """Stop reading ahead; what was read and not asked for is dropped."""
+        self._waiting.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._read.clear()
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class LineStarts:
