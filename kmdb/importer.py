@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, func, select, update
 
 from kmdb import filters as filters_module
 from kmdb import schema
@@ -41,14 +41,13 @@ from kmdb.load import (
 )
 from kmdb.locks import LockSet
 from kmdb.parse import Record, Rejection, parse_fields
-from kmdb.parts import now, part_row, plan_parts, set_part, sum_parts
+from kmdb.parts import now, plan_parts, set_part, sum_parts
 from kmdb.people import merge_sightings
 from kmdb.settings import Settings
 from kmdb.source import (
     LineStarts,
     ReadAhead,
     Source,
-    Span,
     batch_sizes,
     line_batches,
     matching_lines,
@@ -613,28 +612,60 @@ class _Stream:
         self.failures: list[str] = []
         self.already_done: set[int] = set()  # revisions of parts found done
 
-    def _start(self, revision: int, number: int) -> Part | None:
-        self.locks.take(f"revision:{revision}:part:{number}")
-        row = part_row(self.engine, revision, number)
-        if row["status"] == "done":
-            self.already_done.add(revision)  # the revision is done if this was its last part
-            return None
-        set_part(self.engine, revision, number, status="running", error=None)
-        state = self.states[revision]
-        if state["status"] != "running" or state["started_at"] is None:
-            state["started_at"] = state["started_at"] or now()
-            state["status"] = "running"
-            _set_status(
-                self.engine, revision, status="running", error=None, started_at=state["started_at"]
+    def _start(self) -> list[Part]:
+        """Take the parts' locks, and mark those not done yet running, in one transaction."""
+        for revision, number in self.parts:
+            if self.states[revision]["status"] != "done":
+                self.locks.take(f"revision:{revision}:part:{number}")
+        p, r = schema.revision_parts, schema.revisions
+        wanted = set(self.parts)
+        query = select(p).where(p.c.revision.in_(sorted({n for n, _ in wanted})))
+        with self.engine.connect() as conn:
+            rows = {(row.revision, row.part): dict(row._mapping) for row in conn.execute(query)}
+        missing = sorted(wanted - set(rows))
+        if missing:
+            raise KmdbError(
+                f"Revision {missing[0][0]} has no part {missing[0][1]}; "
+                "run kmdb-import to plan it again."
             )
-        part = Part.of(row)
-        self.running[(revision, number)] = part
-        return part
+        parts = []
+        for unit in self.parts:
+            if self.states[unit[0]]["status"] == "done":
+                continue
+            if rows[unit]["status"] == "done":
+                self.already_done.add(unit[0])  # the revision is done if this was its last part
+                continue
+            parts.append(Part.of(rows[unit]))
+        if not parts:
+            return parts
+        started = now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(p)
+                .where(p.c.revision == bindparam("r"), p.c.part == bindparam("n"))
+                .values(status="running", error=None),
+                [{"r": part.revision, "n": part.part} for part in parts],
+            )
+            conn.execute(
+                update(r)
+                .where(r.c.number.in_(sorted({part.revision for part in parts})))
+                .values(
+                    status="running", error=None, started_at=func.coalesce(r.c.started_at, started)
+                )
+            )
+        for part in parts:
+            self.running[(part.revision, part.part)] = part
+        return parts
 
     def chunks(self, size: int) -> Iterator[list[Segment]]:
         """Chunks of about `size` lines (smaller at the start and near the end)."""
-        left = self._left()
-        sizes = batch_sizes(size, sum(rest for _, rest in left) if left else None)
+        parts = self._start()
+        ends = [part.end_byte for part in parts]
+        left = [
+            ((p.revision, p.bytes_done, p.end_byte), (p.end_byte or 0) - p.bytes_done)
+            for p in parts
+        ]
+        sizes = batch_sizes(size, sum(rest for _, rest in left) if None not in ends else None)
         with ReadAhead(self.source, left) as self.reader:
             chunk: list[Segment] = []
             lines = read = read_lines = 0
@@ -643,12 +674,8 @@ class _Stream:
             def room(_bytes: int, _lines: int) -> int:
                 return max(1, target - lines)
 
-            for revision, number in self.parts:
-                if self.states[revision]["status"] == "done":
-                    continue
-                part = self._start(revision, number)
-                if part is None:
-                    continue
+            for part in parts:
+                revision, number = part.revision, part.part
                 offset = end = part.bytes_done
                 try:
                     pieces = self.reader.chunks(revision, part.bytes_done, part.end_byte)
@@ -674,23 +701,6 @@ class _Stream:
                 chunk.append(Segment(part, 0, [], 0, last=True))
             if chunk:
                 yield chunk
-
-    def _left(self) -> list[tuple[Span, int | None]]:
-        """(span, bytes) left to read of each unfinished part; none if an end is unknown."""
-        p = schema.revision_parts
-        query = select(p.c.revision, p.c.part, p.c.bytes_done, p.c.end_byte).where(
-            p.c.revision.in_(sorted({r for r, _ in self.parts})), p.c.status != "done"
-        )
-        with self.engine.connect() as conn:
-            rows = {(r, n): (done, end) for r, n, done, end in conn.execute(query)}
-        left = []
-        for unit in self.parts:
-            if unit in rows:
-                done, end = rows[unit]
-                if end is None:
-                    return []
-                left.append(((unit[0], done, end), max(0, end - done)))
-        return left
 
     def fail(self, part: Part, exc: BaseException, status: str = "failed") -> None:
         """Mark a part that stops here failed (or stopped); what it committed stays."""

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 
 from kmdb import schema
 from kmdb.db import insert_ignore
-from kmdb.errors import KmdbError, SourceError
+from kmdb.errors import SourceError
 from kmdb.settings import Settings
 from kmdb.source import Source
 
@@ -75,17 +75,6 @@ def progress(conn: Connection) -> dict[int, tuple[int, int]]:
         .group_by(p.c.revision)
     )
     return {revision: (int(lines), int(size)) for revision, lines, size in conn.execute(query)}
-
-
-def part_row(engine: Engine, revision: int, part: int) -> dict:
-    p = schema.revision_parts
-    with engine.connect() as conn:
-        row = conn.execute(select(p).where(p.c.revision == revision, p.c.part == part)).first()
-    if row is None:
-        raise KmdbError(
-            f"Revision {revision} has no part {part}; run kmdb-import to plan it again."
-        )
-    return dict(row._mapping)
 
 
 def set_part(engine: Engine, revision: int, part: int, **values: object) -> None:
