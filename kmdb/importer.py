@@ -590,8 +590,8 @@ def _scan(
 class _Stream:
     """The parts of a job as one stream of chunks of lines, a chunk spanning parts if they are small.
 
-    Each part is started (its lock taken, marked running) when the stream reaches it,
-    and ends with a segment of no lines that marks it done in its chunk's transaction.
+    The parts are started together (their locks taken, marked running); each ends
+    with a segment of no lines that marks it done in its chunk's transaction.
     """
 
     def __init__(
@@ -611,6 +611,7 @@ class _Stream:
         self.running: dict[tuple[int, int], Part] = {}  # started, not yet committed done
         self.failures: list[str] = []
         self.already_done: set[int] = set()  # revisions of parts found done
+        self.reached: set[tuple[int, int]] = set()  # parts the stream has begun to read
 
     def _start(self) -> list[Part]:
         """Take the parts' locks, and mark those not done yet running, in one transaction."""
@@ -660,12 +661,11 @@ class _Stream:
     def chunks(self, size: int) -> Iterator[list[Segment]]:
         """Chunks of about `size` lines (smaller at the start and near the end)."""
         parts = self._start()
-        ends = [part.end_byte for part in parts]
         left = [
-            ((p.revision, p.bytes_done, p.end_byte), (p.end_byte or 0) - p.bytes_done)
-            for p in parts
+            ((p.revision, p.bytes_done, p.end_byte), _rest(p.bytes_done, p.end_byte)) for p in parts
         ]
-        sizes = batch_sizes(size, sum(rest for _, rest in left) if None not in ends else None)
+        known = [rest for _, rest in left if rest is not None]
+        sizes = batch_sizes(size, sum(known) if len(known) == len(left) else None)
         with ReadAhead(self.source, left) as self.reader:
             chunk: list[Segment] = []
             lines = read = read_lines = 0
@@ -677,6 +677,7 @@ class _Stream:
             for part in parts:
                 revision, number = part.revision, part.part
                 offset = end = part.bytes_done
+                self.reached.add((revision, number))
                 try:
                     pieces = self.reader.chunks(revision, part.bytes_done, part.end_byte)
                     for first, raws, end in line_batches(
@@ -693,6 +694,8 @@ class _Stream:
                             target = sizes(read, read_lines)
                 except Exception as exc:
                     if not _can_go_on(exc) or len(self.parts) == 1:
+                        if chunk:  # what was read before goes in first
+                            yield chunk
                         raise
                     self.fail(part, exc)
                     self.failures.append(f"revision {revision} (part {number}): {exc}")
@@ -702,6 +705,18 @@ class _Stream:
             if chunk:
                 yield chunk
 
+    def stop(self, exc: BaseException, status: str) -> None:
+        """Mark the parts still running failed (or stopped); those never reached pending again."""
+        reached = {r for r, _ in self.reached}
+        for unit, part in list(self.running.items()):
+            if unit in self.reached:
+                self.fail(part, exc, status)
+            else:
+                self.running.pop(unit)
+                set_part(self.engine, part.revision, part.part, status="pending", error=None)
+                if part.revision not in reached:
+                    _set_status(self.engine, part.revision, status="pending", error=None)
+
     def fail(self, part: Part, exc: BaseException, status: str = "failed") -> None:
         """Mark a part that stops here failed (or stopped); what it committed stays."""
         self.running.pop((part.revision, part.part), None)
@@ -709,6 +724,10 @@ class _Stream:
         set_part(self.engine, part.revision, part.part, status=status, error=error)
         _set_status(self.engine, part.revision, status=status, error=error)
         sum_parts(self.engine, part.revision)
+
+
+def _rest(done: int, end: int | None) -> int | None:
+    return None if end is None else max(0, end - done)
 
 
 def _pipeline(
@@ -744,7 +763,7 @@ def _pipeline(
             prepared = importer.prepare(segments)
             try:
                 finish()
-                _check_stop(segments[0].part.revision, segments[0].first - 1)
+                _check_stop(segments[-1].part.revision, segments[-1].part.lines_done)
             except BaseException:
                 for staged in prepared.staged:
                     staged.discard()
@@ -792,12 +811,10 @@ def import_parts(
         except ConcurrentImport:
             raise
         except Stopped as exc:
-            for part in list(stream.running.values()):
-                stream.fail(part, exc, status="stopped")
+            stream.stop(exc, "stopped")
             raise
         except Exception as exc:
-            for part in list(stream.running.values()):
-                stream.fail(part, exc)
+            stream.stop(exc, "failed")
             raise
         sum_parts(engine, *stream.already_done)
     for revision, rejected in sorted(importer.rejected.items()):

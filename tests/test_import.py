@@ -595,3 +595,60 @@ def test_a_scan_leaves_its_sightings_when_another_merge_runs(
     import_revision(engine, source, 1, settings)
     assert {e[2] for e in dump(engine).events} == {"anon"}
     engine.dispose()
+
+
+def _part_statuses(engine: Engine) -> dict[int, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(text("SELECT revision, status FROM revision_parts")).all())
+
+
+def test_small_files_share_chunks_and_a_missing_one_does_not_stop_the_others(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 2_000, seed=6, lines_per_revision=400)
+    settings = settings.replace(batch_size=1_000)
+    source = LocalSource(str(folder))
+    create_schema(engine)
+    parts = [(n, 0) for n in range(1, 6)]
+    importer.scan_revisions(engine, source, [n for n, _ in parts], settings)
+    settle(engine, before_import=True)
+    (folder / "revisions" / "3.json").rename(tmp_path / "3.json")
+    chunks: list[int] = []
+    with pytest.raises(importer.Unreadable, match=r"1 of 5 parts could not be read: revision 3"):
+        importer.import_parts(
+            engine, source, parts, settings, on_chunk=lambda c: chunks.append(c.lines)
+        )
+    assert _part_statuses(engine) == {1: "done", 2: "done", 3: "failed", 4: "done", 5: "done"}
+    # Four files of 400 lines went in, in chunks that span files.
+    assert sum(chunks) == 1_600 and max(chunks) > 400
+    (tmp_path / "3.json").rename(folder / "revisions" / "3.json")
+    importer.import_parts(engine, source, parts, settings)
+    settle(engine)
+    assert_same(dump(engine), expected(read_export(folder)))
+
+
+def test_a_job_that_fails_leaves_the_files_it_did_not_reach_pending(
+    engine: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 1_200, seed=7, lines_per_revision=400)
+    monkeypatch.setattr("kmdb.source.READ_AHEAD_SPAN", 0)  # streamed: the failure comes in order
+    settings = settings.replace(batch_size=100)
+    create_schema(engine)
+    importer.scan_revisions(engine, LocalSource(str(folder)), [1, 2, 3], settings)
+
+    class BrokenSecond(LocalSource):
+        def chunks(self, revision: int, offset: int = 0, end: int | None = None):
+            if revision == 2:
+                raise Interrupted("the disk went away")
+            yield from super().chunks(revision, offset, end)
+
+    with pytest.raises(Interrupted):
+        importer.import_parts(engine, BrokenSecond(str(folder)), [(1, 0), (2, 0), (3, 0)], settings)
+    assert _part_statuses(engine) == {1: "done", 2: "failed", 3: "pending"}
+    with engine.connect() as conn:
+        revisions = dict(conn.execute(text("SELECT number, status FROM revisions")).all())
+    assert revisions == {1: "done", 2: "failed", 3: "pending"}
+    run_import(engine, folder, settings)
+    assert_same(dump(engine), expected(read_export(folder)))
