@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
 from kmdb import filters as filters_module
 from kmdb import schema
@@ -310,8 +310,8 @@ class Importer:
         self.rejected[revision] = seen + 1
         rejected.append((revision, line_no, why.reason, why.text[:REJECTED_TEXT_CHARS]))
 
-    def scan(self, revision: int, numbered: list[tuple[int, bytes]]) -> int:
-        """First pass: record the alias lines among numbered lines as sightings (idempotent)."""
+    def sightings(self, revision: int, numbered: list[tuple[int, bytes]]) -> list[tuple]:
+        """First pass: the alias lines among numbered lines, as alias_sightings rows."""
         sightings = []
         for line_no, raw in numbered:
             parsed = parse_fields(raw)
@@ -321,8 +321,10 @@ class Importer:
             pair = alias_pair(kept[2], kept[4]) if kept is not None else None
             if pair is not None:
                 sightings.append((revision, line_no, pair[0], pair[1], timestamp(kept[1])))
-        if not sightings:
-            return 0
+        return sightings
+
+    def write_sightings(self, sightings: list[tuple], then: Callable[[Connection], None]) -> None:
+        """Record sightings (idempotent) and run then, in one transaction."""
         # Their names are interned when they are merged into aliases, in one statement.
         table, columns = TABLES["alias_sightings"]
         staged = stage_rows(self.engine, table, columns, sightings, self.settings.tmp_dir)
@@ -331,12 +333,12 @@ class Importer:
             with self.engine.begin() as conn:
                 # A scan run again after a crash meets its own earlier lines: keep those.
                 load_staged(conn, staged, ignore_duplicates=True)
+                then(conn)
 
         try:
             retrying(write)
         finally:
             staged.discard()
-        return len(sightings)
 
     def _parse(self, segment: Segment, rejected: list[tuple]) -> list[tuple[int, tuple]]:
         records: list[tuple[int, tuple]] = []
@@ -506,26 +508,51 @@ def scan_revisions(engine: Engine, source: Source, revisions: list[int], setting
 
     Returns how many alias lines it recorded.
     """
-    found = 0
-    failures: list[str] = []
-    importer: Importer | None = None
     states = revision_states(engine, revisions)
-    spans = [((n, 0, None), states[n]["size"]) for n in revisions if not states[n]["scanned"]]
-    with LockSet(engine) as locks, ReadAhead(source, spans) as reader:
-        for revision in revisions:
-            if states[revision]["scanned"]:
-                continue
+    todo = [n for n in revisions if not states[n]["scanned"]]
+    failures: list[str] = []
+    found = 0
+    with LockSet(engine) as locks:
+        for revision in todo:
             locks.take(f"revision:{revision}")
-            if revision_state(engine, revision)["scanned"]:  # another worker did it meanwhile
-                continue
-            importer = importer or Importer(engine, settings)
-            try:
-                found += _scan(engine, source, reader, revision, settings, importer)
-            except Exception as exc:
-                _set_status(engine, revision, status="failed", error=_error_text(exc))
-                if len(revisions) == 1 or not _can_go_on(exc):
-                    raise
-                failures.append(f"revision {revision}: {exc}")
+        if todo:  # another worker may have scanned some while we waited
+            states = revision_states(engine, todo)
+            todo = [n for n in todo if not states[n]["scanned"]]
+        if not todo:
+            return 0
+        importer = Importer(engine, settings)
+        # Small files' sightings and marks wait to be written together, a batch at a time.
+        waiting: list[tuple] = []
+        marks: list[_Scanned] = []
+
+        def flush() -> None:
+            def mark_all(conn: Connection) -> None:
+                for mark in marks:
+                    mark(conn)
+
+            if marks:
+                importer.write_sightings(waiting, mark_all)
+            waiting.clear()
+            marks.clear()
+
+        spans = [((n, 0, None), states[n]["size"]) for n in todo]
+        with ReadAhead(source, spans) as reader:
+            for revision in todo:
+                try:
+                    sightings, mark = _scan(engine, source, reader, revision, settings, importer)
+                except Exception as exc:
+                    _set_status(engine, revision, status="failed", error=_error_text(exc))
+                    if len(revisions) == 1 or not _can_go_on(exc):
+                        flush()  # the files read before it stay scanned
+                        raise
+                    failures.append(f"revision {revision}: {exc}")
+                    continue
+                found += mark.found
+                waiting += sightings
+                marks.append(mark)
+                if len(waiting) >= settings.batch_size:
+                    flush()
+            flush()
     if found:
         merge_sightings(engine, settings.tmp_dir, at_least=SCAN_MERGE_MIN)
     if failures:
@@ -542,35 +569,23 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
 
 
-def _scan(
-    engine: Engine,
-    source: Source,
-    reader: ReadAhead,
-    revision: int,
-    settings: Settings,
-    importer: Importer,
-) -> int:
-    parts = plan_parts(engine, source, revision, settings)
-    starts = LineStarts([part["first_byte"] for part in parts])
-    found = 0
-    batch: list[tuple[int, bytes]] = []
-    chunks = starts.wrap(reader.chunks(revision))
-    for numbered in matching_lines(chunks, *_MAY_BE_ALIAS):
-        batch.append(numbered)
-        if len(batch) >= settings.batch_size:
-            found += importer.scan(revision, batch)
-            _check_stop(revision, batch[-1][0])
-            batch = []
-    if batch:
-        found += importer.scan(revision, batch)
-    p = schema.revision_parts
-    ends = [starts.starts[part["first_byte"]][0] for part in parts[1:]] + [starts.size]
-    with engine.begin() as conn:
-        for part, end in zip(parts, ends, strict=True):
+@dataclass
+class _Scanned:
+    """What marks a revision scanned: where its parts start and end, and its alias count."""
+
+    revision: int
+    parts: list[dict]
+    starts: LineStarts
+    found: int
+
+    def __call__(self, conn: Connection) -> None:
+        p, starts = schema.revision_parts, self.starts
+        ends = [starts.starts[part["first_byte"]][0] for part in self.parts[1:]] + [starts.size]
+        for part, end in zip(self.parts, ends, strict=True):
             start_byte, start_line = starts.starts[part["first_byte"]]
             conn.execute(
                 update(p)
-                .where(p.c.revision == revision, p.c.part == part["part"])
+                .where(p.c.revision == self.revision, p.c.part == part["part"])
                 .values(
                     start_byte=start_byte,
                     start_line=start_line,
@@ -581,10 +596,41 @@ def _scan(
             )
         conn.execute(
             update(schema.revisions)
-            .where(schema.revisions.c.number == revision)
-            .values(scanned=True, aliases=found, size=starts.size)
+            .where(schema.revisions.c.number == self.revision)
+            .values(scanned=True, aliases=self.found, size=starts.size)
         )
-    return found
+
+
+def _scan(
+    engine: Engine,
+    source: Source,
+    reader: ReadAhead,
+    revision: int,
+    settings: Settings,
+    importer: Importer,
+) -> tuple[list[tuple], _Scanned]:
+    """Read a revision for its alias lines; return those not written yet, and its mark.
+
+    A big file's sightings are written as they come, a batch at a time, so that
+    memory stays bounded; the rest wait for the caller, with the mark.
+    """
+    parts = plan_parts(engine, source, revision, settings)
+    starts = LineStarts([part["first_byte"] for part in parts])
+    found = 0
+    batch: list[tuple[int, bytes]] = []
+    sightings: list[tuple] = []
+    for numbered in matching_lines(starts.wrap(reader.chunks(revision)), *_MAY_BE_ALIAS):
+        batch.append(numbered)
+        if len(batch) >= settings.batch_size:
+            sightings += importer.sightings(revision, batch)
+            _check_stop(revision, batch[-1][0])
+            batch = []
+            if len(sightings) >= settings.batch_size:
+                importer.write_sightings(sightings, lambda conn: None)
+                found += len(sightings)
+                sightings = []
+    sightings += importer.sightings(revision, batch)
+    return sightings, _Scanned(revision, parts, starts, found + len(sightings))
 
 
 class _Stream:
