@@ -41,7 +41,7 @@ from kmdb.load import (
 )
 from kmdb.locks import LockSet
 from kmdb.parse import Record, Rejection, parse_fields
-from kmdb.parts import now, plan_parts, set_part, sum_parts
+from kmdb.parts import now, plan_parts, planned_parts, set_part, sum_parts
 from kmdb.people import merge_sightings
 from kmdb.settings import Settings
 from kmdb.source import (
@@ -535,11 +535,13 @@ def scan_revisions(engine: Engine, source: Source, revisions: list[int], setting
             waiting.clear()
             marks.clear()
 
+        planned = planned_parts(engine, todo)
         spans = [((n, 0, None), states[n]["size"]) for n in todo]
         with ReadAhead(source, spans) as reader:
             for revision in todo:
                 try:
-                    sightings, mark = _scan(engine, source, reader, revision, settings, importer)
+                    parts = planned.get(revision) or plan_parts(engine, source, revision, settings)
+                    sightings, mark = _scan(reader, revision, parts, settings, importer)
                 except Exception as exc:
                     _set_status(engine, revision, status="failed", error=_error_text(exc))
                     if len(revisions) == 1 or not _can_go_on(exc):
@@ -602,19 +604,13 @@ class _Scanned:
 
 
 def _scan(
-    engine: Engine,
-    source: Source,
-    reader: ReadAhead,
-    revision: int,
-    settings: Settings,
-    importer: Importer,
+    reader: ReadAhead, revision: int, parts: list[dict], settings: Settings, importer: Importer
 ) -> tuple[list[tuple], _Scanned]:
     """Read a revision for its alias lines; return those not written yet, and its mark.
 
     A big file's sightings are written as they come, a batch at a time, so that
     memory stays bounded; the rest wait for the caller, with the mark.
     """
-    parts = plan_parts(engine, source, revision, settings)
     starts = LineStarts([part["first_byte"] for part in parts])
     found = 0
     batch: list[tuple[int, bytes]] = []

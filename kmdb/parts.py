@@ -43,6 +43,17 @@ def save_plans(engine: Engine, parts: list[dict]) -> None:
             conn.execute(insert_ignore(schema.revision_parts), parts)
 
 
+def planned_parts(engine: Engine, revisions: list[int]) -> dict[int, list[dict]]:
+    """The planned parts of each of revisions that has a plan, in order."""
+    p = schema.revision_parts
+    query = select(p).where(p.c.revision.in_(revisions)).order_by(p.c.revision, p.c.part)
+    found: dict[int, list[dict]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            found.setdefault(row.revision, []).append(dict(row._mapping))
+    return found
+
+
 def plan_parts(engine: Engine, source: Source, revision: int, settings: Settings) -> list[dict]:
     """The revision's parts, planned once from the file's size and KMDB_PART_SIZE.
 
