@@ -212,8 +212,9 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
     if enqueued:
         click.echo(f"Enqueued {len(enqueued)} revisions ({_ranges(enqueued)}) on {where}:")
         click.echo(
-            f"a scan for aliases, a settle step, {plan.parts} import jobs (parts of at most "
-            f"{settings.part_size:,} bytes) and a final settle."
+            f"{_jobs(plan.scans, 'scan')} for aliases, a settle step, {_jobs(plan.parts, 'import')} "
+            f"(small files share a job, big ones are cut in parts; at most "
+            f"{settings.part_size:,} bytes each) and a final settle."
         )
     if active:
         click.echo(f"Already queued or running: {len(active)} revisions ({_ranges(active)}).")
@@ -230,6 +231,10 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
         click.echo("All jobs done.")
     elif enqueued:
         click.echo("Run kmdb-work (or kmdb-pool) to import them.")
+
+
+def _jobs(count: int, kind: str) -> str:
+    return f"{count} {kind} job" + ("" if count == 1 else "s")
 
 
 def _ranges(numbers: list[int]) -> str:

@@ -63,7 +63,8 @@ class Plan:
     active: list[int] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
     settle: Job | None = None
-    parts: int = 0  # import jobs enqueued, one per part of a revision
+    parts: int = 0  # import jobs enqueued (a part of a big revision, or small revisions)
+    scans: int = 0  # scan jobs enqueued
 
 
 def job_id(settings: Settings, kind: str, revision: int, part: int | None = None) -> str:
@@ -343,6 +344,7 @@ def _enqueue_import(
     )
     plan.enqueued = todo
     plan.parts = len(imports)
+    plan.scans = len(scans)
     return plan
 
 
