@@ -247,20 +247,15 @@ class Part:
             row["properties_done"],
         )
 
-    @property
-    def lock(self) -> str:
-        return f"revision:{self.revision}:part:{self.part}"
-
 
 @dataclass
 class Segment:
-    """Consecutive lines of one part, within a chunk."""
+    """Consecutive lines of one part, within a chunk; no lines: the part ends here."""
 
     part: Part
     first: int  # number of the first line
     raws: list[bytes]
     end_offset: int  # byte offset after the last line
-    last: bool  # the part ends here
 
 
 @dataclass
@@ -392,7 +387,8 @@ class Importer:
                 rejected=rejections,
                 bytes=end - part.bytes_done,
             )
-            moves.append(Move(part, part.lines_done, last, end, seq, counts, segment.last))
+            finished = not segment.raws
+            moves.append(Move(part, part.lines_done, last, end, seq, counts, finished))
             part.lines_done, part.bytes_done, part.properties_done = last, end, seq
         total = Counts()
         for move in moves:
@@ -725,7 +721,7 @@ class _Stream:
                     for first, raws, end in line_batches(
                         pieces, room, part.bytes_done, part.lines_done
                     ):
-                        chunk.append(Segment(part, first, raws, end, last=False))
+                        chunk.append(Segment(part, first, raws, end))
                         lines += len(raws)
                         if lines >= target:
                             read += end - offset
@@ -743,7 +739,7 @@ class _Stream:
                     self.failures.append(f"revision {revision} (part {number}): {exc}")
                     continue
                 read += end - offset
-                chunk.append(Segment(part, 0, [], 0, last=True))
+                chunk.append(Segment(part, 0, [], 0))  # the part's end
             if chunk:
                 yield chunk
 
