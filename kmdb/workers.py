@@ -84,6 +84,17 @@ class KmdbWorker(SimpleWorker):
         self.failed_job_count += 1
         super().handle_job_failure(job, queue, *args, **kwargs)
 
+    def unsubscribe(self) -> None:
+        # RQ sends UNSUBSCRIBE and only then stops its listener thread, which waits
+        # for messages 60 s at a time. When the reply woke the thread first, it went
+        # back to waiting, and RQ's join gave up on it only after a second: a third
+        # of the burst runs that found the queue empty took that second, so a worker
+        # took the imports late after the settle, or quit late after the last job.
+        # Stopped first, the thread leaves as soon as the reply wakes it.
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+        super().unsubscribe()
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # SimpleWorker's own is the job's timeout (a day): a killed worker would
         # look alive that long. The heartbeat thread renews this one.

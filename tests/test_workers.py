@@ -254,3 +254,33 @@ def test_a_worker_renews_its_heartbeat_while_a_long_job_runs(redis_queue: str) -
     assert len(beats) >= 2
     # While the job ran, its worker's key was kept with a short time to live.
     assert worker.get_heartbeat_ttl(q.fetch_job(q.finished_job_registry.get_job_ids()[0])) < 120
+
+
+def test_a_burst_worker_that_finds_no_job_quits_without_waiting_for_its_listener(
+    redis_queue: str,
+) -> None:
+    # RQ's teardown sent UNSUBSCRIBE before stopping its pubsub thread: when the reply
+    # woke the thread first, it went back to a 60 s wait and the join gave up only
+    # after a second. Here the thread is made to see the reply before the stop every
+    # time; stopped first, it is gone by the end of the teardown.
+    redis = Redis.from_url(REDIS_URL)
+    q = Queue(redis_queue, connection=redis)
+
+    class ReplyFirst(KmdbWorker):
+        def subscribe(self) -> None:
+            super().subscribe()
+            send = self.pubsub.unsubscribe
+
+            def unsubscribe_then_let_the_reply_arrive(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+                sent = send(*args, **kwargs)
+                time.sleep(0.05)
+                return sent
+
+            self.pubsub.unsubscribe = unsubscribe_then_let_the_reply_arrive
+
+    for _ in range(3):
+        worker = ReplyFirst([q], connection=redis)
+        started = time.monotonic()
+        worker.work(burst=True)
+        assert not worker.pubsub_thread.is_alive()
+        assert time.monotonic() - started < 0.9
