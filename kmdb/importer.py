@@ -509,7 +509,9 @@ def scan_revisions(engine: Engine, source: Source, revisions: list[int], setting
     failures: list[str] = []
     found = 0
     with LockSet(engine) as locks:
-        for revision in todo:
+        # The first revision's lock even if another job scanned it: it tells other
+        # workers that this job is alive (schedule.is_dead).
+        for revision in dict.fromkeys([*revisions[:1], *todo]):
             locks.take(f"revision:{revision}")
         if todo:  # another worker may have scanned some while we waited
             states = revision_states(engine, todo)
@@ -551,8 +553,10 @@ def scan_revisions(engine: Engine, source: Source, revisions: list[int], setting
                 if len(waiting) >= settings.batch_size:
                     flush()
             flush()
-    if found:
-        merge_sightings(engine, settings.tmp_dir, at_least=SCAN_MERGE_MIN)
+        if found:
+            # Still under the locks: other workers tell a live job from a dead one by
+            # its first lock (schedule.is_dead), and a big file's merge takes seconds.
+            merge_sightings(engine, settings.tmp_dir, at_least=SCAN_MERGE_MIN)
     if failures:
         raise _failed(failures, len(revisions), "revisions")
     return found
@@ -831,18 +835,25 @@ def import_parts(
     unscanned = [n for n in revisions if states[n]["status"] != "done" and not states[n]["scanned"]]
     failures: list[str] = []
     planned = len(parts)
-    for revision in unscanned:
-        try:
-            scan_revision(engine, source, revision, settings)
-        except Exception as exc:
-            if len(parts) == 1 or not _can_go_on(exc):
-                raise
-            failures.append(f"revision {revision}: {exc}")
-    if unscanned:
-        states = revision_states(engine, revisions)
-        parts = [(r, p) for r, p in parts if states[r]["scanned"] or states[r]["status"] == "done"]
     importer = Importer(engine, settings)
     with LockSet(engine) as locks:
+        # Held from here to the end (the stream takes it again): other workers tell a
+        # live job from a dead one by its first lock (schedule.is_dead), and scanning
+        # a big revision first takes long.
+        if parts:
+            locks.take(f"revision:{parts[0][0]}:part:{parts[0][1]}")
+        for revision in unscanned:
+            try:
+                scan_revision(engine, source, revision, settings)
+            except Exception as exc:
+                if len(parts) == 1 or not _can_go_on(exc):
+                    raise
+                failures.append(f"revision {revision}: {exc}")
+        if unscanned:
+            states = revision_states(engine, revisions)
+            parts = [
+                (r, p) for r, p in parts if states[r]["scanned"] or states[r]["status"] == "done"
+            ]
         stream = _Stream(importer, source, parts, locks, states)
         try:
             _pipeline(stream, settings, on_chunk)

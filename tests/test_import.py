@@ -658,3 +658,65 @@ def test_a_job_that_fails_leaves_the_files_it_did_not_reach_pending(
     assert revisions == {1: "done", 2: "failed", 3: "pending"}
     run_import(engine, folder, settings)
     assert_same(dump(engine), expected(read_export(folder)))
+
+
+def test_a_scan_holds_its_revision_lock_while_it_merges(
+    mysql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Other workers call a started job dead when its first lock is free (schedule.is_dead);
+    # a big file's merge takes seconds, and merging after the locks were let go had a
+    # waiting worker plan a live scan's graph again.
+    monkeypatch.setattr(importer, "SCAN_MERGE_MIN", 1)
+    from kmdb.db import make_engine
+    from kmdb.locks import is_held
+
+    settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
+    engine = make_engine(settings)
+    create_schema(engine)
+    folder = tmp_path / "export"
+    write_export(folder, {7: [line(_p="anon", _p2="bob@x", _t=5), line(_n="a", _p="anon", _t=6)]})
+    seen: list[bool | None] = []
+    merge = importer.merge_sightings
+
+    def merge_and_look(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(is_held(engine, "revision:7"))
+        return merge(*args, **kwargs)
+
+    monkeypatch.setattr(importer, "merge_sightings", merge_and_look)
+    assert scan_revision(engine, LocalSource(folder), 7, settings) == 1
+    assert seen == [True]
+    assert is_held(engine, "revision:7") is False
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM aliases")).scalar() == 1
+    engine.dispose()
+
+
+def test_an_import_that_scans_first_holds_its_first_lock_meanwhile(
+    mysql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An import job scans a revision its scan job did not (one that failed, say); on a
+    # big file that takes long, and with its first lock free meanwhile it looked dead.
+    from kmdb.db import make_engine
+    from kmdb.locks import is_held
+    from kmdb.parts import plan_parts
+
+    settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
+    engine = make_engine(settings)
+    create_schema(engine)
+    folder = tmp_path / "export"
+    write_export(folder, {4: [line(_p="anon", _p2="bob@x", _t=5), line(_n="a", _p="anon", _t=6)]})
+    source = LocalSource(folder)
+    [part] = plan_parts(engine, source, 4, settings)
+    seen: list[bool | None] = []
+    scan = importer.scan_revision
+
+    def scan_and_look(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(is_held(engine, f"revision:4:part:{part['part']}"))
+        return scan(*args, **kwargs)
+
+    monkeypatch.setattr(importer, "scan_revision", scan_and_look)
+    counts = importer.import_part(engine, source, 4, part["part"], settings)
+    assert seen == [True]
+    assert counts.events == 1
+    assert is_held(engine, f"revision:4:part:{part['part']}") is False
+    engine.dispose()
