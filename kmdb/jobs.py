@@ -6,11 +6,13 @@ rest), so every worker of a pool must be started with the same settings.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from rq import get_current_job
 from sqlalchemy import Engine
 
 from kmdb import settings as settings_module
@@ -23,7 +25,9 @@ from kmdb.importer import (
     scan_revisions,
 )
 from kmdb.load import is_transient
+from kmdb.locks import LockSet
 from kmdb.people import Settled, settle
+from kmdb.schedule import lock_of
 from kmdb.source import open_source
 
 log = logging.getLogger(__name__)
@@ -56,8 +60,33 @@ def _retrying(action: Callable[[], T]) -> T:
             if delay is None or not is_transient(exc):
                 raise
             log.warning("Transient failure (%s); trying again in %s s", exc, delay)
-            time.sleep(delay)
+            _wait_alive(delay)
     raise AssertionError("unreachable")
+
+
+def _wait_alive(seconds: float) -> None:
+    """Sleep between attempts holding the job's first lock, where the database allows.
+
+    The attempt that failed let go of its locks, and other workers call a started
+    job whose first lock stays free dead (schedule.is_dead): they would plan it
+    again while it waits, and its next attempt would then meet the new job's work.
+    """
+    job = get_current_job()
+    what = lock_of(job) if job is not None else None
+    locks = None
+    if what is not None:
+        engine, _settings = _engine()
+        locks = LockSet(engine)
+        try:
+            locks.take(what, wait=0)
+        except Exception as exc:  # the database may be what failed; or another job holds it
+            log.debug("Waiting without the lock %s: %s", what, exc)
+    try:
+        time.sleep(seconds)
+    finally:
+        if locks is not None:
+            with contextlib.suppress(Exception):
+                locks.close()
 
 
 def _import_result(counts: Counts) -> dict[str, object]:

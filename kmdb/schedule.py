@@ -90,8 +90,9 @@ def _parts_of(job: Job) -> list[tuple[int, int | None]]:
     return [(meta.get("revision"), meta.get("part"))]
 
 
-def _lock_of(job: Job) -> str | None:
-    # A job holds the lock of its first revision or part from its start to its end.
+def lock_of(job: Job) -> str | None:
+    """The lock a live job holds from its start to its end: its first revision's or
+    part's (a settle's is the settle lock); None for jobs that are not kmdb's."""
     kind = (job.meta or {}).get("kmdb")
     if kind == "import":
         revision, part = _parts_of(job)[0]
@@ -132,7 +133,7 @@ def is_dead(job: Job, engine: Engine, redis: Redis) -> bool:
         started = started.replace(tzinfo=None)
         if dt.datetime.now(dt.UTC).replace(tzinfo=None) - started < GRACE:
             return False
-    lock = _lock_of(job)
+    lock = lock_of(job)
     held = is_held(engine, lock) if lock else None
     if held is not None:
         if held:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import boto3
+import pytest
 from redis import Redis
 from rq import Queue
 from rq.job import Job
@@ -284,3 +286,54 @@ def test_a_burst_worker_that_finds_no_job_quits_without_waiting_for_its_listener
         worker.work(burst=True)
         assert not worker.pubsub_thread.is_alive()
         assert time.monotonic() - started < 0.9
+
+
+FIRST_ATTEMPT_FAILED = threading.Event()
+
+
+def flaky_job() -> str:
+    """A job whose first attempt loses the database (retried after jobs.BACKOFF)."""
+    from kmdb import jobs
+    from kmdb.errors import DatabaseUnavailable
+
+    def attempt() -> str:
+        if not FIRST_ATTEMPT_FAILED.is_set():
+            FIRST_ATTEMPT_FAILED.set()
+            raise DatabaseUnavailable("lost the database for a moment")
+        return "done"
+
+    return jobs._retrying(attempt)
+
+
+def test_a_job_waiting_to_retry_keeps_its_lock_so_that_it_does_not_look_dead(
+    mysql_url: str, redis_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Other workers call a started job dead when its first lock is free; the attempt
+    # that failed let go of its locks, so the job holds its first one while it waits.
+    from kmdb import jobs
+    from kmdb.locks import is_held
+    from kmdb.people import SETTLE_LOCK
+
+    monkeypatch.setenv("DATABASE_URL", mysql_url)
+    monkeypatch.setattr(jobs, "BACKOFF", (1.5,))
+    FIRST_ATTEMPT_FAILED.clear()
+    engine = create_engine(mysql_url)
+    redis = Redis.from_url(REDIS_URL)
+    q = Queue(redis_queue, connection=redis)
+    job = q.enqueue(flaky_job, meta={"kmdb": "settle"})
+    seen: list[bool | None] = []
+
+    def look_while_it_waits() -> None:
+        if FIRST_ATTEMPT_FAILED.wait(30):
+            time.sleep(0.5)
+            seen.append(is_held(engine, SETTLE_LOCK))
+
+    looking = threading.Thread(target=look_while_it_waits)
+    looking.start()
+    KmdbWorker([q], connection=redis).work(burst=True)
+    looking.join(timeout=30)
+    assert job.get_status(refresh=True) == "finished"
+    assert job.return_value() == "done"
+    assert seen == [True]
+    assert is_held(engine, SETTLE_LOCK) is False
+    engine.dispose()
