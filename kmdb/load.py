@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -259,6 +260,34 @@ def stage_rows(
             out.write("".join(map(_LINE_FORMATS.get(table.name, _tsv_line), rows)))
     staged.rows = []
     return staged
+
+
+# The names stage_rows gives its files; a file of a process killed in the middle of
+# a chunk stays behind, and one older than an hour is such a leftover (a chunk's
+# file lives for the seconds its load takes).
+_LOAD_FILE = re.compile(r"kmdb-[a-z_]+-\d+-[0-9a-f]{32}\.tsv")
+STALE_AFTER = 3600.0
+
+
+def remove_stale_load_files(tmp_dir: str | None) -> int:
+    """Delete load files that killed processes left in the staging folder; return how many."""
+    folder = tmp_dir or tempfile.gettempdir()
+    cutoff = time.time() - STALE_AFTER
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not _LOAD_FILE.fullmatch(entry.name):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+    if removed:
+        log.info("Removed %s load files that killed processes left in %s.", removed, folder)
+    return removed
 
 
 def load_staged(conn: Connection, staged: Staged, ignore_duplicates: bool = False) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, func, select
 from kmdb import indexes, schema
 from kmdb.db import create_schema
 from kmdb.importer import MAX_REVISION, Counts, import_revision, scan_revision
+from kmdb.load import remove_stale_load_files
 from kmdb.people import settle
 from kmdb.settings import Settings
 from kmdb.source import Source, find_new
@@ -101,6 +102,7 @@ def import_inline(
     """Import the revisions in this process, then settle identities: the jobs' code, no Redis."""
     started = time.perf_counter()
     create_schema(engine)
+    remove_stale_load_files(settings.tmp_dir)
     total = Counts()
     # The same passes as the RQ jobs: scan every file for aliases, settle people,
     # import, and settle again for anything that moved meanwhile.

@@ -14,7 +14,7 @@ from rq.worker import WorkerStatus
 from kmdb import queues
 from kmdb.db import make_engine
 from kmdb.importer import STOP
-from kmdb.load import is_transient
+from kmdb.load import is_transient, remove_stale_load_files
 from kmdb.schedule import pending, replan_dead
 from kmdb.settings import Settings
 
@@ -133,6 +133,7 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
     redis = queues.connect(settings)
     q = queues.queue(settings, redis)
     warm_up()
+    remove_stale_load_files(settings.tmp_dir)
     if not burst:
         worker = KmdbWorker([q], connection=redis)
         worker.work()

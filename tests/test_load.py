@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from kmdb import schema
 from kmdb.db import create_schema, make_engine
-from kmdb.load import Interner, load_staged, stage_rows
+from kmdb.load import Interner, load_staged, remove_stale_load_files, stage_rows
 from kmdb.settings import Settings
 
 
@@ -45,7 +47,7 @@ def test_concurrent_interning_agrees(engine: Engine) -> None:
 
 def test_staged_files_are_removed_and_rows_arrive(engine: Engine, tmp_path: Path) -> None:
     create_schema(engine)
-    rows = [(1, "ab\tc", "n\\N", "x\ny", "2014-01-01 00:00:00")]
+    # A tab, a backslash before N (not NULL) and a NUL: what LOAD DATA must not misread.
     staged = stage_rows(
         engine,
         schema.alias_sightings,
@@ -53,16 +55,34 @@ def test_staged_files_are_removed_and_rows_arrive(engine: Engine, tmp_path: Path
         [(1, 1, "ab\tc", "n\\N\0", "2014-01-01 00:00:00")],
         str(tmp_path),
     )
+    if staged.path is not None:  # MySQL: the file LOAD DATA LOCAL reads
+        assert Path(staged.path).parent == tmp_path
+        assert Path(staged.path).is_file()
     with engine.begin() as conn:
         load_staged(conn, staged)
     staged.discard()
-    assert list((tmp_path / "load").glob("*")) == []
+    assert list(tmp_path.glob("kmdb-*.tsv")) == []
     with engine.connect() as conn:
         got = conn.execute(
             select(schema.alias_sightings.c.name1, schema.alias_sightings.c.name2)
         ).one()
     assert tuple(got) == ("ab\tc", "n\\N\0")
-    assert rows  # the literal above documents the awkward characters
+
+
+def test_load_files_that_killed_processes_left_are_removed(tmp_path: Path) -> None:
+    old = tmp_path / f"kmdb-properties-4242-{'a' * 32}.tsv"
+    fresh = tmp_path / f"kmdb-events-4243-{'b' * 32}.tsv"
+    not_ours = tmp_path / "kmdb-notes.tsv"
+    for path in (old, fresh, not_ours):
+        path.write_text("1\t2\n")
+    two_hours_ago = time.time() - 7200
+    for path in (old, not_ours):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    assert remove_stale_load_files(str(tmp_path)) == 1
+    assert not old.exists()
+    assert fresh.exists()  # a live process's chunk, in the middle of its load
+    assert not_ours.exists()
+    assert remove_stale_load_files(str(tmp_path / "missing")) == 0
 
 
 def test_load_data_local_sends_only_kmdbs_own_files(mysql_url: str, tmp_path: Path) -> None:
@@ -74,3 +94,22 @@ def test_load_data_local_sends_only_kmdbs_own_files(mysql_url: str, tmp_path: Pa
         conn.execute(text(f"LOAD DATA LOCAL INFILE '{foreign}' INTO TABLE alias_sightings"))
     with engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM alias_sightings")).scalar_one() == 0
+
+
+def test_an_inline_import_removes_the_load_files_that_a_killed_one_left(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from kmdb.run import import_inline
+    from kmdb.source import LocalSource
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    left = staging / f"kmdb-events-777-{'d' * 32}.tsv"
+    left.write_text("1\n")
+    os.utime(left, (time.time() - 7200, time.time() - 7200))
+    (tmp_path / "export" / "revisions").mkdir(parents=True)
+    settings = Settings(database_url=sqlite_url, tmp_dir=str(staging))
+    engine = make_engine(settings)
+    import_inline(engine, LocalSource(str(tmp_path / "export")), settings, [])
+    engine.dispose()
+    assert not left.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -337,3 +338,25 @@ def test_a_job_waiting_to_retry_keeps_its_lock_so_that_it_does_not_look_dead(
     assert seen == [True]
     assert is_held(engine, SETTLE_LOCK) is False
     engine.dispose()
+
+
+def test_a_worker_removes_the_load_files_that_a_killed_one_left(
+    mysql_url: str, redis_queue: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # A worker killed in the middle of a chunk leaves that chunk's LOAD DATA files in
+    # KMDB_TMP_DIR; the next worker to start removes those older than an hour.
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    left = staging / f"kmdb-properties-31337-{'c' * 32}.tsv"
+    left.write_text("1\t2\n")
+    long_ago = time.time() - 7200
+    os.utime(left, (long_ago, long_ago))
+    env = {
+        **cli_env,
+        "DATABASE_URL": mysql_url,
+        "KMDB_QUEUE": redis_queue,
+        "KMDB_TMP_DIR": str(staging),
+    }
+    run("kmdb-flush", env=env)
+    run("kmdb-work", "--burst", env=env)
+    assert not left.exists()
