@@ -106,24 +106,40 @@ def lock_of(job: Job) -> str | None:
 
 
 def groups(units: list, sizes: list[int | None], budget: int) -> list[list]:
-    """Consecutive units in groups of at most budget bytes; a unit of unknown or larger size alone.
+    """Consecutive units in groups of about budget bytes; a unit of unknown or larger size alone.
 
     Small revision files share a job (and its chunks and transactions): a job per
-    file of 2,000 lines spent more time in overhead than in importing.
+    file of 2,000 lines spent more time in overhead than in importing. A run of
+    small files is cut into as many groups as its size needs at budget bytes
+    each, all alike in size (a group may pass budget by less than one of its
+    files), so that no short job is left over and workers finish together.
     """
     grouped: list[list] = []
-    held = 0
+    run: list[tuple] = []
     for unit, size in zip(units, sizes, strict=True):
         if size is None or size >= budget:
+            grouped += _alike(run, budget)
+            run = []
             grouped.append([unit])
-            held = budget
-        elif grouped and held + size <= budget:
-            grouped[-1].append(unit)
-            held += size
         else:
-            grouped.append([unit])
-            held = size
-    return grouped
+            run.append((unit, size))
+    return grouped + _alike(run, budget)
+
+
+def _alike(run: list[tuple], budget: int) -> list[list]:
+    """(unit, size) pairs in consecutive groups of equal shares: a unit goes to the share
+    in which its middle byte falls."""
+    total = sum(size for _, size in run)
+    count = -(-total // budget)
+    if not count:
+        return [[unit for unit, _ in run]] if run else []  # empty files: one job for all
+    share = total / count
+    cut: list[list] = [[] for _ in range(count)]
+    before = 0
+    for unit, size in run:
+        cut[min(count - 1, int((before + size / 2) // share))].append(unit)
+        before += size
+    return [group for group in cut if group]
 
 
 def is_dead(job: Job, engine: Engine, redis: Redis) -> bool:
