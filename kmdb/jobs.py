@@ -68,8 +68,8 @@ def _wait_alive(seconds: float) -> None:
     """Sleep between attempts holding the job's first lock, where the database allows.
 
     The attempt that failed let go of its locks, and other workers call a started
-    job whose first lock stays free dead (schedule.is_dead): they would plan it
-    again while it waits, and its next attempt would then meet the new job's work.
+    job whose first lock stays free dead (schedule.is_dead): they would plan its
+    work again while it waits.
     """
     job = get_current_job()
     what = lock_of(job) if job is not None else None
