@@ -566,6 +566,22 @@ def test_a_small_scan_leaves_its_few_sightings_to_the_settle(
     assert_same(dump(engine), expected(read_export(folder)))
 
 
+def _one_alias_on_mariadb(
+    mysql_url: str, tmp_path: Path, revision: int
+) -> tuple[Engine, Settings, LocalSource]:
+    """A MariaDB schema and an export of one revision: an alias line, then an event."""
+    from kmdb.db import make_engine
+
+    settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
+    engine = make_engine(settings)
+    create_schema(engine)
+    folder = tmp_path / "export"
+    write_export(
+        folder, {revision: [line(_p="anon", _p2="bob@x", _t=5), line(_n="a", _p="anon", _t=6)]}
+    )
+    return engine, settings, LocalSource(folder)
+
+
 def test_a_scan_leaves_its_sightings_when_another_merge_runs(
     mysql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -574,16 +590,10 @@ def test_a_scan_leaves_its_sightings_when_another_merge_runs(
     monkeypatch.setattr(importer, "SCAN_MERGE_MIN", 1)
     import threading
 
-    from kmdb.db import make_engine
     from kmdb.locks import held
     from kmdb.people import SETTLE_LOCK
 
-    settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
-    engine = make_engine(settings)
-    create_schema(engine)
-    folder = tmp_path / "export"
-    write_export(folder, {1: [line(_p="anon", _p2="bob@x", _t=5), line(_n="a", _p="anon", _t=6)]})
-    source = LocalSource(folder)
+    engine, settings, source = _one_alias_on_mariadb(mysql_url, tmp_path, 1)
     found: list[int] = []
     with held(engine, SETTLE_LOCK):
         scan = threading.Thread(
@@ -667,14 +677,9 @@ def test_a_scan_holds_its_revision_lock_while_it_merges(
     # a big file's merge takes seconds, and merging after the locks were let go had a
     # waiting worker plan a live scan's graph again.
     monkeypatch.setattr(importer, "SCAN_MERGE_MIN", 1)
-    from kmdb.db import make_engine
     from kmdb.locks import is_held
 
-    settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
-    engine = make_engine(settings)
-    create_schema(engine)
-    folder = tmp_path / "export"
-    write_export(folder, {7: [line(_p="anon", _p2="bob@x", _t=5), line(_n="a", _p="anon", _t=6)]})
+    engine, settings, source = _one_alias_on_mariadb(mysql_url, tmp_path, 7)
     seen: list[bool | None] = []
     merge = importer.merge_sightings
 
@@ -683,7 +688,7 @@ def test_a_scan_holds_its_revision_lock_while_it_merges(
         return merge(*args, **kwargs)
 
     monkeypatch.setattr(importer, "merge_sightings", merge_and_look)
-    assert scan_revision(engine, LocalSource(folder), 7, settings) == 1
+    assert scan_revision(engine, source, 7, settings) == 1
     assert seen == [True]
     assert is_held(engine, "revision:7") is False
     with engine.connect() as conn:
@@ -696,16 +701,10 @@ def test_an_import_that_scans_first_holds_its_first_lock_meanwhile(
 ) -> None:
     # An import job scans a revision its scan job did not (one that failed, say); on a
     # big file that takes long, and with its first lock free meanwhile it looked dead.
-    from kmdb.db import make_engine
     from kmdb.locks import is_held
     from kmdb.parts import plan_parts
 
-    settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
-    engine = make_engine(settings)
-    create_schema(engine)
-    folder = tmp_path / "export"
-    write_export(folder, {4: [line(_p="anon", _p2="bob@x", _t=5), line(_n="a", _p="anon", _t=6)]})
-    source = LocalSource(folder)
+    engine, settings, source = _one_alias_on_mariadb(mysql_url, tmp_path, 4)
     [part] = plan_parts(engine, source, 4, settings)
     seen: list[bool | None] = []
     scan = importer.scan_revision
