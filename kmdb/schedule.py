@@ -50,8 +50,8 @@ PLAN_WAIT = 120
 SCAN_JOB = "kmdb.jobs.scan_revisions_job"
 SETTLE_JOB = "kmdb.jobs.settle_job"
 IMPORT_JOB = "kmdb.jobs.import_parts_job"
-# Revision files smaller than KMDB_PART_SIZE / GROUP_SHARE share jobs up to that size:
-# half a part, so that two workers still get jobs enough to finish together.
+# Revision files smaller than KMDB_PART_SIZE / GROUP_SHARE share jobs of about that size
+# (see groups): half a part, so that two workers still get jobs enough to finish together.
 GROUP_SHARE = 2
 
 
