@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from kmdb import filters as filters_module
 from kmdb import schema
@@ -41,7 +41,15 @@ from kmdb.load import (
 )
 from kmdb.locks import LockSet
 from kmdb.parse import Record, Rejection, parse_fields
-from kmdb.parts import now, plan_parts, planned_parts, set_part, sum_parts
+from kmdb.parts import (
+    now,
+    part_key,
+    plan_parts,
+    planned_parts,
+    set_part,
+    sum_parts,
+    update_many,
+)
 from kmdb.people import merge_sightings
 from kmdb.settings import Settings
 from kmdb.source import (
@@ -434,36 +442,83 @@ class Importer:
 
     def _commit(self, p: Prepared) -> None:
         r = schema.revision_parts
+        moves = _per_part(p.moves)
         with self.engine.begin() as conn:
-            for i, move in enumerate(p.moves):
-                part = move.part
-                mine = (r.c.revision == part.revision) & (r.c.part == part.part)
-                # The progress rows are updated first: they lock the parts, so a second
-                # worker on the same part waits here and then finds it moved on.
-                moved = conn.execute(
-                    update(r)
-                    .where(mine, r.c.lines_done == move.from_line)
-                    .values(
-                        lines_done=move.to_line,
-                        bytes_done=move.end_offset,
-                        properties_done=move.properties_done,
-                        events=r.c.events + move.counts.events,
-                        properties=r.c.properties + move.counts.properties,
-                        rejected=r.c.rejected + move.counts.rejected,
-                        **({"status": "done"} if move.finished else {}),
-                    )
+            # The progress rows are updated first: they lock the parts, so a second
+            # worker on the same part waits here and then finds it moved on. One
+            # statement for all of them: the loader thread waits for the GIL after
+            # each statement, and a chunk of small files moves dozens of parts.
+            moved = conn.exec_driver_sql(_progress_sql(moves))
+            if moved.rowcount != len(moves):
+                now_at = [
+                    conn.execute(
+                        select(r.c.lines_done).where(
+                            r.c.revision == m.part.revision, r.c.part == m.part.part
+                        )
+                    ).scalar()
+                    for m in moves
+                ]
+                if moved.rowcount == 0 and now_at[0] == moves[0].to_line:
+                    # A retry after a lost connection: the first attempt did commit.
+                    return
+                # This transaction moved the others: it is rolled back.
+                moved_on = next(
+                    (m for m, at in zip(moves, now_at, strict=True) if at != m.to_line), moves[0]
                 )
-                if moved.rowcount != 1:
-                    now_at = conn.execute(select(r.c.lines_done).where(mine)).scalar()
-                    if i == 0 and now_at == move.to_line:
-                        # A retry after a lost connection: the first attempt did commit.
-                        return
-                    raise ConcurrentImport(
-                        f"Revision {part.revision} (part {part.part}) was moved past line "
-                        f"{move.from_line} by another worker; this worker stops working on it."
-                    )
+                part = moved_on.part
+                raise ConcurrentImport(
+                    f"Revision {part.revision} (part {part.part}) was moved past line "
+                    f"{moved_on.from_line} by another worker; this worker stops working on it."
+                )
             for staged in p.staged:
                 load_staged(conn, staged)
+
+
+def _per_part(moves: list[Move]) -> list[Move]:
+    """A chunk's moves, one per part: a part's lines and its end marker may both be in a chunk."""
+    merged: dict[tuple[int, int], Move] = {}
+    for move in moves:
+        unit = (move.part.revision, move.part.part)
+        first = merged.get(unit)
+        if first is None:
+            merged[unit] = Move(
+                move.part,
+                move.from_line,
+                move.to_line,
+                move.end_offset,
+                move.properties_done,
+                Counts(),
+                move.finished,
+            )
+            merged[unit].counts.add(move.counts)
+            continue
+        first.to_line, first.end_offset = move.to_line, move.end_offset
+        first.properties_done = move.properties_done
+        first.finished = first.finished or move.finished
+        first.counts.add(move.counts)
+    return list(merged.values())
+
+
+def _progress_sql(moves: list[Move]) -> str:
+    """One UPDATE of revision_parts that moves every part of a chunk, each only from where
+    the chunk found it (so that its row count tells whether another worker moved one)."""
+    values: dict[str, list[object]] = {
+        "lines_done": [m.to_line for m in moves],
+        "bytes_done": [m.end_offset for m in moves],
+        "properties_done": [m.properties_done for m in moves],
+    }
+    for column in ("events", "properties", "rejected"):
+        added = [getattr(m.counts, column) for m in moves]
+        if any(added):
+            values[column] = [f"{column} + {int(n)}" for n in added]
+    if any(m.finished for m in moves):
+        values["status"] = ["'done'" if m.finished else "status" for m in moves]
+    return update_many(
+        "revision_parts",
+        [part_key(m.part.revision, m.part.part) for m in moves],
+        values,
+        [f"lines_done = {int(m.from_line)}" for m in moves],
+    )
 
 
 def _key_names(records: list[tuple[int, tuple]], known: dict) -> set[str]:
@@ -511,8 +566,7 @@ def scan_revisions(engine: Engine, source: Source, revisions: list[int], setting
     with LockSet(engine) as locks:
         # The first revision's lock even if another job scanned it: it tells other
         # workers that this job is alive (schedule.is_dead).
-        for revision in dict.fromkeys([*revisions[:1], *todo]):
-            locks.take(f"revision:{revision}")
+        locks.take_all([f"revision:{n}" for n in dict.fromkeys([*revisions[:1], *todo])])
         if todo:  # another worker may have scanned some while we waited
             states = revision_states(engine, todo)
             todo = [n for n in todo if not states[n]["scanned"]]
@@ -524,12 +578,8 @@ def scan_revisions(engine: Engine, source: Source, revisions: list[int], setting
         marks: list[_Scanned] = []
 
         def flush() -> None:
-            def mark_all(conn: Connection) -> None:
-                for mark in marks:
-                    mark(conn)
-
             if marks:
-                importer.write_sightings(waiting, mark_all)
+                importer.write_sightings(waiting, lambda conn: _mark_scanned(conn, marks))
             waiting.clear()
             marks.clear()
 
@@ -580,26 +630,49 @@ class _Scanned:
     starts: LineStarts
     found: int
 
-    def __call__(self, conn: Connection) -> None:
-        p, starts = schema.revision_parts, self.starts
+    def parts_found(self) -> list[tuple[int, int, int, int]]:
+        """(part, start byte, start line, end byte) of each of the revision's parts."""
+        starts = self.starts
         ends = [starts.starts[part["first_byte"]][0] for part in self.parts[1:]] + [starts.size]
+        found = []
         for part, end in zip(self.parts, ends, strict=True):
             start_byte, start_line = starts.starts[part["first_byte"]]
-            conn.execute(
-                update(p)
-                .where(p.c.revision == self.revision, p.c.part == part["part"])
-                .values(
-                    start_byte=start_byte,
-                    start_line=start_line,
-                    end_byte=max(end, start_byte),
-                    bytes_done=start_byte,
-                    lines_done=start_line - 1,
-                )
+            found.append((part["part"], start_byte, start_line, max(end, start_byte)))
+        return found
+
+
+# Revisions marked scanned per statement (a CASE each, whose WHENs every row looks through).
+MARKS_PER_STATEMENT = 100
+
+
+def _mark_scanned(conn: Connection, marks: list[_Scanned]) -> None:
+    """Record where the parts of scanned revisions start and end, and mark them scanned."""
+    for start in range(0, len(marks), MARKS_PER_STATEMENT):
+        batch = marks[start : start + MARKS_PER_STATEMENT]
+        found = [(m.revision, *part) for m in batch for part in m.parts_found()]
+        conn.exec_driver_sql(
+            update_many(
+                "revision_parts",
+                [part_key(revision, part) for revision, part, *_ in found],
+                {
+                    "start_byte": [start_byte for _, _, start_byte, _, _ in found],
+                    "start_line": [start_line for _, _, _, start_line, _ in found],
+                    "end_byte": [end for *_, end in found],
+                    "bytes_done": [start_byte for _, _, start_byte, _, _ in found],
+                    "lines_done": [start_line - 1 for _, _, _, start_line, _ in found],
+                },
             )
-        conn.execute(
-            update(schema.revisions)
-            .where(schema.revisions.c.number == self.revision)
-            .values(scanned=True, aliases=self.found, size=starts.size)
+        )
+        conn.exec_driver_sql(
+            update_many(
+                "revisions",
+                [f"number = {int(m.revision)}" for m in batch],
+                {
+                    "scanned": [1] * len(batch),
+                    "aliases": [int(m.found) for m in batch],
+                    "size": [int(m.starts.size) for m in batch],
+                },
+            )
         )
 
 
@@ -657,9 +730,13 @@ class _Stream:
 
     def _start(self) -> list[Part]:
         """Take the parts' locks, and mark those not done yet running, in one transaction."""
-        for revision, number in self.parts:
-            if self.states[revision]["status"] != "done":
-                self.locks.take(f"revision:{revision}:part:{number}")
+        self.locks.take_all(
+            [
+                f"revision:{revision}:part:{number}"
+                for revision, number in self.parts
+                if self.states[revision]["status"] != "done"
+            ]
+        )
         p, r = schema.revision_parts, schema.revisions
         wanted = set(self.parts)
         query = select(p).where(p.c.revision.in_(sorted({n for n, _ in wanted})))
@@ -683,11 +760,12 @@ class _Stream:
             return parts
         started = now()
         with self.engine.begin() as conn:
-            conn.execute(
-                update(p)
-                .where(p.c.revision == bindparam("r"), p.c.part == bindparam("n"))
-                .values(status="running", error=None),
-                [{"r": part.revision, "n": part.part} for part in parts],
+            conn.exec_driver_sql(
+                update_many(
+                    "revision_parts",
+                    [part_key(part.revision, part.part) for part in parts],
+                    {"status": ["'running'"] * len(parts), "error": ["NULL"] * len(parts)},
+                )
             )
             conn.execute(
                 update(r)

@@ -9,6 +9,7 @@ revision's own row sums its parts up when one of them ends.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, Engine, func, select, update
 
@@ -88,6 +89,42 @@ def progress(conn: Connection) -> dict[int, tuple[int, int]]:
     return {revision: (int(lines), int(size)) for revision, lines, size in conn.execute(query)}
 
 
+def part_key(revision: int, part: int) -> str:
+    """SQL that picks one part's row, for update_many."""
+    return f"revision = {int(revision)} AND part = {int(part)}"
+
+
+def update_many(
+    table: str,
+    keys: list[str],
+    values: dict[str, Sequence[object]],
+    conditions: Sequence[str] | None = None,
+) -> str:
+    """One UPDATE that gives each row picked by keys its own values (and only where its
+    condition holds, if conditions are given): one value, or SQL of the row's columns,
+    per key and column.
+
+    Statements of their own per row cost small files more than their reading:
+    a statement's answer waits for the GIL in a thread that shares it with parsing.
+    Keys, values and conditions are kmdb's own integers and expressions, never
+    text from an export, so nothing needs quoting.
+    """
+    sets = ", ".join(
+        f"{column} = CASE "
+        + " ".join(
+            f"WHEN {key} THEN {value}" for key, value in zip(keys, column_values, strict=True)
+        )
+        + " END"
+        for column, column_values in values.items()
+    )
+    picked = (
+        [f"({key})" for key in keys]
+        if conditions is None
+        else [f"({key} AND {condition})" for key, condition in zip(keys, conditions, strict=True)]
+    )
+    return f"UPDATE {table} SET {sets} WHERE {' OR '.join(picked)}"
+
+
 def set_part(engine: Engine, revision: int, part: int, **values: object) -> None:
     p = schema.revision_parts
     with engine.begin() as conn:
@@ -105,6 +142,8 @@ def sum_parts(engine: Engine, *revisions: int) -> None:
     def total(expression: object) -> object:
         return select(func.coalesce(func.sum(expression), 0)).where(mine).scalar_subquery()
 
+    # After the commit of the parts that ended: of two parts that finish together,
+    # the one that looks last sees both done.
     with engine.begin() as conn:
         conn.execute(
             update(r)
@@ -117,9 +156,6 @@ def sum_parts(engine: Engine, *revisions: int) -> None:
                 rejected=total(p.c.rejected),
             )
         )
-    # A statement of its own, after this part's commit: of two parts that finish
-    # together, the one that looks last sees both done.
-    with engine.begin() as conn:
         unfinished = select(p.c.part).where(mine, p.c.status != "done").exists()
         conn.execute(
             update(r)
