@@ -141,8 +141,11 @@ def timestamp(t: int) -> str:
     return f"{_day(days)} {_CLOCK[seconds]}"
 
 
-def revision_states(engine: Engine, revisions: list[int]) -> dict[int, dict]:
-    """The revisions' progress rows, created where missing."""
+def revision_states(
+    engine: Engine, revisions: list[int], sizes: dict[int, int | None] | None = None
+) -> dict[int, dict]:
+    """The revisions' progress rows, created where missing (with their file sizes, if known:
+    scans read small files ahead, and keep them for their import, only when sizes are known)."""
     for revision in revisions:
         if not 0 <= revision <= MAX_REVISION:
             raise KmdbError(
@@ -151,7 +154,10 @@ def revision_states(engine: Engine, revisions: list[int]) -> dict[int, dict]:
             )
     r = schema.revisions
     with engine.begin() as conn:
-        conn.execute(insert_ignore(r), [{"number": n, "status": "pending"} for n in revisions])
+        conn.execute(
+            insert_ignore(r),
+            [{"number": n, "status": "pending", "size": (sizes or {}).get(n)} for n in revisions],
+        )
         rows = conn.execute(select(r).where(r.c.number.in_(revisions))).all()
     return {row.number: dict(row._mapping) for row in rows}
 
@@ -585,7 +591,7 @@ def scan_revisions(engine: Engine, source: Source, revisions: list[int], setting
 
         planned = planned_parts(engine, todo)
         spans = [((n, 0, None), states[n]["size"]) for n in todo]
-        with ReadAhead(source, spans) as reader:
+        with ReadAhead(source, spans, keep=True) as reader:
             for revision in todo:
                 try:
                     parts = planned.get(revision) or plan_parts(engine, source, revision, settings)

@@ -9,9 +9,15 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
 
-from kmdb import indexes, schema
+from kmdb import indexes, schema, stash
 from kmdb.db import create_schema
-from kmdb.importer import MAX_REVISION, Counts, import_revision, scan_revision
+from kmdb.importer import (
+    MAX_REVISION,
+    Counts,
+    import_revision,
+    revision_states,
+    scan_revision,
+)
 from kmdb.load import remove_stale_load_files
 from kmdb.people import settle
 from kmdb.settings import Settings
@@ -103,11 +109,13 @@ def import_inline(
     started = time.perf_counter()
     create_schema(engine)
     remove_stale_load_files(settings.tmp_dir)
+    stash.remove_stale(settings.tmp_dir)
     total = Counts()
     # The same passes as the RQ jobs: scan every file for aliases, settle people,
     # import, and settle again for anything that moved meanwhile.
     if revisions:
         indexes.put_off(engine)  # when the tables are empty; the last settle builds them
+        revision_states(engine, revisions, {n: source.size(n) for n in revisions})
     for revision in revisions:
         scan_revision(engine, source, revision, settings)
     settle(engine, before_import=True)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from kmdb.errors import ConfigError, KmdbError, SourceError
 from kmdb.settings import Settings
+from kmdb.stash import Stash
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +136,16 @@ class ReadAhead:
     A job of many small files would otherwise wait for each file's GET in turn:
     against S3 (or its emulator) that wait took longer than parsing the file.
     `spans` lists (revision, first byte, end) in the order chunks() will ask for
-    them, with their sizes in bytes (None: unknown, never read ahead).
+    them, with their sizes in bytes (None: unknown, never read ahead). With
+    keep, whole files are handed to the source's `keep` for a later read.
     """
 
-    def __init__(self, source: Source, spans: list[tuple[Span, int | None]]) -> None:
+    def __init__(
+        self, source: Source, spans: list[tuple[Span, int | None]], keep: bool = False
+    ) -> None:
         self.source = source
+        # A scan's whole files are kept for their import, where the source can (kmdb.stash).
+        self._keep = getattr(source, "keep", None) if keep else None
         self._waiting = deque(
             (span, size) for span, size in spans if size is not None and size <= READ_AHEAD_SPAN
         )
@@ -157,7 +163,11 @@ class ReadAhead:
             self._held += size
 
     def _whole(self, span: Span) -> bytes:
-        return b"".join(self.source.chunks(*span))
+        data = b"".join(self.source.chunks(*span))
+        revision, offset, end = span
+        if self._keep is not None and offset == 0 and end is None:
+            self._keep(revision, data)
+        return data
 
     def chunks(self, revision: int, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
         """The span's bytes, read ahead if it was listed, else streamed as the source does."""
@@ -370,6 +380,9 @@ class S3Source:
         self.settings = settings
         self.client = _s3_client()
         self._sizes: dict[str, int] = {}
+        # KMDB_KEEP_FILES keeps every file on disk already.
+        export = f"{self.client.meta.endpoint_url}|{bucket}|{self.prefix}"
+        self.stash = None if settings.keep_files else Stash(settings.tmp_dir, export)
 
     def _key(self, revision: int) -> str:
         return f"{self.prefix}revisions/{revision}.json"
@@ -443,6 +456,11 @@ class S3Source:
         head = self._head(revision)
         return int(head["ContentLength"]) if head else None
 
+    def keep(self, revision: int, data: bytes) -> None:
+        """Keep a small file that a scan read whole, for its import on this machine."""
+        if self.stash is not None:
+            self.stash.keep(revision, data)
+
     def _local_copy(self, revision: int) -> Path | None:
         """With KMDB_KEEP_FILES, the file is downloaded once to KMDB_TMP_DIR and kept."""
         if not self.settings.keep_files:
@@ -466,6 +484,11 @@ class S3Source:
         from botocore.exceptions import BotoCoreError, ClientError
 
         if end is not None and end <= offset:
+            return
+        kept = self.stash.take(revision, offset, end) if self.stash is not None else None
+        if kept is not None:
+            if kept:
+                yield kept
             return
         local = self._local_copy(revision)
         if local is not None:

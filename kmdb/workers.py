@@ -11,7 +11,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.worker import WorkerStatus
 
-from kmdb import queues
+from kmdb import queues, stash
 from kmdb.db import make_engine
 from kmdb.importer import STOP
 from kmdb.load import is_transient, remove_stale_load_files
@@ -134,6 +134,7 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
     q = queues.queue(settings, redis)
     warm_up()
     remove_stale_load_files(settings.tmp_dir)
+    stash.remove_stale(settings.tmp_dir)
     if not burst:
         worker = KmdbWorker([q], connection=redis)
         worker.work()

@@ -1,0 +1,75 @@
+"""Small files kept on disk between their scan and their import."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import boto3
+from sqlalchemy import Engine
+
+from kmdb import importer
+from kmdb.db import create_schema
+from kmdb.people import settle
+from kmdb.settings import Settings
+from kmdb.source import S3Source
+from kmdb.stash import Stash, remove_stale
+from tests.conftest import sample_bucket
+from tests.model import assert_same, dump, expected, read_export
+
+
+def test_a_kept_file_is_taken_once_by_the_read_that_reaches_its_end(tmp_path: Path) -> None:
+    stash = Stash(str(tmp_path), "s3://km")
+    stash.keep(7, b"line one\nline two\n")
+    assert stash.take(7, 0, 9) == b"line one\n"  # a first part: the file stays
+    assert stash.take(7, 9, None) == b"line two\n"
+    assert stash.take(7) is None
+    # Another export's revision 7 is not this one's.
+    Stash(str(tmp_path), "s3://other").keep(7, b"other\n")
+    assert stash.take(7) is None
+
+
+def test_the_stash_keeps_no_more_than_its_budget(tmp_path: Path) -> None:
+    Stash(str(tmp_path), "s3://km", budget=25).keep(1, b"x" * 20)
+    later = Stash(str(tmp_path), "s3://km", budget=25)  # the next job sees what is there
+    later.keep(2, b"y" * 10)
+    later.keep(3, b"z" * 5)
+    assert later.take(1) == b"x" * 20
+    assert later.take(2) is None
+    assert later.take(3) == b"z" * 5
+
+
+def test_files_no_import_took_are_removed_after_an_hour(tmp_path: Path) -> None:
+    stash = Stash(str(tmp_path), "s3://km")
+    stash.keep(1, b"old\n")
+    stash.keep(2, b"new\n")
+    an_hour_ago = time.time() - 3700
+    os.utime(stash.folder / "1.json", (an_hour_ago, an_hour_ago))
+    assert remove_stale(str(tmp_path)) == 1
+    assert stash.take(1) is None and stash.take(2) == b"new\n"
+    assert remove_stale(str(tmp_path / "missing")) == 0
+
+
+def test_the_import_reads_what_the_scan_kept_instead_of_s3(
+    engine: Engine, settings: Settings, tmp_path: Path, s3_env: dict[str, str]
+) -> None:
+    folder = tmp_path / "export"
+    bucket = sample_bucket(folder, 3_000, seed=8, lines_per_revision=1_000)
+    create_schema(engine)
+    source = S3Source(f"s3://{bucket}", settings)
+    # As kmdb-import does: the sizes of listed files are recorded with their revisions.
+    assert source.list_revisions() == [1, 2, 3]
+    importer.revision_states(engine, [1, 2, 3], {n: source.size(n) for n in (1, 2, 3)})
+    importer.scan_revisions(engine, source, [1, 2, 3], settings)
+    settle(engine, before_import=True)
+    kept = Stash(settings.tmp_dir, f"{s3_env['AWS_ENDPOINT_URL']}|{bucket}|")
+    assert sorted(p.name for p in kept.folder.iterdir()) == ["1.json", "2.json", "3.json"]
+    # Gone from the bucket: only the kept copies can give the import its lines.
+    for n in (1, 2, 3):
+        boto3.client("s3").delete_object(Bucket=bucket, Key=f"revisions/{n}.json")
+    parts = [(n, 0) for n in (1, 2, 3)]
+    importer.import_parts(engine, S3Source(f"s3://{bucket}", settings), parts, settings)
+    settle(engine)
+    assert_same(dump(engine), expected(read_export(folder)))
+    assert list(kept.folder.iterdir()) == []
