@@ -25,13 +25,17 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def part_plan(revision: int, size: int, part_size: int) -> list[dict]:
-    """Parts of at most part_size bytes for a file of size bytes (one at least), all alike.
+def part_plan(revision: int, size: int, part_size: int, share: int = 1) -> list[dict]:
+    """Parts of at most part_size bytes for a file of size bytes (one at least), all alike,
+    as many as a multiple of share (the pool's workers) when there are more than one.
 
     Equal parts, not full ones and a remainder: the last job of a revision is then
-    no shorter than the others, and workers run out of work together.
+    no shorter than the others, and workers run out of work together. Five parts
+    for two workers left one of them idle for the fifth.
     """
     count = max(1, -(-size // part_size))
+    if count > 1:
+        count = -(-count // share) * share
     return [
         {"revision": revision, "part": i, "first_byte": i * size // count} for i in range(count)
     ]
@@ -68,7 +72,7 @@ def plan_parts(engine: Engine, source: Source, revision: int, settings: Settings
         size = source.size(revision)
         if size is None:
             raise SourceError(f"Revision {revision} is not in {source.name} any more.")
-        save_plans(engine, part_plan(revision, size, settings.part_size))
+        save_plans(engine, part_plan(revision, size, settings.part_size, settings.pool_size()))
         with engine.connect() as conn:
             parts = [dict(row._mapping) for row in conn.execute(query)]
     return parts

@@ -32,6 +32,12 @@ class Settings:
     part_size: int = 8 << 20
     tmp_dir: str | None = None
     keep_files: bool = False
+    workers: int = 0  # 0: as many as the machine has cores
+
+    def pool_size(self) -> int:
+        """The workers a pool runs (KMDB_WORKERS, else this machine's cores): kmdb-import
+        cuts work into jobs whose count is a multiple of it, so that they finish together."""
+        return self.workers or os.cpu_count() or 1
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some settings changed (command-line options win over the environment)."""
@@ -68,6 +74,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         part_size=_int(get("KMDB_PART_SIZE"), "KMDB_PART_SIZE", 8 << 20, 1),
         tmp_dir=get("KMDB_TMP_DIR"),
         keep_files=_bool(get("KMDB_KEEP_FILES"), "KMDB_KEEP_FILES"),
+        workers=_int(get("KMDB_WORKERS"), "KMDB_WORKERS", 0, 0),
     )
 
 

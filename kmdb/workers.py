@@ -204,7 +204,7 @@ def pool_command(settings: Settings, workers: int | None, procfile: str | None) 
     import sys
     from pathlib import Path
 
-    count = workers or int(os.environ.get("KMDB_WORKERS") or 0) or os.cpu_count() or 1
+    count = workers or settings.pool_size()
     if procfile is None:
         # The project's own Procfile when run from a checkout, else the one kmdb ships.
         local = Path("Procfile")

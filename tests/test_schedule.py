@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kmdb.parts import part_plan
 from kmdb.schedule import groups
 
 BUDGET = 1000
@@ -19,6 +20,18 @@ def test_small_files_make_groups_alike_in_size_with_none_left_over() -> None:
     assert [unit for group in got for unit in group] == list(range(1, 31))
     totals = [sum(sizes[unit - 1] for unit in group) for group in got]
     assert max(totals) - min(totals) <= 400
+
+
+def test_jobs_come_in_multiples_of_the_pools_workers() -> None:
+    # Three groups' worth of small files for two workers: four groups, not three.
+    assert [len(g) for g in groups(list(range(10)), [300] * 10, BUDGET)] == [3, 4, 3]
+    assert [len(g) for g in groups(list(range(10)), [300] * 10, BUDGET, share=2)] == [2, 3, 2, 3]
+    assert groups([1, 2], [100, 100], BUDGET, share=2) == [[1, 2]]  # one job needs no partner
+    # A big file in five parts' worth: six parts of the same size.
+    plan = part_plan(7, 5_000, 1_000, share=2)
+    assert [p["first_byte"] for p in plan] == [0, 833, 1666, 2500, 3333, 4166]
+    assert len(part_plan(7, 5_000, 1_000)) == 5
+    assert len(part_plan(7, 1_000, 1_000, share=2)) == 1
 
 
 def test_big_files_and_files_of_unknown_size_go_alone() -> None:
@@ -38,10 +51,12 @@ sizes_strategy = st.lists(
 )
 
 
-@given(sizes_strategy)
-def test_groups_keep_order_and_cut_runs_into_equal_shares(sizes: list[int | None]) -> None:
+@given(sizes_strategy, st.integers(min_value=1, max_value=3))
+def test_groups_keep_order_and_cut_runs_into_equal_shares(
+    sizes: list[int | None], share: int
+) -> None:
     units = list(range(len(sizes)))
-    got = groups(units, sizes, BUDGET)
+    got = groups(units, sizes, BUDGET, share)
     assert [unit for group in got for unit in group] == units
     assert all(group for group in got)
     size = dict(zip(units, sizes, strict=True))
@@ -49,8 +64,9 @@ def test_groups_keep_order_and_cut_runs_into_equal_shares(sizes: list[int | None
     for group in got:
         if any(u in alone for u in group):
             assert len(group) == 1
-    # Each run of small files between lone ones: the fewest groups at BUDGET bytes each,
-    # and no group differs from another by more than two of its files.
+    # Each run of small files between lone ones: the fewest groups at BUDGET bytes each
+    # (made up to a multiple of share), and no group differs from another by more
+    # than two of its files.
     runs: list[list[list[int]]] = [[]]
     for group in got:
         if group[0] in alone:
@@ -63,6 +79,10 @@ def test_groups_keep_order_and_cut_runs_into_equal_shares(sizes: list[int | None
         if not run or sum(totals) == 0:
             assert len(run) <= 1
             continue
-        assert len(run) == -(-sum(totals) // BUDGET)
+        fewest = -(-sum(totals) // BUDGET)
+        if share == 1 or fewest == 1:
+            assert len(run) == fewest
+        else:  # shares of a multiple of share; one may be left empty by a file wider than it
+            assert fewest <= len(run) <= -(-fewest // share) * share
         assert max(totals) - min(totals) <= 2 * biggest
         assert max(totals) < 2 * BUDGET

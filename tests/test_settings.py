@@ -64,3 +64,11 @@ def test_dates_and_flags_parse() -> None:
     s = from_env({"KMDB_MIN_DATE": "2014-01-01", "KMDB_KEEP_FILES": "YES"})
     assert s.min_date == dt.date(2014, 1, 1)
     assert s.keep_files is True
+
+
+def test_the_pool_size_is_kmdb_workers_else_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert from_env({"KMDB_WORKERS": "3"}).pool_size() == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 5)
+    assert from_env({}).pool_size() == 5
+    with pytest.raises(ConfigError, match="KMDB_WORKERS"):
+        from_env({"KMDB_WORKERS": "two"})
