@@ -9,9 +9,9 @@ machine takes them from there and removes them. An import on another machine
 reads the file from S3 as before. Revision files never change once written,
 so a kept copy is the file.
 
-The stash holds at most STASH_BYTES on a machine (checked once per job, so it
-may pass that by a job's worth); what an import elsewhere never took is
-removed after an hour by the next worker or inline import that starts.
+The stash holds at most STASH_BYTES of an export on a machine (checked once
+per job, so it may pass that by a job's worth); what an import elsewhere never
+took is removed after an hour by the next worker or inline import that starts.
 """
 
 from __future__ import annotations
