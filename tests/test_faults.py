@@ -160,8 +160,15 @@ def test_redis_restarting_mid_import_still_ends_exact(
     try:
         _wait_for(lambda: run("kmdb-flush", env=env, check=False).returncode == 0, timeout=20)
         run("kmdb-import", env=env)
-        workers = start_burst_workers(2, env)
-        _wait_for(lambda: _lines_imported(mysql_url) >= 1_000)
+        log = tmp_path / "workers.log"
+        with log.open("a") as out:  # both workers' output, shown if the wait times out
+            workers = [
+                subprocess.Popen(
+                    [str(BIN / "kmdb-work"), "--burst"], env=env, stdout=out, stderr=out
+                )
+                for _ in range(2)
+            ]
+        _wait_for(lambda: _lines_imported(mysql_url) >= 1_000, shown=log)
         redis.kill()  # no persistence: the queue is gone, as after a crash
         redis.wait()
         time.sleep(2)
