@@ -25,9 +25,9 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def part_plan(revision: int, size: int, part_size: int, share: int = 1) -> list[dict]:
+def part_plan(revision: int, size: int, part_size: int, multiple: int = 1) -> list[dict]:
     """Parts of at most part_size bytes for a file of size bytes (one at least), all alike,
-    as many as a multiple of share (the pool's workers) when there are more than one.
+    as many as a multiple of `multiple` (the pool's workers) when there are more than one.
 
     Equal parts, not full ones and a remainder: the last job of a revision is then
     no shorter than the others, and workers run out of work together. Five parts
@@ -35,7 +35,7 @@ def part_plan(revision: int, size: int, part_size: int, share: int = 1) -> list[
     """
     count = max(1, -(-size // part_size))
     if count > 1:
-        count = -(-count // share) * share
+        count = -(-count // multiple) * multiple
     return [
         {"revision": revision, "part": i, "first_byte": i * size // count} for i in range(count)
     ]

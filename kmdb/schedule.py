@@ -105,7 +105,7 @@ def lock_of(job: Job) -> str | None:
     return None
 
 
-def groups(units: list, sizes: list[int | None], budget: int, share: int = 1) -> list[list]:
+def groups(units: list, sizes: list[int | None], budget: int, multiple: int = 1) -> list[list]:
     """Consecutive units in groups of about budget bytes; a unit of unknown or larger size alone.
 
     Small revision files share a job (and its chunks and transactions): a job per
@@ -113,28 +113,28 @@ def groups(units: list, sizes: list[int | None], budget: int, share: int = 1) ->
     small files is cut into as many groups as its size needs at budget bytes
     each, all alike in size (a group may pass budget by less than one of its
     files), so that no short job is left over and workers finish together; more
-    than one group make a multiple of share (the pool's workers), where the run
-    has files enough.
+    than one group come in a multiple of `multiple` (the pool's workers), where
+    the run has files enough.
     """
     grouped: list[list] = []
     run: list[tuple] = []
     for unit, size in zip(units, sizes, strict=True):
         if size is None or size >= budget:
-            grouped += _alike(run, budget, share)
+            grouped += _alike(run, budget, multiple)
             run = []
             grouped.append([unit])
         else:
             run.append((unit, size))
-    return grouped + _alike(run, budget, share)
+    return grouped + _alike(run, budget, multiple)
 
 
-def _alike(run: list[tuple], budget: int, share: int) -> list[list]:
+def _alike(run: list[tuple], budget: int, multiple: int) -> list[list]:
     """(unit, size) pairs in consecutive groups of equal shares: a unit goes to the share
     in which its middle byte falls."""
     total = sum(size for _, size in run)
     count = -(-total // budget)
     if count > 1:
-        count = -(-count // share) * share
+        count = -(-count // multiple) * multiple
     if not count:
         return [[unit for unit, _ in run]] if run else []  # empty files: one job for all
     share = total / count
@@ -315,7 +315,7 @@ def _enqueue_import(
         return plan
 
     budget = max(1, settings.part_size // GROUP_SHARE)
-    share = settings.pool_size()
+    multiple = settings.pool_size()
     to_scan = [n for n in todo if n not in scanned]
     scans = [
         _enqueue(
@@ -327,7 +327,7 @@ def _enqueue_import(
             meta={"kmdb": "scan", "revisions": group},
             description=f"scan {_revisions_text(group)} of {source} for aliases",
         )
-        for group in groups(to_scan, [(sizes or {}).get(n) for n in to_scan], budget, share)
+        for group in groups(to_scan, [(sizes or {}).get(n) for n in to_scan], budget, multiple)
     ]
     if not active:
         # Into empty tables, indexes are cheaper built once at the end (kmdb.indexes).
@@ -354,7 +354,7 @@ def _enqueue_import(
             depends_on=_after([first_settle]),
             description=f"import {_parts_text(group, parts)} of {source}",
         )
-        for group in groups(units, unit_sizes, budget, share)
+        for group in groups(units, unit_sizes, budget, multiple)
     ]
     plan.settle = _enqueue(
         q,
