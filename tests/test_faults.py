@@ -92,8 +92,9 @@ def test_a_worker_killed_mid_revision_resumes_exactly(
         "DATABASE_URL": mysql_url,
         "KMDB_QUEUE": redis_queue,
         "AWS_BUCKET": bucket,
-        "KMDB_BATCH_SIZE": "500",
-        # Three parts per revision: the killed job is one part, found dead by its own lock.
+        # Small chunks keep each part running long enough to be seen (and killed) mid-way.
+        "KMDB_BATCH_SIZE": "100",
+        # Several parts per revision: the killed job is one part, found dead by its own lock.
         "KMDB_PART_SIZE": "1000000",
     }
     run("kmdb-flush", env=env)
@@ -148,14 +149,16 @@ def test_redis_restarting_mid_import_still_ends_exact(
     ]
     redis = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 30_000, seed=12, lines_per_revision=6_000)
+    # One file in small chunks: its part runs for a second or more, long enough to be seen.
+    # (Five files in chunks of 500 lines ran 0.1 s each, and a poll could miss all five.)
+    bucket = sample_bucket(folder, 30_000, seed=12, lines_per_revision=30_000)
     env = {
         **cli_env,
         **s3_env,
         "DATABASE_URL": mysql_url,
         "AWS_BUCKET": bucket,
         "KMDB_REDIS_URL": f"redis://127.0.0.1:{port}/0",
-        "KMDB_BATCH_SIZE": "500",
+        "KMDB_BATCH_SIZE": "100",
     }
     try:
         _wait_for(lambda: run("kmdb-flush", env=env, check=False).returncode == 0, timeout=20)
@@ -168,7 +171,7 @@ def test_redis_restarting_mid_import_still_ends_exact(
                 )
                 for _ in range(2)
             ]
-        _wait_for(lambda: _lines_imported(mysql_url) >= 1_000, shown=log)
+        _wait_for(lambda: _lines_imported(mysql_url) >= 1_000, every=0.05, shown=log)
         redis.kill()  # no persistence: the queue is gone, as after a crash
         redis.wait()
         time.sleep(2)
@@ -256,20 +259,20 @@ def test_mariadb_crashing_mid_import_still_ends_exact(
     server = PrivateMariaDB(tmp_path / "mariadb")
     server.start()
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 30_000, seed=13, lines_per_revision=6_000)
+    bucket = sample_bucket(folder, 30_000, seed=13, lines_per_revision=30_000)  # as above
     env = {
         **cli_env,
         **s3_env,
         "DATABASE_URL": server.url,
         "AWS_BUCKET": bucket,
         "KMDB_QUEUE": redis_queue,
-        "KMDB_BATCH_SIZE": "500",
+        "KMDB_BATCH_SIZE": "100",
     }
     try:
         run("kmdb-flush", env=env)
         run("kmdb-import", env=env)
         workers = start_burst_workers(2, env, capture=True)
-        _wait_for(lambda: _lines_imported(server.url) >= 1_000)
+        _wait_for(lambda: _lines_imported(server.url) >= 1_000, every=0.05)
         server.kill()
         time.sleep(3)
         server.start()
@@ -279,7 +282,7 @@ def test_mariadb_crashing_mid_import_still_ends_exact(
             errors += err
             assert w.returncode == 0, err[-3000:]
         status = run("kmdb-status", env=env).stdout
-        assert "5 imported" in status, status + errors[-5000:]
+        assert "1 known, 1 imported" in status, status + errors[-5000:]
         assert_same(dump(create_engine(server.url)), expected(read_export(folder)))
     finally:
         if server.process and server.process.poll() is None:
