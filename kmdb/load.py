@@ -269,22 +269,29 @@ _LOAD_FILE = re.compile(r"kmdb-[a-z_]+-\d+-[0-9a-f]{32}\.tsv")
 STALE_AFTER = 3600.0
 
 
-def remove_stale_load_files(tmp_dir: str | None) -> int:
-    """Delete load files that killed processes left in the staging folder; return how many."""
-    folder = tmp_dir or tempfile.gettempdir()
-    cutoff = time.time() - STALE_AFTER
+def remove_old_files(folder: str, older_than: float, named: re.Pattern[str] | None = None) -> int:
+    """Delete the files in folder (named so, if given) not changed for older_than seconds;
+    return how many. A folder that cannot be read has none."""
+    cutoff = time.time() - older_than
     removed = 0
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return 0
     for entry in entries:
-        if not _LOAD_FILE.fullmatch(entry.name):
+        if named is not None and not named.fullmatch(entry.name):
             continue
         with contextlib.suppress(OSError):
             if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
                 os.unlink(entry.path)
                 removed += 1
+    return removed
+
+
+def remove_stale_load_files(tmp_dir: str | None) -> int:
+    """Delete load files that killed processes left in the staging folder; return how many."""
+    folder = tmp_dir or tempfile.gettempdir()
+    removed = remove_old_files(folder, STALE_AFTER, _LOAD_FILE)
     if removed:
         log.info("Removed %s load files that killed processes left in %s.", removed, folder)
     return removed

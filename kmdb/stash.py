@@ -22,13 +22,13 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from pathlib import Path
+
+from kmdb.load import STALE_AFTER, remove_old_files
 
 log = logging.getLogger(__name__)
 
 STASH_BYTES = 256 << 20
-STALE_AFTER = 3600.0
 FOLDER = "kmdb-stash"
 
 
@@ -97,19 +97,11 @@ def _size_of(folder: Path) -> int:
 def remove_stale(tmp_dir: str | None, older_than: float = STALE_AFTER) -> int:
     """Remove kept files that no import took within older_than seconds; return how many."""
     root = Path(tmp_dir or tempfile.gettempdir()) / FOLDER
-    cutoff = time.time() - older_than
-    removed = 0
     try:
         folders = [entry.path for entry in os.scandir(root) if entry.is_dir()]
     except OSError:
         return 0
-    for folder in folders:
-        with contextlib.suppress(OSError), os.scandir(folder) as entries:
-            for entry in entries:
-                with contextlib.suppress(OSError):
-                    if entry.stat().st_mtime < cutoff:
-                        os.unlink(entry.path)
-                        removed += 1
+    removed = sum(remove_old_files(folder, older_than) for folder in folders)
     if removed:
         log.info("Removed %s kept revision files that no import took.", removed)
     return removed
