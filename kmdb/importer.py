@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Connection, Engine, func, select, update
 
@@ -487,15 +487,7 @@ def _per_part(moves: list[Move]) -> list[Move]:
         unit = (move.part.revision, move.part.part)
         first = merged.get(unit)
         if first is None:
-            merged[unit] = Move(
-                move.part,
-                move.from_line,
-                move.to_line,
-                move.end_offset,
-                move.properties_done,
-                Counts(),
-                move.finished,
-            )
+            merged[unit] = replace(move, counts=Counts())
             merged[unit].counts.add(move.counts)
             continue
         first.to_line, first.end_offset = move.to_line, move.end_offset
@@ -656,16 +648,17 @@ def _mark_scanned(conn: Connection, marks: list[_Scanned]) -> None:
     for start in range(0, len(marks), MARKS_PER_STATEMENT):
         batch = marks[start : start + MARKS_PER_STATEMENT]
         found = [(m.revision, *part) for m in batch for part in m.parts_found()]
+        revisions, parts, start_bytes, start_lines, ends = zip(*found, strict=True)
         conn.exec_driver_sql(
             update_many(
                 "revision_parts",
-                [part_key(revision, part) for revision, part, *_ in found],
+                [part_key(r, p) for r, p in zip(revisions, parts, strict=True)],
                 {
-                    "start_byte": [start_byte for _, _, start_byte, _, _ in found],
-                    "start_line": [start_line for _, _, _, start_line, _ in found],
-                    "end_byte": [end for *_, end in found],
-                    "bytes_done": [start_byte for _, _, start_byte, _, _ in found],
-                    "lines_done": [start_line - 1 for _, _, _, start_line, _ in found],
+                    "start_byte": start_bytes,
+                    "start_line": start_lines,
+                    "end_byte": ends,
+                    "bytes_done": start_bytes,
+                    "lines_done": [line - 1 for line in start_lines],
                 },
             )
         )
