@@ -25,6 +25,12 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def in_multiples(count: int, multiple: int) -> int:
+    """count made up to a multiple of `multiple` (the pool's workers) when it is over one:
+    jobs that many workers finish together."""
+    return count if count <= 1 else -(-count // multiple) * multiple
+
+
 def part_plan(revision: int, size: int, part_size: int, multiple: int = 1) -> list[dict]:
     """Parts of at most part_size bytes for a file of size bytes (one at least), all alike,
     as many as a multiple of `multiple` (the pool's workers) when there are more than one.
@@ -33,9 +39,7 @@ def part_plan(revision: int, size: int, part_size: int, multiple: int = 1) -> li
     no shorter than the others, and workers run out of work together. Five parts
     for two workers left one of them idle for the fifth.
     """
-    count = max(1, -(-size // part_size))
-    if count > 1:
-        count = -(-count // multiple) * multiple
+    count = in_multiples(max(1, -(-size // part_size)), multiple)
     return [
         {"revision": revision, "part": i, "first_byte": i * size // count} for i in range(count)
     ]

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, func, select
 from kmdb import indexes, schema
 from kmdb.db import insert_ignore
 from kmdb.locks import held, is_held
-from kmdb.parts import part_plan, save_plans
+from kmdb.parts import in_multiples, part_plan, save_plans
 from kmdb.people import SETTLE_LOCK
 from kmdb.queues import queue
 from kmdb.settings import Settings
@@ -132,9 +132,7 @@ def _alike(run: list[tuple], budget: int, multiple: int) -> list[list]:
     """(unit, size) pairs in consecutive groups of equal shares: a unit goes to the share
     in which its middle byte falls."""
     total = sum(size for _, size in run)
-    count = -(-total // budget)
-    if count > 1:
-        count = -(-count // multiple) * multiple
+    count = in_multiples(-(-total // budget), multiple)
     if not count:
         return [[unit for unit, _ in run]] if run else []  # empty files: one job for all
     share = total / count
