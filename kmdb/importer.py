@@ -12,8 +12,10 @@ an interrupted import resumes exactly where its last commit left it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import gc
 import logging
 import re
 import threading
@@ -849,6 +851,35 @@ def _rest(done: int, end: int | None) -> int | None:
     return None if end is None else max(0, end - done)
 
 
+# While chunks go through, the cycle collector runs only every this many chunks.
+COLLECT_EVERY = 16
+
+
+@contextlib.contextmanager
+def _collecting_every_few_chunks() -> Iterator[Callable[[int], None]]:
+    """Turn the automatic cycle collector off; the caller collects every COLLECT_EVERY chunks.
+
+    A chunk's parsed lines are some 100,000 small objects that live until it is
+    loaded. The collector walked each of them once or twice while they were
+    parsed, and found nothing: rows are freed by their reference counts. Parsing
+    takes an eighth less CPU time without it. Cycles are rare (some 500 objects
+    per 30,000 lines, from connections and threads), so collecting them by hand
+    now and then keeps memory bounded on a file of any size.
+    """
+    was_on = gc.isenabled()
+    gc.disable()
+
+    def after(chunk: int) -> None:
+        if chunk % COLLECT_EVERY == COLLECT_EVERY - 1:
+            gc.collect(1)
+
+    try:
+        yield after
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def _pipeline(
     stream: _Stream, settings: Settings, on_chunk: Callable[[Counts], None] | None
 ) -> None:
@@ -868,7 +899,10 @@ def _pipeline(
         sum_parts(importer.engine, *{part.revision for part in finished})
         return counts
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kmdb-load") as loader:
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="kmdb-load") as loader,
+        _collecting_every_few_chunks() as collect,
+    ):
         loading: Future[Counts] | None = None
 
         def finish() -> None:
@@ -877,8 +911,9 @@ def _pipeline(
                 on_chunk(counts)
 
         waited = time.perf_counter()
-        for segments in stream.chunks(settings.batch_size):
+        for chunk, segments in enumerate(stream.chunks(settings.batch_size)):
             importer._clock("download", waited)
+            collect(chunk)
             prepared = importer.prepare(segments)
             try:
                 finish()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import random
+import weakref
 from pathlib import Path
 
 import orjson
@@ -789,3 +791,42 @@ def test_a_chunk_whose_part_another_worker_moved_writes_nothing(
     # Revision 1's move was in the same statement and transaction: it did not happen either.
     assert _progress(engine) == [(1, 0, 0, 0, "pending"), (2, 2, 0, 0, "pending")]
     assert (_count(engine, "events"), _count(engine, "properties")) == (0, 0)
+
+
+class _Cycle:
+    """An object in a reference cycle: only the cycle collector frees it."""
+
+    def __init__(self, freed: list[int], number: int) -> None:
+        self.me = self
+        weakref.finalize(self, freed.append, number)
+
+
+def test_the_cycle_collector_is_off_between_chunks_and_run_every_few_chunks(
+    engine: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 3_000, seed=8, lines_per_revision=3_000)
+    settings = settings.replace(batch_size=100)
+    monkeypatch.setattr(importer, "COLLECT_EVERY", 4)
+    create_schema(engine)
+    source = LocalSource(str(folder))
+    scan_revision(engine, source, 1, settings)
+    settle(engine, before_import=True)
+    enabled: list[bool] = []
+    freed: list[int] = []
+    late: list[int] = []  # cycles still there more than two rounds of collection after
+    made = 0
+
+    def on_chunk(_counts: object) -> None:
+        nonlocal made
+        enabled.append(gc.isenabled())
+        late.extend(n for n in range(made - 2 * importer.COLLECT_EVERY) if n not in freed)
+        _Cycle(freed, made)
+        made += 1
+
+    assert gc.isenabled()
+    import_revision(engine, source, 1, settings, on_chunk)
+    assert gc.isenabled()  # on again once the import is done
+    assert made > 12 and not any(enabled)
+    # Cycles made while it was off were collected along the way, a few chunks later.
+    assert not late
