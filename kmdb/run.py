@@ -18,7 +18,6 @@ from kmdb.importer import (
     revision_states,
     scan_revision,
 )
-from kmdb.load import remove_stale_load_files
 from kmdb.people import settle
 from kmdb.settings import Settings
 from kmdb.source import Source, find_new
@@ -108,8 +107,7 @@ def import_inline(
     """Import the revisions in this process, then settle identities: the jobs' code, no Redis."""
     started = time.perf_counter()
     create_schema(engine)
-    remove_stale_load_files(settings.tmp_dir)
-    stash.remove_stale(settings.tmp_dir)
+    stash.remove_leftovers(settings.tmp_dir)
     total = Counts()
     # The same passes as the RQ jobs: scan every file for aliases, settle people,
     # import, and settle again for anything that moved meanwhile.

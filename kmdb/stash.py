@@ -24,12 +24,16 @@ import tempfile
 import threading
 from pathlib import Path
 
-from kmdb.load import STALE_AFTER, remove_old_files
+from kmdb.load import STALE_AFTER, remove_old_files, remove_stale_load_files
 
 log = logging.getLogger(__name__)
 
 STASH_BYTES = 256 << 20
 FOLDER = "kmdb-stash"
+
+
+def _root(tmp_dir: str | None) -> Path:
+    return Path(tmp_dir or tempfile.gettempdir()) / FOLDER
 
 
 class Stash:
@@ -39,7 +43,7 @@ class Stash:
         # One folder per export (endpoint, bucket and prefix), so that two exports'
         # revisions of the same number never meet.
         name = hashlib.sha256(export.encode()).hexdigest()[:20]
-        self.folder = Path(tmp_dir or tempfile.gettempdir()) / FOLDER / name
+        self.folder = _root(tmp_dir) / name
         self.budget = budget
         self._room: int | None = None
         self._lock = threading.Lock()
@@ -96,12 +100,18 @@ def _size_of(folder: Path) -> int:
 
 def remove_stale(tmp_dir: str | None, older_than: float = STALE_AFTER) -> int:
     """Remove kept files that no import took within older_than seconds; return how many."""
-    root = Path(tmp_dir or tempfile.gettempdir()) / FOLDER
     try:
-        folders = [entry.path for entry in os.scandir(root) if entry.is_dir()]
+        folders = [entry.path for entry in os.scandir(_root(tmp_dir)) if entry.is_dir()]
     except OSError:
         return 0
     removed = sum(remove_old_files(folder, older_than) for folder in folders)
     if removed:
         log.info("Removed %s kept revision files that no import took.", removed)
     return removed
+
+
+def remove_leftovers(tmp_dir: str | None) -> None:
+    """What others left in KMDB_TMP_DIR: load files of killed processes, kept files no
+    import took (a worker or inline import calls it as it starts)."""
+    remove_stale_load_files(tmp_dir)
+    remove_stale(tmp_dir)

@@ -14,7 +14,7 @@ from rq.worker import WorkerStatus
 from kmdb import queues, stash
 from kmdb.db import make_engine
 from kmdb.importer import STOP
-from kmdb.load import is_transient, remove_stale_load_files
+from kmdb.load import is_transient
 from kmdb.schedule import pending, replan_dead
 from kmdb.settings import Settings
 
@@ -133,8 +133,7 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
     redis = queues.connect(settings)
     q = queues.queue(settings, redis)
     warm_up()
-    remove_stale_load_files(settings.tmp_dir)
-    stash.remove_stale(settings.tmp_dir)
+    stash.remove_leftovers(settings.tmp_dir)
     if not burst:
         worker = KmdbWorker([q], connection=redis)
         worker.work()
