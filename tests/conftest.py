@@ -24,7 +24,6 @@ MYSQL_PORT = int(os.environ.get("KMDB_TEST_MYSQL_PORT", "3306"))
 MYSQL_USER = os.environ.get("KMDB_TEST_MYSQL_USER", "root")
 MYSQL_PASSWORD = os.environ.get("KMDB_TEST_MYSQL_PASSWORD", "")
 REDIS_URL = os.environ.get("KMDB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-SHARED = Path(os.environ.get("KMDB_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 
 
 def _unavailable(what: str, exc: Exception) -> None:

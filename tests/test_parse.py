@@ -22,8 +22,11 @@ from kmdb.parse import (
     parse_line,
 )
 
+# The contract's worked examples live beside the repository (../shared), where they may be
+# sharpened between sessions; tests/contract keeps a copy, so that a clone anywhere runs them.
 SHARED = Path(os.environ.get("KMDB_SHARED_DIR") or Path(__file__).resolve().parents[2] / "shared")
-CASES_FILE = SHARED / "km-line-cases.jsonl"
+COPY = Path(__file__).resolve().parent / "contract" / "km-line-cases.jsonl"
+CASES_FILE = SHARED / "km-line-cases.jsonl" if (SHARED / "km-line-cases.jsonl").exists() else COPY
 
 
 def _load_cases() -> list[dict]:
@@ -63,6 +66,13 @@ BASE = {"_p": "x", "_t": 1351187280}
 # --- The shared worked examples -----------------------------------------------------
 
 CASES = _load_cases()
+
+
+def test_the_copy_of_the_cases_is_the_shared_file() -> None:
+    shared = SHARED / "km-line-cases.jsonl"
+    if not shared.exists():
+        pytest.skip(f"no {shared} to compare with (set KMDB_SHARED_DIR)")
+    assert COPY.read_bytes() == shared.read_bytes(), f"copy {shared} to {COPY}"
 
 
 def test_the_shared_cases_file_is_not_empty() -> None:
