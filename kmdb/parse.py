@@ -176,6 +176,18 @@ def _text(value: Any) -> str:
     return orjson.dumps(value).decode()[:MAX_CHARS]
 
 
+def _merge_cut_names(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object with its keys cut to MAX_CHARS, where keys equal after the cut are one key.
+
+    Rule 7 makes them one property as a repeated JSON key is: it keeps the first
+    one's place and the last one's value (a later null then skips it).
+    """
+    merged: dict[str, Any] = {}
+    for name, value in obj.items():
+        merged[name[:MAX_CHARS]] = value
+    return merged
+
+
 def _check(obj: dict[str, Any]) -> tuple | str:
     """The fields (kind, t, p, n, p2, properties) of the record a JSON object stands for,
     or why it stands for none."""
@@ -214,6 +226,8 @@ def _check(obj: dict[str, Any]) -> tuple | str:
     else:
         kind = "set"
 
+    if max(map(len, obj)) > MAX_CHARS:
+        obj = _merge_cut_names(obj)
     try:
         # The hot loop of an import: one comprehension over the object's keys, in order.
         properties = tuple(

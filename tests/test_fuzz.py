@@ -176,9 +176,12 @@ def oracle(obj: dict[str, Any]) -> tuple | None:
     if n is not None and (type(n) is not str or n == ""):
         return None
     try:
-        props = tuple(
-            (k[:255], _value(v)) for k, v in obj.items() if k not in RESERVED and v is not None
-        )
+        # Rule 7: names equal after the cut are one key; the later value wins, in the first place.
+        cut: dict[str, object] = {}
+        for k, v in obj.items():
+            if k not in RESERVED:
+                cut[k[:255]] = v
+        props = tuple((k, _value(v)) for k, v in cut.items() if v is not None)
     except orjson.JSONEncodeError:  # nested deeper than orjson writes
         return None
     if n is None:

@@ -463,10 +463,19 @@ def test_json_text_of_a_value_is_cut_to_255() -> None:
     assert props(record({**BASE, "v": value}))["v"] == orjson.dumps(value).decode()[:255]
 
 
-def test_names_that_differ_after_255_characters_both_stay() -> None:
-    result = parse_line(line({**BASE, "a" * 255 + "1": "x", "a" * 255 + "2": "y"}))
-    assert isinstance(result, Record)
-    assert result.properties == (("a" * 255, "x"), ("a" * 255, "y"))
+def test_names_equal_after_the_cut_are_one_property_and_the_later_wins() -> None:
+    result = record({**BASE, "a" * 255 + "1": "x", "k": "1", "a" * 255 + "2": "y"})
+    assert result.properties == (("a" * 255, "y"), ("k", "1"))
+
+
+def test_a_later_null_under_an_equal_cut_name_skips_the_property() -> None:
+    result = record({**BASE, "a" * 256: "x", "a" * 257: None})
+    assert result.properties == ()
+
+
+def test_a_name_of_255_characters_and_a_longer_one_cut_to_it_are_one_property() -> None:
+    result = record({**BASE, "a" * 300: "x", "a" * 255: "y"})
+    assert result.properties == (("a" * 255, "y"),)
 
 
 # --- is_numeric ----------------------------------------------------------------------
