@@ -63,6 +63,9 @@ def cli() -> None:
     """kmdb: import KISSmetrics Data Export dumps into MySQL or SQLite.
 
     Settings come from the environment and from a .env file; see .env.example.
+    Each command is also a script of its own (kmdb flush is kmdb-flush). Example:
+
+        DATABASE_URL=sqlite:///kmdb.sqlite3 kmdb import --inline --source ./sample
     """
 
 
@@ -469,9 +472,15 @@ def _exit_now(code: object) -> None:
 
 
 def _standalone(name: str) -> Callable[[], None]:
+    # The command itself, not the group with the command's name as its first argument:
+    # click builds "Usage: ..." and "Try '... --help'" from the path it was called by.
+    command = cli.commands[name]
+
     def run() -> None:
         try:
-            cli.main(args=[name, *sys.argv[1:]], prog_name=f"kmdb-{name}")
+            command.main(
+                args=sys.argv[1:], prog_name=f"kmdb-{name}", help_option_names=["-h", "--help"]
+            )
         except SystemExit as exc:
             if name in _QUICK_EXIT:
                 _exit_now(exc.code)
