@@ -18,10 +18,18 @@ from kmdb.errors import ConfigError, KmdbError
 from kmdb.settings import Settings, mask_url
 
 
-def _settings() -> Settings:
+def _settings(*uses: str, every: bool = False) -> Settings:
+    """The settings, with those named (or, with every, all of them) checked now.
+
+    The others are checked where they are read: a command stops only for a bad
+    setting it uses. Commands that run imports use nearly all, so check all first.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     settings_module.load_dotenv_file()
-    return settings_module.from_env()
+    settings = settings_module.from_env()
+    if uses or every:
+        settings.check(*uses)
+    return settings
 
 
 def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -136,14 +144,14 @@ def partition(
         kmdb partition --min-date 2014-01-01 --max-date 2014-03-01 --days 7
     """
     from kmdb.db import create_schema, is_mysql, make_engine
-    from kmdb.partition import partition as apply_partitions
+    from kmdb.partition import apply, plan_all
 
     settings = _settings()
     engine = make_engine(settings)
     if not is_mysql(engine):
         click.echo("Partitioning is a MySQL feature; SQLite needs none, so nothing was changed.")
         return
-    create_schema(engine)
+    min_from = "--min-date" if min_date else "KMDB_MIN_DATE"
     if from_index:
         from kmdb.errors import PartitionError
         from kmdb.partition import dates_from_index
@@ -156,13 +164,21 @@ def partition(
             )
         first, last = dates_from_index(index)
         click.echo(f"index.csv: data received from {first} to {last}")
+        min_from = min_from if min_date else "index.csv"
         min_date, max_date = min_date or first, max_date or last
-    plans = apply_partitions(
-        engine,
-        min_date or settings.min_date,
-        max_date or settings.max_date,
-        days or settings.days_per_partition,
-    )
+    min_date = min_date or settings.min_date
+    max_date = max_date or settings.max_date
+    # Every plan is checked before the schema is made or any table altered.
+    plans = plan_all(engine, min_date, max_date, days or settings.days_per_partition)
+    create_schema(engine)
+    apply(engine, plans)
+    ignored = next((p for p in plans if p.ignored_min is not None and p.existing), None)
+    if ignored is not None:
+        click.echo(
+            f"Note: the min date {ignored.ignored_min} ({min_from}) is ignored: the tables are "
+            f"partitioned already, so new partitions go on from the last boundary, "
+            f"{ignored.existing[-1]}."
+        )
     for p in plans:
         if p.new:
             click.echo(
@@ -193,7 +209,7 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
     from kmdb.db import create_schema, make_engine
     from kmdb.source import open_source
 
-    settings = _settings()
+    settings = _settings(every=True)
     engine = make_engine(settings)
     create_schema(engine)
     src = open_source(source, settings)
@@ -295,7 +311,7 @@ def work(burst: bool) -> None:
     """
     from kmdb.workers import work as run_worker
 
-    settings = _settings()
+    settings = _settings(every=True)
     logging.getLogger().setLevel(logging.INFO)
     _done, failed = run_worker(settings, burst)
     if failed:
@@ -382,7 +398,7 @@ def pool(workers: int | None, procfile: str | None) -> None:
     """
     from kmdb.workers import pool_command
 
-    settings = _settings()
+    settings = _settings(every=True)
     command = pool_command(settings, workers, procfile)
     click.echo(
         f"Starting {command[-1].split('=')[1]} workers with honcho ({' '.join(command[2:])})"

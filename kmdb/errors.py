@@ -19,6 +19,10 @@ class PartitionError(KmdbError):
     """A partition plan cannot be applied (too many partitions, bad dates)."""
 
 
+class PartitionDatesError(PartitionError, ConfigError):
+    """The partition dates are missing or out of order: a usage error."""
+
+
 class TransientError(KmdbError):
     """A failure worth retrying: a lost connection, a deadlock, a throttled request."""
 

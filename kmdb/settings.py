@@ -6,8 +6,9 @@ import dataclasses
 import datetime as dt
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from kmdb.errors import ConfigError
 
@@ -17,7 +18,15 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 @dataclass(frozen=True)
 class Settings:
-    """Every knob kmdb has; see `.env.example` for what each one means."""
+    """Every knob kmdb has; see `.env.example` for what each one means.
+
+    A malformed value from the environment is kept as a problem and raised
+    (ConfigError) where the setting is read, so a command stops only for the
+    settings it uses: a bad KMDB_MIN_DATE stops kmdb-partition, not kmdb-status.
+    """
+
+    # Setting name -> the sentence to raise when it is read; set by from_env only.
+    _problems: ClassVar[Mapping[str, str]] = {}
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
@@ -34,6 +43,19 @@ class Settings:
     keep_files: bool = False
     workers: int = 0  # 0: as many as the machine has cores
 
+    def __getattribute__(self, name: str) -> Any:
+        problems = object.__getattribute__(self, "_problems")
+        if problems and name in problems:
+            raise ConfigError(problems[name])
+        return object.__getattribute__(self, name)
+
+    def check(self, *names: str) -> None:
+        """Raise the first problem among these settings (all of them if none are named)."""
+        problems = object.__getattribute__(self, "_problems")
+        for name in names or tuple(problems):
+            if name in problems:
+                raise ConfigError(problems[name])
+
     def pool_size(self) -> int:
         """The workers a pool runs (KMDB_WORKERS, else this machine's cores): kmdb-import
         cuts work into jobs whose count is a multiple of it, so that they finish together."""
@@ -41,7 +63,20 @@ class Settings:
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some settings changed (command-line options win over the environment)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        kept = {
+            f.name: object.__getattribute__(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in changes
+        }
+        changed = Settings(**kept, **changes)  # type: ignore[arg-type]
+        problems = object.__getattribute__(self, "_problems")
+        _set_problems(changed, {k: v for k, v in problems.items() if k not in changes})
+        return changed
+
+
+def _set_problems(settings: Settings, problems: Mapping[str, str]) -> None:
+    if problems:
+        object.__setattr__(settings, "_problems", dict(problems))
 
 
 def load_dotenv_file(path: str = ".env") -> None:
@@ -52,30 +87,49 @@ def load_dotenv_file(path: str = ".env") -> None:
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """Build the settings from the environment (or `env`), raising ConfigError on bad values."""
+    """Build the settings from the environment (or `env`).
+
+    A malformed value raises ConfigError when that setting is read (or on
+    Settings.check), not here: each command stops only for what it uses.
+    """
     env = os.environ if env is None else env
+    problems: dict[str, str] = {}
+    values: dict[str, Any] = {}
 
     def get(name: str) -> str | None:
         value = env.get(name)
         return value.strip() if value and value.strip() else None
 
+    def parse(field: str, build: Callable[[], Any]) -> None:
+        try:
+            values[field] = build()
+        except ConfigError as exc:
+            problems[field] = str(exc)
+
     bucket = get("AWS_BUCKET")
-    return Settings(
-        database_url=normalize_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL),
-        redis_url=get("KMDB_REDIS_URL") or DEFAULT_REDIS_URL,
-        queue=_name(get("KMDB_QUEUE") or "kmdb", "KMDB_QUEUE"),
-        source=get("KMDB_SOURCE") or (f"s3://{bucket}" if bucket else None),
-        min_date=_date(get("KMDB_MIN_DATE"), "KMDB_MIN_DATE"),
-        max_date=_date(get("KMDB_MAX_DATE"), "KMDB_MAX_DATE"),
-        days_per_partition=_int(get("KMDB_DAYS_PER_PARTITION"), "KMDB_DAYS_PER_PARTITION", 7, 1),
-        min_revision=_int(get("KMDB_MIN_REVISION"), "KMDB_MIN_REVISION", 0, 0),
-        revision_lookahead=_int(get("KMDB_REVISION_LOOKAHEAD"), "KMDB_REVISION_LOOKAHEAD", 10, 1),
-        batch_size=_int(get("KMDB_BATCH_SIZE"), "KMDB_BATCH_SIZE", 20_000, 1),
-        part_size=_int(get("KMDB_PART_SIZE"), "KMDB_PART_SIZE", 8 << 20, 1),
-        tmp_dir=get("KMDB_TMP_DIR"),
-        keep_files=_bool(get("KMDB_KEEP_FILES"), "KMDB_KEEP_FILES"),
-        workers=_int(get("KMDB_WORKERS"), "KMDB_WORKERS", 0, 0),
+    parse(
+        "database_url",
+        lambda: normalize_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL),
     )
+    values["redis_url"] = get("KMDB_REDIS_URL") or DEFAULT_REDIS_URL
+    parse("queue", lambda: _name(get("KMDB_QUEUE") or "kmdb", "KMDB_QUEUE"))
+    values["source"] = get("KMDB_SOURCE") or (f"s3://{bucket}" if bucket else None)
+    parse("min_date", lambda: _date(get("KMDB_MIN_DATE"), "KMDB_MIN_DATE"))
+    parse("max_date", lambda: _date(get("KMDB_MAX_DATE"), "KMDB_MAX_DATE"))
+    for field, name, default, minimum in [
+        ("days_per_partition", "KMDB_DAYS_PER_PARTITION", 7, 1),
+        ("min_revision", "KMDB_MIN_REVISION", 0, 0),
+        ("revision_lookahead", "KMDB_REVISION_LOOKAHEAD", 10, 1),
+        ("batch_size", "KMDB_BATCH_SIZE", 20_000, 1),
+        ("part_size", "KMDB_PART_SIZE", 8 << 20, 1),
+        ("workers", "KMDB_WORKERS", 0, 0),
+    ]:
+        parse(field, lambda n=name, d=default, m=minimum: _int(get(n), n, d, m))
+    values["tmp_dir"] = get("KMDB_TMP_DIR")
+    parse("keep_files", lambda: _bool(get("KMDB_KEEP_FILES"), "KMDB_KEEP_FILES"))
+    settings = Settings(**values)
+    _set_problems(settings, problems)
+    return settings
 
 
 def normalize_database_url(url: str) -> str:
