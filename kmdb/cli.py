@@ -332,12 +332,12 @@ def status(as_json: bool) -> None:
     import json
 
     from kmdb import queues
-    from kmdb.db import create_schema, make_engine
+    from kmdb.db import open_existing
     from kmdb.status import render, report
 
     settings = _settings()
-    engine = make_engine(settings)
-    create_schema(engine)
+    # A status creates nothing: without a database it says so.
+    engine = open_existing(settings)
     try:
         redis = queues.connect(settings)
     except ConfigError:
@@ -361,12 +361,11 @@ def realias() -> None:
 
         kmdb realias
     """
-    from kmdb.db import create_schema, make_engine
+    from kmdb.db import open_existing
     from kmdb.people import settle
 
     settings = _settings()
-    engine = make_engine(settings)
-    create_schema(engine)
+    engine = open_existing(settings)
     result = settle(engine, full=True)
     click.echo(
         f"People recomputed: {result.people_changed} identities changed person; "

@@ -29,3 +29,15 @@ class TransientError(KmdbError):
 
 class DatabaseUnavailable(ConfigError):
     """The database cannot be reached: a setting to check from the command line, a wait for a worker."""
+
+
+class NoDatabase(ConfigError):
+    """There is no kmdb database at DATABASE_URL yet, and the command only reads."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"There is no kmdb database at {where} yet; make one with kmdb-flush, or import an "
+            "export with kmdb-import --source FOLDER|s3://BUCKET (check DATABASE_URL if it "
+            "should be there)."
+        )
+        self.where = where

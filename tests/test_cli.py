@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, inspect
 
 from tests.helpers import run
 
@@ -46,3 +47,28 @@ def test_a_script_takes_no_command_name(cli_env: dict[str, str]) -> None:
     result = run("kmdb-flush", "flush", env=cli_env, check=False)
     assert result.returncode == 2
     assert "Usage: kmdb-flush [OPTIONS]" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["kmdb-status", "kmdb-realias"])
+def test_reading_commands_create_no_sqlite_database(
+    command: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run(command, env=cli_env, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "Error: There is no kmdb database at sqlite:///kmdb.sqlite3 yet; make one with kmdb-flush"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.glob("kmdb.sqlite3*")) == []
+    run("kmdb-flush", env={**cli_env, "KMDB_QUEUE": f"kmdb-test-{tmp_path.name}"})
+    assert run(command, env=cli_env).returncode == 0
+
+
+@pytest.mark.parametrize("command", ["kmdb-status", "kmdb-realias"])
+def test_reading_commands_create_no_tables_in_mysql(
+    command: str, mysql_url: str, cli_env: dict[str, str]
+) -> None:
+    result = run(command, env={**cli_env, "DATABASE_URL": mysql_url}, check=False)
+    assert result.returncode == 2
+    assert "Error: There is no kmdb database at mysql+pymysql://" in result.stderr
+    assert inspect(create_engine(mysql_url)).get_table_names() == []
