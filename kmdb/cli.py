@@ -80,41 +80,57 @@ def cli() -> None:
 @cli.command()
 @friendly
 def flush() -> None:
-    """Create the schema if missing and empty the imported data.
+    """Create the schema if missing and empty the imported data, and kmdb's jobs in Redis.
 
     The filter tables (ignored_users, whitelisted_events, blacklisted_properties)
-    are configuration and are kept. Example:
+    are configuration and are kept. The database and Redis are both checked
+    (reachable, and writable by this user) before anything is emptied. Example:
 
         DATABASE_URL=mysql+pymysql://root@127.0.0.1/kmdb kmdb flush
     """
+    from kmdb import queues, schema
     from kmdb.db import make_engine
+    from kmdb.flush import check_can_write, check_redis, contents
     from kmdb.flush import flush as flush_database
 
-    settings = _settings()
+    settings = _settings("database_url", "redis_url", "queue")
+    where = mask_url(settings.database_url)
     engine = make_engine(settings)
+    try:
+        redis = queues.connect(settings)
+    except ConfigError as exc:
+        # SQLite is the embedded setup: imports with --inline need no Redis at all.
+        if not settings.database_url.startswith("sqlite"):
+            raise
+        click.echo(f"Warning: {exc} Only the database will be emptied.", err=True)
+        redis = None
+    if redis is not None:
+        check_redis(settings, redis)
+    check_can_write(engine, where)
+    rows = contents(engine)
+    kept = ", ".join(t.name for t in schema.FILTERS)
+    click.echo(
+        f"Emptying {sum(rows.values()):,} rows of imported data in {where} (keeping {kept})"
+        + (
+            f" and the jobs of queue {settings.queue!r} at {mask_url(settings.redis_url)}."
+            if redis is not None
+            else "."
+        )
+    )
+    # Jobs first: a stale job left after the tables are emptied would import into them.
+    if redis is not None:
+        removed_jobs = queues.clear(settings, redis)
     created, removed = flush_database(engine)
-    click.echo(f"Database {mask_url(settings.database_url)}")
+    click.echo(f"Database {where}")
     if created:
         click.echo(f"  created: {', '.join(created)}")
     for table, count in removed.items():
         click.echo(f"  emptied {table}: {count} rows")
-    _flush_redis(settings)
-
-
-def _flush_redis(settings: Settings) -> None:
-    from kmdb import queues
-
-    try:
-        redis = queues.connect(settings)
-    except ConfigError as exc:
-        if settings.database_url.startswith("sqlite"):
-            click.echo(f"Warning: {exc} Only the database was emptied.", err=True)
-            return
-        raise
-    removed = queues.clear(settings, redis)
-    click.echo(
-        f"Redis {mask_url(settings.redis_url)}: removed {removed} jobs of queue {settings.queue!r}"
-    )
+    if redis is not None:
+        click.echo(
+            f"Redis {mask_url(settings.redis_url)}: removed {removed_jobs} jobs of queue "
+            f"{settings.queue!r}"
+        )
 
 
 @cli.command()
@@ -362,10 +378,12 @@ def realias() -> None:
         kmdb realias
     """
     from kmdb.db import open_existing
+    from kmdb.flush import check_can_write
     from kmdb.people import settle
 
     settings = _settings()
     engine = open_existing(settings)
+    check_can_write(engine, mask_url(settings.database_url), "recompute people")
     result = settle(engine, full=True)
     click.echo(
         f"People recomputed: {result.people_changed} identities changed person; "
