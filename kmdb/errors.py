@@ -41,3 +41,22 @@ class NoDatabase(ConfigError):
             "should be there)."
         )
         self.where = where
+
+
+class NoRevisions(ConfigError):
+    """The source holds no revisions/N.json at all: most likely a wrong --source."""
+
+    def __init__(self, source: str, parent: str | None = None) -> None:
+        if parent is not None:
+            message = (
+                f"{source} holds revision files itself, so it is the revisions/ folder; "
+                f"pass its parent, {parent}, which is the export (--source or KMDB_SOURCE)."
+            )
+        else:
+            message = (
+                f"{source} holds no revisions/N.json; pass the export's folder (the one that "
+                "holds revisions/) or s3://bucket/prefix with --source, KMDB_SOURCE or AWS_BUCKET."
+            )
+        super().__init__(message)
+        self.source = source
+        self.parent = parent

@@ -13,7 +13,7 @@ from rq import Queue
 from sqlalchemy import create_engine, inspect, make_url, text
 
 from kmdb.sample import write_sample
-from tests.conftest import REDIS_URL, _mysql_admin
+from tests.conftest import REDIS_URL, _mysql_admin, sample_bucket
 from tests.helpers import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,3 +186,44 @@ def test_flush_says_what_it_empties_before_it_does(
     assert f"and the jobs of queue '{redis_queue}' at redis://" in out[0]
     assert rows <= int(out[0].split()[1].replace(",", ""))
     assert _row_counts(mysql_url)["events"] == 0
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_a_folder_without_revisions_is_a_wrong_source(
+    inline: bool, sqlite_url: str, redis_queue: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    write_sample(tmp_path / "export", 600, lines_per_revision=300)
+    (tmp_path / "empty").mkdir()
+    env = {**cli_env, "DATABASE_URL": sqlite_url, "KMDB_QUEUE": redis_queue}
+    mode = ["--inline"] if inline else []
+    empty = run("kmdb-import", *mode, "--source", str(tmp_path / "empty"), env=env, check=False)
+    assert empty.returncode == 2
+    assert empty.stderr.startswith(
+        f"Error: {tmp_path / 'empty'} holds no revisions/N.json; pass the export's folder"
+    )
+    inner = tmp_path / "export" / "revisions"
+    wrong = run("kmdb-import", *mode, "--source", str(inner), env=env, check=False)
+    assert wrong.returncode == 2
+    assert wrong.stderr.startswith(
+        f"Error: {inner} holds revision files itself, so it is the revisions/ folder; "
+        f"pass its parent, {tmp_path / 'export'}, which is the export"
+    )
+    for result in (empty, wrong):
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not _queued(redis_queue)
+    # The right folder, once imported, has nothing new: that is no error.
+    run("kmdb-import", "--inline", "--source", str(tmp_path / "export"), env=env)
+    again = run("kmdb-import", *mode, "--source", str(tmp_path / "export"), env=env)
+    assert ("Imported 0 revisions" if inline else "Nothing new to import") in again.stdout
+
+
+def test_a_bucket_prefix_without_revisions_is_a_wrong_source(
+    sqlite_url: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    bucket = sample_bucket(tmp_path / "export", 300, prefix="km/")
+    env = {**cli_env, **s3_env, "DATABASE_URL": sqlite_url}
+    for spec in (f"s3://{bucket}", f"s3://{bucket}/other", f"s3://{bucket}/km/revisions"):
+        result = run("kmdb-import", "--inline", "--source", spec, env=env, check=False)
+        assert result.returncode == 2, spec
+        assert result.stderr.startswith(f"Error: {spec} holds no revisions/N.json"), spec
+    run("kmdb-import", "--inline", "--source", f"s3://{bucket}/km", env=env)
