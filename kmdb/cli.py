@@ -15,7 +15,51 @@ from sqlalchemy.exc import DBAPIError
 
 from kmdb import settings as settings_module
 from kmdb.errors import ConfigError, KmdbError
-from kmdb.settings import Settings, mask_url
+from kmdb.settings import Settings, mask_url, url_secrets
+
+
+class _Masked:
+    """A text stream that writes every known password as ***.
+
+    URLs are masked where kmdb prints them; this catches the rest (a driver's
+    message, a traceback, a library's log line) whatever prints it.
+    """
+
+    def __init__(self, stream: Any, secrets: list[str]) -> None:
+        self.stream = stream
+        self.secrets = secrets
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError("a text stream takes str")
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return int(self.stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        # No .buffer: click would write bytes to it, past the masking.
+        if name == "buffer":
+            raise AttributeError(name)
+        return getattr(self.stream, name)
+
+
+def _mask_output() -> None:
+    """Mask the passwords of DATABASE_URL, KMDB_REDIS_URL and AWS in all this process prints."""
+    secrets = [
+        s
+        for name in ("DATABASE_URL", "KMDB_REDIS_URL")
+        for s in url_secrets(os.environ.get(name, ""))
+    ]
+    secrets += [os.environ.get(n, "") for n in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
+    # Shorter ones would mask common words too; mask_url still hides them in URLs.
+    secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+    if not secrets:
+        return
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        setattr(
+            sys, name, _Masked(stream.stream if isinstance(stream, _Masked) else stream, secrets)
+        )
 
 
 def _settings(*uses: str, every: bool = False) -> Settings:
@@ -24,8 +68,9 @@ def _settings(*uses: str, every: bool = False) -> Settings:
     The others are checked where they are read: a command stops only for a bad
     setting it uses. Commands that run imports use nearly all, so check all first.
     """
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     settings_module.load_dotenv_file()
+    _mask_output()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     settings = settings_module.from_env()
     if uses or every:
         settings.check(*uses)
@@ -420,6 +465,7 @@ def pool(workers: int | None, procfile: str | None) -> None:
     click.echo(
         f"Starting {command[-1].split('=')[1]} workers with honcho ({' '.join(command[2:])})"
     )
+    sys.stdout.flush()
     os.execvp(command[0], command)
 
 
@@ -447,10 +493,11 @@ def ui(port: int) -> None:
         "127.0.0.1",
         "--port",
         str(port),
-        "--redis-url",
-        settings.redis_url,
     ]
-    os.execvp(command[0], command)
+    # By environment, not argument: anyone on the machine can read a command line (ps).
+    env = {**os.environ, "RQ_DASHBOARD_REDIS_URL": settings.redis_url}
+    sys.stdout.flush()
+    os.execvpe(command[0], command, env)
 
 
 @cli.command()

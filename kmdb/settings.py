@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import unquote, unquote_plus
 
 from kmdb.errors import ConfigError
 
@@ -111,7 +112,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         "database_url",
         lambda: normalize_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL),
     )
-    values["redis_url"] = get("KMDB_REDIS_URL") or DEFAULT_REDIS_URL
+    parse("redis_url", lambda: _redis_url(get("KMDB_REDIS_URL") or DEFAULT_REDIS_URL))
     parse("queue", lambda: _name(get("KMDB_QUEUE") or "kmdb", "KMDB_QUEUE"))
     values["source"] = get("KMDB_SOURCE") or (f"s3://{bucket}" if bucket else None)
     parse("min_date", lambda: _date(get("KMDB_MIN_DATE"), "KMDB_MIN_DATE"))
@@ -137,13 +138,15 @@ def normalize_database_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise ConfigError(
-            f"DATABASE_URL is not a URL ({url!r}); set it like "
+            f"DATABASE_URL is not a URL ({mask_url(url)!r}); set it like "
             "mysql+pymysql://user:password@127.0.0.1:3306/kmdb or sqlite:///kmdb.sqlite3."
         )
     if scheme in ("mysql", "mysql2", "mysql+mysql2"):
         scheme = "mysql+pymysql"
     if scheme in ("mariadb", "mariadb+mysql2"):
         scheme = "mariadb+pymysql"
+    # SQLAlchemy ends the password at its first '@' and takes the rest for the host.
+    _check_userinfo(url, "DATABASE_URL", "@", password_only=True)
     if scheme.split("+")[0] not in ("mysql", "mariadb", "sqlite"):
         raise ConfigError(
             f"DATABASE_URL uses {scheme}://, which kmdb does not support; use "
@@ -152,9 +155,68 @@ def normalize_database_url(url: str) -> str:
     return f"{scheme}://{rest}"
 
 
+# A password given as a query parameter: ?password=..., as SQLAlchemy and redis-py accept.
+_QUERY_SECRET = re.compile(r"([?&;](?:password|passwd|pwd)=)([^&;#]*)", re.IGNORECASE)
+
+
+def _userinfo(rest: str) -> tuple[str, str] | None:
+    """(user[:password], @host...) of a URL without its scheme, or None without a user.
+
+    The last '@' before any query password ends the user part, so that a
+    password holding an unencoded '@' is still taken whole.
+    """
+    query = _QUERY_SECRET.search(rest)
+    at = rest.rfind("@", 0, query.start() if query else len(rest))
+    return (rest[:at], rest[at:]) if at >= 0 else None
+
+
+def _without_scheme(url: str) -> tuple[str, str]:
+    head, sep, rest = url.partition("://")
+    return (head + sep, rest) if sep else ("", url)
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, for anything shown to people."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """The URL with every password (user:password@, ?password=) replaced by ***, for people."""
+    head, rest = _without_scheme(url)
+    found = _userinfo(rest)
+    if found is not None:
+        user, colon, _password = found[0].partition(":")
+        if colon:
+            rest = f"{user}:***{found[1]}"
+    return head + _QUERY_SECRET.sub(r"\1***", rest)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The passwords a URL holds, as written and percent-decoded, longest first."""
+    _head, rest = _without_scheme(url)
+    found = [m.group(2) for m in _QUERY_SECRET.finditer(rest)]
+    userinfo = _userinfo(rest)
+    if userinfo is not None and ":" in userinfo[0]:
+        found.append(userinfo[0].partition(":")[2])
+    forms = {form for secret in found for form in (secret, unquote(secret), unquote_plus(secret))}
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def _check_userinfo(url: str, name: str, unsafe: str, password_only: bool) -> None:
+    found = _userinfo(_without_scheme(url)[1])
+    if found is None:
+        return
+    part = found[0].partition(":")[2] if password_only else found[0]
+    present = [c for c in unsafe if c in part]
+    if present:
+        raise ConfigError(
+            f"{name} ({mask_url(url)}) has {' and '.join(repr(c) for c in present)} in its "
+            f"{'password' if password_only else 'user or password'}, which breaks the URL; "
+            "percent-encode them (@ is %40, / is %2F, ? is %3F, # is %23), e.g. with "
+            "python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=\"\"))' "
+            "'PASSWORD'."
+        )
+
+
+def _redis_url(url: str) -> str:
+    # redis-py splits the URL as urllib does: the host part ends at the first / ? or #.
+    _check_userinfo(url, "KMDB_REDIS_URL", "/?#", password_only=False)
+    return url
 
 
 def _int(value: str | None, name: str, default: int, minimum: int) -> int:

@@ -93,3 +93,18 @@ def test_the_pool_size_is_kmdb_workers_else_the_cores(monkeypatch: pytest.Monkey
     assert from_env({}).pool_size() == 5
     with pytest.raises(ConfigError, match="KMDB_WORKERS"):
         from_env({"KMDB_WORKERS": "two"}).pool_size()
+
+
+def test_a_password_that_breaks_its_url_says_to_percent_encode_it() -> None:
+    broken = from_env(
+        {"DATABASE_URL": "mysql://kmadv:S3c@Pw!@h/db", "KMDB_REDIS_URL": "redis://:a/b?c@h/0"}
+    )
+    with pytest.raises(ConfigError, match="DATABASE_URL .* has '@' in its password") as db:
+        _ = broken.database_url
+    with pytest.raises(ConfigError, match="has '/' and '\\?' in its user or password") as redis:
+        _ = broken.redis_url
+    assert "S3c" not in str(db.value) and "a/b" not in str(redis.value)
+    # An '@' in a user name (no password), or in a Redis password, parses as meant.
+    fine = from_env({"DATABASE_URL": "mysql://me@x.com@h/db", "KMDB_REDIS_URL": "redis://:a@b@h/0"})
+    assert fine.database_url == "mysql+pymysql://me@x.com@h/db"
+    assert fine.redis_url == "redis://:a@b@h/0"
