@@ -15,13 +15,66 @@ from sqlalchemy.exc import DBAPIError
 
 from kmdb import settings as settings_module
 from kmdb.errors import ConfigError, KmdbError
-from kmdb.settings import Settings, mask_url
+from kmdb.settings import Settings, mask_url, url_secrets
 
 
-def _settings() -> Settings:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+class _Masked:
+    """A text stream that writes every known password as ***.
+
+    URLs are masked where kmdb prints them; this catches the rest (a driver's
+    message, a traceback, a library's log line) whatever prints it.
+    """
+
+    def __init__(self, stream: Any, secrets: list[str]) -> None:
+        self.stream = stream
+        self.secrets = secrets
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError("a text stream takes str")
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return int(self.stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        # No .buffer: click would write bytes to it, past the masking.
+        if name == "buffer":
+            raise AttributeError(name)
+        return getattr(self.stream, name)
+
+
+def _mask_output() -> None:
+    """Mask the passwords of DATABASE_URL, KMDB_REDIS_URL and AWS in all this process prints."""
+    secrets = [
+        s
+        for name in ("DATABASE_URL", "KMDB_REDIS_URL")
+        for s in url_secrets(os.environ.get(name, ""))
+    ]
+    secrets += [os.environ.get(n, "") for n in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
+    # Shorter ones would mask common words too; mask_url still hides them in URLs.
+    secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+    if not secrets:
+        return
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        setattr(
+            sys, name, _Masked(stream.stream if isinstance(stream, _Masked) else stream, secrets)
+        )
+
+
+def _settings(*uses: str, every: bool = False) -> Settings:
+    """The settings, with those named (or, with every, all of them) checked now.
+
+    The others are checked where they are read: a command stops only for a bad
+    setting it uses. Commands that run imports use nearly all, so check all first.
+    """
     settings_module.load_dotenv_file()
-    return settings_module.from_env()
+    _mask_output()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    settings = settings_module.from_env()
+    if uses or every:
+        settings.check(*uses)
+    return settings
 
 
 def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,47 +116,66 @@ def cli() -> None:
     """kmdb: import KISSmetrics Data Export dumps into MySQL or SQLite.
 
     Settings come from the environment and from a .env file; see .env.example.
+    Each command is also a script of its own (kmdb flush is kmdb-flush). Example:
+
+        DATABASE_URL=sqlite:///kmdb.sqlite3 kmdb import --inline --source ./sample
     """
 
 
 @cli.command()
 @friendly
 def flush() -> None:
-    """Create the schema if missing and empty the imported data.
+    """Create the schema if missing and empty the imported data, and kmdb's jobs in Redis.
 
     The filter tables (ignored_users, whitelisted_events, blacklisted_properties)
-    are configuration and are kept. Example:
+    are configuration and are kept. The database and Redis are both checked
+    (reachable, and writable by this user) before anything is emptied. Example:
 
         DATABASE_URL=mysql+pymysql://root@127.0.0.1/kmdb kmdb flush
     """
+    from kmdb import queues, schema
     from kmdb.db import make_engine
+    from kmdb.flush import check_can_write, check_redis, contents
     from kmdb.flush import flush as flush_database
 
-    settings = _settings()
+    settings = _settings("database_url", "redis_url", "queue")
+    where = mask_url(settings.database_url)
     engine = make_engine(settings)
+    try:
+        redis = queues.connect(settings)
+    except ConfigError as exc:
+        # SQLite is the embedded setup: imports with --inline need no Redis at all.
+        if not settings.database_url.startswith("sqlite"):
+            raise
+        click.echo(f"Warning: {exc} Only the database will be emptied.", err=True)
+        redis = None
+    if redis is not None:
+        check_redis(settings, redis)
+    check_can_write(engine, where)
+    rows = contents(engine)
+    kept = ", ".join(t.name for t in schema.FILTERS)
+    click.echo(
+        f"Emptying {sum(rows.values()):,} rows of imported data in {where} (keeping {kept})"
+        + (
+            f" and the jobs of queue {settings.queue!r} at {mask_url(settings.redis_url)}."
+            if redis is not None
+            else "."
+        )
+    )
+    # Jobs first: a stale job left after the tables are emptied would import into them.
+    if redis is not None:
+        removed_jobs = queues.clear(settings, redis)
     created, removed = flush_database(engine)
-    click.echo(f"Database {mask_url(settings.database_url)}")
+    click.echo(f"Database {where}")
     if created:
         click.echo(f"  created: {', '.join(created)}")
     for table, count in removed.items():
         click.echo(f"  emptied {table}: {count} rows")
-    _flush_redis(settings)
-
-
-def _flush_redis(settings: Settings) -> None:
-    from kmdb import queues
-
-    try:
-        redis = queues.connect(settings)
-    except ConfigError as exc:
-        if settings.database_url.startswith("sqlite"):
-            click.echo(f"Warning: {exc} Only the database was emptied.", err=True)
-            return
-        raise
-    removed = queues.clear(settings, redis)
-    click.echo(
-        f"Redis {mask_url(settings.redis_url)}: removed {removed} jobs of queue {settings.queue!r}"
-    )
+    if redis is not None:
+        click.echo(
+            f"Redis {mask_url(settings.redis_url)}: removed {removed_jobs} jobs of queue "
+            f"{settings.queue!r}"
+        )
 
 
 @cli.command()
@@ -133,14 +205,14 @@ def partition(
         kmdb partition --min-date 2014-01-01 --max-date 2014-03-01 --days 7
     """
     from kmdb.db import create_schema, is_mysql, make_engine
-    from kmdb.partition import partition as apply_partitions
+    from kmdb.partition import apply, plan_all
 
     settings = _settings()
     engine = make_engine(settings)
     if not is_mysql(engine):
         click.echo("Partitioning is a MySQL feature; SQLite needs none, so nothing was changed.")
         return
-    create_schema(engine)
+    min_from = "--min-date" if min_date else "KMDB_MIN_DATE"
     if from_index:
         from kmdb.errors import PartitionError
         from kmdb.partition import dates_from_index
@@ -153,13 +225,21 @@ def partition(
             )
         first, last = dates_from_index(index)
         click.echo(f"index.csv: data received from {first} to {last}")
+        min_from = min_from if min_date else "index.csv"
         min_date, max_date = min_date or first, max_date or last
-    plans = apply_partitions(
-        engine,
-        min_date or settings.min_date,
-        max_date or settings.max_date,
-        days or settings.days_per_partition,
-    )
+    min_date = min_date or settings.min_date
+    max_date = max_date or settings.max_date
+    # Every plan is checked before the schema is made or any table altered.
+    plans = plan_all(engine, min_date, max_date, days or settings.days_per_partition)
+    create_schema(engine)
+    apply(engine, plans)
+    ignored = next((p for p in plans if p.ignored_min is not None and p.existing), None)
+    if ignored is not None:
+        click.echo(
+            f"Note: the min date {ignored.ignored_min} ({min_from}) is ignored: the tables are "
+            f"partitioned already, so new partitions go on from the last boundary, "
+            f"{ignored.existing[-1]}."
+        )
     for p in plans:
         if p.new:
             click.echo(
@@ -190,7 +270,7 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
     from kmdb.db import create_schema, make_engine
     from kmdb.source import open_source
 
-    settings = _settings()
+    settings = _settings(every=True)
     engine = make_engine(settings)
     create_schema(engine)
     src = open_source(source, settings)
@@ -292,7 +372,7 @@ def work(burst: bool) -> None:
     """
     from kmdb.workers import work as run_worker
 
-    settings = _settings()
+    settings = _settings(every=True)
     logging.getLogger().setLevel(logging.INFO)
     _done, failed = run_worker(settings, burst)
     if failed:
@@ -313,12 +393,12 @@ def status(as_json: bool) -> None:
     import json
 
     from kmdb import queues
-    from kmdb.db import create_schema, make_engine
+    from kmdb.db import open_existing
     from kmdb.status import render, report
 
     settings = _settings()
-    engine = make_engine(settings)
-    create_schema(engine)
+    # A status creates nothing: without a database it says so.
+    engine = open_existing(settings)
     try:
         redis = queues.connect(settings)
     except ConfigError:
@@ -342,12 +422,13 @@ def realias() -> None:
 
         kmdb realias
     """
-    from kmdb.db import create_schema, make_engine
+    from kmdb.db import open_existing
+    from kmdb.flush import check_can_write
     from kmdb.people import settle
 
     settings = _settings()
-    engine = make_engine(settings)
-    create_schema(engine)
+    engine = open_existing(settings)
+    check_can_write(engine, mask_url(settings.database_url), "recompute people")
     result = settle(engine, full=True)
     click.echo(
         f"People recomputed: {result.people_changed} identities changed person; "
@@ -379,11 +460,12 @@ def pool(workers: int | None, procfile: str | None) -> None:
     """
     from kmdb.workers import pool_command
 
-    settings = _settings()
+    settings = _settings(every=True)
     command = pool_command(settings, workers, procfile)
     click.echo(
         f"Starting {command[-1].split('=')[1]} workers with honcho ({' '.join(command[2:])})"
     )
+    sys.stdout.flush()
     os.execvp(command[0], command)
 
 
@@ -411,10 +493,11 @@ def ui(port: int) -> None:
         "127.0.0.1",
         "--port",
         str(port),
-        "--redis-url",
-        settings.redis_url,
     ]
-    os.execvp(command[0], command)
+    # By environment, not argument: anyone on the machine can read a command line (ps).
+    env = {**os.environ, "RQ_DASHBOARD_REDIS_URL": settings.redis_url}
+    sys.stdout.flush()
+    os.execvpe(command[0], command, env)
 
 
 @cli.command()
@@ -469,9 +552,15 @@ def _exit_now(code: object) -> None:
 
 
 def _standalone(name: str) -> Callable[[], None]:
+    # The command itself, not the group with the command's name as its first argument:
+    # click builds "Usage: ..." and "Try '... --help'" from the path it was called by.
+    command = cli.commands[name]
+
     def run() -> None:
         try:
-            cli.main(args=[name, *sys.argv[1:]], prog_name=f"kmdb-{name}")
+            command.main(
+                args=sys.argv[1:], prog_name=f"kmdb-{name}", help_option_names=["-h", "--help"]
+            )
         except SystemExit as exc:
             if name in _QUICK_EXIT:
                 _exit_now(exc.code)

@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from kmdb import schema
-from kmdb.errors import ConfigError, DatabaseUnavailable
+from kmdb.errors import ConfigError, DatabaseUnavailable, NoDatabase
 from kmdb.settings import Settings, mask_url
 
 
@@ -115,3 +115,42 @@ def create_schema(engine: Engine, rebuild: bool = False) -> list[str]:
     if set(VIEWS) - set(inspector.get_view_names()):
         created += create_views(engine)
     return created
+
+
+def open_existing(settings: Settings) -> Engine:
+    """An engine on a kmdb database that exists already, for commands that must create nothing.
+
+    Raises NoDatabase where there is none (no SQLite file, or no kmdb tables in the
+    MySQL database) instead of making an empty one, as make_engine would.
+    """
+    from pathlib import Path
+
+    url = settings.database_url
+    where = mask_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigError(f"DATABASE_URL {where} cannot be used ({exc}).") from None
+    path = parsed.database or ""
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and path not in ("", ":memory:")
+        and not path.startswith("file:")
+        and not Path(path).is_file()
+    ):
+        raise NoDatabase(where)
+    engine = make_engine(settings)
+    existing = set(inspect(engine).get_table_names())
+    if schema.revisions.name not in existing:
+        engine.dispose()
+        raise NoDatabase(where)
+    lacking = [t.name for t in schema.metadata.sorted_tables if t.name not in existing]
+    outdated = outdated_tables(engine)
+    if lacking or outdated:
+        engine.dispose()
+        raise ConfigError(
+            f"The kmdb database at {where} was made by an older kmdb (tables "
+            f"{', '.join(lacking + outdated)} differ); run kmdb-import, which adds missing "
+            "tables, or kmdb-flush, which empties the imported data and makes them anew."
+        )
+    return engine

@@ -19,9 +19,44 @@ class PartitionError(KmdbError):
     """A partition plan cannot be applied (too many partitions, bad dates)."""
 
 
+class PartitionDatesError(PartitionError, ConfigError):
+    """The partition dates are missing or out of order: a usage error."""
+
+
 class TransientError(KmdbError):
     """A failure worth retrying: a lost connection, a deadlock, a throttled request."""
 
 
 class DatabaseUnavailable(ConfigError):
     """The database cannot be reached: a setting to check from the command line, a wait for a worker."""
+
+
+class NoDatabase(ConfigError):
+    """There is no kmdb database at DATABASE_URL yet, and the command only reads."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"There is no kmdb database at {where} yet; make one with kmdb-flush, or import an "
+            "export with kmdb-import --source FOLDER|s3://BUCKET (check DATABASE_URL if it "
+            "should be there)."
+        )
+        self.where = where
+
+
+class NoRevisions(ConfigError):
+    """The source holds no revisions/N.json at all: most likely a wrong --source."""
+
+    def __init__(self, source: str, parent: str | None = None) -> None:
+        if parent is not None:
+            message = (
+                f"{source} holds revision files itself, so it is the revisions/ folder; "
+                f"pass its parent, {parent}, which is the export (--source or KMDB_SOURCE)."
+            )
+        else:
+            message = (
+                f"{source} holds no revisions/N.json; pass the export's folder (the one that "
+                "holds revisions/) or s3://bucket/prefix with --source, KMDB_SOURCE or AWS_BUCKET."
+            )
+        super().__init__(message)
+        self.source = source
+        self.parent = parent

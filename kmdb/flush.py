@@ -1,11 +1,80 @@
-"""Emptying the imported data (the filter tables are configuration and stay)."""
+"""Emptying the imported data (the filter tables are configuration and stay).
+
+Everything a flush needs is checked before anything changes: the database and
+Redis answer, and the database user may create, index, empty and drop tables.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, func, select, text
+import os
 
-from kmdb import indexes, schema
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy.exc import DBAPIError
+
+from kmdb import indexes, queues, schema
 from kmdb.db import create_schema, is_mysql
+from kmdb.errors import ConfigError
+from kmdb.settings import Settings, mask_url
+
+
+def contents(engine: Engine) -> dict[str, int]:
+    """Rows in each imported table that exists now: what a flush would empty."""
+    existing = set(inspect(engine).get_table_names())
+    with engine.connect() as conn:
+        return {
+            table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in schema.IMPORTED
+            if table.name in existing
+        }
+
+
+def check_can_write(engine: Engine, where: str, what: str = "empty its tables") -> None:
+    """Raise ConfigError unless the database user may create, index, fill, empty and drop a table.
+
+    Tried on a scratch table of its own, so that a missing privilege stops a
+    command before it has changed anything, not half-way through.
+    """
+    name = f"kmdb_write_check_{os.getpid()}"
+    quoted = f"`{name}`" if is_mysql(engine) else f'"{name}"'
+    empty = f"TRUNCATE TABLE {quoted}" if is_mysql(engine) else f"DELETE FROM {quoted}"
+    steps = [
+        f"CREATE TABLE {quoted} (id INTEGER NOT NULL)",
+        f"CREATE INDEX ix_{name} ON {quoted} (id)",
+        f"INSERT INTO {quoted} (id) VALUES (1)",
+        empty,
+    ]
+    try:
+        with engine.connect() as conn:
+            try:
+                for step in steps:
+                    conn.execute(text(step))
+                    conn.commit()
+            finally:
+                conn.rollback()
+                conn.execute(text(f"DROP TABLE IF EXISTS {quoted}"))
+                conn.commit()
+    except DBAPIError as exc:
+        reason = exc.orig.args[-1] if exc.orig is not None and exc.orig.args else exc
+        raise ConfigError(
+            f"kmdb may not {what} in the database at {where} ({reason}); nothing was changed. Grant the user CREATE, DROP, INDEX, ALTER, "
+            "INSERT, UPDATE, DELETE and SELECT on that database, or use one that has them."
+        ) from None
+
+
+def check_redis(settings: Settings, redis: Redis) -> None:
+    """Raise ConfigError unless kmdb may write and delete its keys in this Redis."""
+    probe = queues.key(settings, "write-check", str(os.getpid()))
+    try:
+        redis.set(probe, b"1", px=60_000)
+        redis.delete(probe)
+    except RedisError as exc:
+        raise ConfigError(
+            f"kmdb may not change its keys in Redis at {mask_url(settings.redis_url)} ({exc}); "
+            "nothing was changed. Check KMDB_REDIS_URL (a primary, not a read-only replica) "
+            "and the user's rights."
+        ) from None
 
 
 def flush(engine: Engine) -> tuple[list[str], dict[str, int]]:

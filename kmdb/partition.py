@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, text
 
 from kmdb import schema
 from kmdb.db import is_mysql
-from kmdb.errors import PartitionError
+from kmdb.errors import PartitionDatesError, PartitionError
 
 # Both MariaDB 10.11 and MySQL 8 allow at most 8192 partitions per table.
 MAX_PARTITIONS = 8192
@@ -32,6 +32,9 @@ class Plan:
     table: str
     existing: tuple[dt.date, ...]
     new: tuple[dt.date, ...]
+    # A min date given for a table partitioned already: new ranges go on from its
+    # last boundary instead, and the command says so.
+    ignored_min: dt.date | None = None
 
     @property
     def total(self) -> int:
@@ -55,18 +58,18 @@ def plan(
     table: str,
 ) -> Plan:
     """The boundaries to add; an already partitioned table goes on from its last boundary."""
+    check_dates(min_date, max_date)
     if existing:
         start = existing[-1]
     elif min_date is None:
-        raise PartitionError(
+        raise PartitionDatesError(
             "Set KMDB_MIN_DATE (or --min-date), e.g. 2013-01-01, to partition a table the first time."
         )
     else:
         start = min_date
-    if max_date < start and not existing:
-        raise PartitionError(f"KMDB_MAX_DATE ({max_date}) is before KMDB_MIN_DATE ({start}).")
     new = [b for b in boundaries(start, max_date, days)] if max_date >= start else []
-    result = Plan(table, tuple(existing), tuple(new))
+    ignored = min_date if existing and min_date is not None else None
+    result = Plan(table, tuple(existing), tuple(new), ignored)
     if result.total > MAX_PARTITIONS:
         span = (max_date - start).days
         room = MAX_PARTITIONS - 1 - len(existing)
@@ -78,6 +81,17 @@ def plan(
             f"{MAX_PARTITIONS} per table; use --days {fitting} (KMDB_DAYS_PER_PARTITION={fitting}) or more."
         )
     return result
+
+
+def check_dates(min_date: dt.date | None, max_date: dt.date | None) -> None:
+    """Raise PartitionDatesError unless there is a max date, and it is not before the min date."""
+    if max_date is None:
+        raise PartitionDatesError("Set KMDB_MAX_DATE (or --max-date), e.g. 2014-03-01.")
+    if min_date is not None and max_date < min_date:
+        raise PartitionDatesError(
+            f"The max date ({max_date}) is before the min date ({min_date}); "
+            "swap them, or set --max-date to the last day of data."
+        )
 
 
 def existing_boundaries(conn: Connection, table: str) -> list[dt.date]:
@@ -150,21 +164,34 @@ def _ddl(p: Plan) -> str:
     )
 
 
-def partition(
+def plan_all(
     engine: Engine, min_date: dt.date | None, max_date: dt.date | None, days: int
 ) -> list[Plan]:
-    """Add partitions to every partitionable table, all plans checked before any change."""
+    """The plans of every partitionable table, each checked; nothing is changed."""
     if not is_mysql(engine):
         raise PartitionError("Partitioning is a MySQL feature; on SQLite there is nothing to do.")
-    if max_date is None:
-        raise PartitionError("Set KMDB_MAX_DATE (or --max-date), e.g. 2014-03-01.")
+    check_dates(min_date, max_date)
+    assert max_date is not None  # for the type checker: check_dates raised otherwise
     with engine.connect() as conn:
-        plans = [
+        return [
             plan(existing_boundaries(conn, t.name), min_date, max_date, days, t.name)
             for t in schema.PARTITIONED
         ]
+
+
+def apply(engine: Engine, plans: list[Plan]) -> None:
+    """Add the planned partitions (the tables must exist)."""
+    with engine.connect() as conn:
         for p in plans:
             if p.new:
                 conn.execute(text(_ddl(p)))
         conn.commit()
+
+
+def partition(
+    engine: Engine, min_date: dt.date | None, max_date: dt.date | None, days: int
+) -> list[Plan]:
+    """Add partitions to every partitionable table, all plans checked before any change."""
+    plans = plan_all(engine, min_date, max_date, days)
+    apply(engine, plans)
     return plans

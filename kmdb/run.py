@@ -11,6 +11,7 @@ from sqlalchemy import Engine, func, select
 
 from kmdb import indexes, schema, stash
 from kmdb.db import create_schema
+from kmdb.errors import NoRevisions
 from kmdb.importer import (
     MAX_REVISION,
     Counts,
@@ -20,7 +21,7 @@ from kmdb.importer import (
 )
 from kmdb.people import settle
 from kmdb.settings import Settings
-from kmdb.source import Source, find_new
+from kmdb.source import Source, find_new, revision_numbers
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ def new_revisions(engine: Engine, source: Source, settings: Settings) -> list[in
     done = {n for n, status in statuses.items() if status == "done"}
     start = max(done) + 1 if done else max(1, settings.min_revision)
     found = find_new(source, done, settings, start, set(statuses) - done)
+    if not found and source.list_revisions() == []:
+        raise NoRevisions(source.name, _parent_if_revisions_folder(source))
     beyond = [n for n in found if n > MAX_REVISION]
     if beyond:
         log.warning(
@@ -41,6 +44,18 @@ def new_revisions(engine: Engine, source: Source, settings: Settings) -> list[in
             MAX_REVISION,
         )
     return [n for n in found if n <= MAX_REVISION]
+
+
+def _parent_if_revisions_folder(source: Source) -> str | None:
+    """The export's folder when the source given is its revisions/ folder itself."""
+    root = getattr(source, "root", None)
+    if root is None:
+        return None
+    if root.name == "revisions" or any(
+        revision_numbers(f"revisions/{p.name}" for p in root.iterdir())
+    ):
+        return str(root.parent)
+    return None
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,6 @@ def test_partition_on_sqlite_changes_nothing(sqlite_url: str, cli_env: dict[str,
     ("env_change", "message"),
     [
         ({"DATABASE_URL": "postgresql://h/db"}, "Error: DATABASE_URL uses postgresql://"),
-        ({"KMDB_BATCH_SIZE": "many"}, "Error: KMDB_BATCH_SIZE must be a whole number"),
         (
             {"DATABASE_URL": "mysql://root:hunter2@127.0.0.1:1/db"},
             "Error: Cannot connect to the database at mysql+pymysql://root:***@127.0.0.1:1/db",
@@ -158,8 +157,82 @@ def test_bad_configuration_is_one_sentence(
 def test_dotenv_is_read_but_never_overrides(
     sqlite_url: str, cli_env: dict[str, str], tmp_path
 ) -> None:
-    (tmp_path / ".env").write_text(f"DATABASE_URL={sqlite_url}\nKMDB_BATCH_SIZE=many\n")
+    (tmp_path / ".env").write_text(f"DATABASE_URL={sqlite_url}\nKMDB_QUEUE=a b\n")
     bad = run("kmdb-flush", env=cli_env, check=False)
-    assert "KMDB_BATCH_SIZE" in bad.stderr
-    good = run("kmdb-flush", env={**cli_env, "KMDB_BATCH_SIZE": "10"})
+    assert "KMDB_QUEUE" in bad.stderr
+    good = run("kmdb-flush", env={**cli_env, "KMDB_QUEUE": "kmdb-dotenv-test"})
     assert sqlite_url.split("///")[1] in good.stdout
+
+
+def test_a_command_stops_only_for_a_bad_setting_it_uses(
+    sqlite_url: str, cli_env: dict[str, str], tmp_path
+) -> None:
+    env = {**cli_env, "DATABASE_URL": sqlite_url, "KMDB_QUEUE": "kmdb-lazy-test"}
+    run("kmdb-flush", env=env)
+    bad = {**env, "KMDB_MIN_DATE": "01/02/2014", "KMDB_BATCH_SIZE": "many"}
+    assert "Revisions: 0 known" in run("kmdb-status", env=bad).stdout
+    # An import uses nearly every setting: it checks them all before it starts.
+    (tmp_path / "export" / "revisions").mkdir(parents=True)
+    (tmp_path / "export" / "revisions" / "1.json").write_text('{"_n":"a","_p":"b","_t":1}\n')
+    result = run(
+        "kmdb-import", "--inline", "--source", str(tmp_path / "export"), env=bad, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: KMDB_MIN_DATE must be a date like 2014-01-31")
+
+
+@pytest.mark.parametrize(
+    ("args", "env_change", "message"),
+    [
+        (["--min-date", "2014-01-01"], {}, "Error: Set KMDB_MAX_DATE (or --max-date)"),
+        (["--max-date", "2014-03-01"], {}, "Error: Set KMDB_MIN_DATE (or --min-date)"),
+        (
+            ["--min-date", "2015-01-01", "--max-date", "2014-03-01"],
+            {},
+            "Error: The max date (2014-03-01) is before the min date (2015-01-01)",
+        ),
+        (
+            ["--max-date", "2014-03-01"],
+            {"KMDB_MIN_DATE": "2014-13-01"},
+            "Error: KMDB_MIN_DATE must be a date",
+        ),
+    ],
+)
+def test_partition_dates_missing_or_wrong_are_usage_errors(
+    mysql_url: str, cli_env: dict[str, str], args: list[str], env_change: dict, message: str
+) -> None:
+    env = {**cli_env, "DATABASE_URL": mysql_url, **env_change}
+    result = run("kmdb-partition", *args, env=env, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1
+    # Checked before anything was made.
+    assert inspect(create_engine(mysql_url)).get_table_names() == []
+
+
+def test_partition_says_an_ignored_min_and_refuses_a_max_before_it(
+    mysql_url: str, cli_env: dict[str, str]
+) -> None:
+    env = {**cli_env, "DATABASE_URL": mysql_url}
+    run("kmdb-partition", "--min-date", "2013-01-01", "--max-date", "2013-03-01", env=env)
+    assert _partitions(mysql_url, "events") == 10
+    wrong = run(
+        "kmdb-partition",
+        "--min-date",
+        "2015-01-01",
+        "--max-date",
+        "2014-03-01",
+        env=env,
+        check=False,
+    )
+    assert wrong.returncode == 2
+    assert "is before the min date" in wrong.stderr
+    assert _partitions(mysql_url, "events") == 10
+    later = run("kmdb-partition", "--min-date", "2013-02-01", "--max-date", "2013-04-01", env=env)
+    assert (
+        "Note: the min date 2013-02-01 (--min-date) is ignored: the tables are partitioned "
+        "already, so new partitions go on from the last boundary, 2013-03-05." in later.stdout
+    )
+    assert "events: added 4 partitions, 2013-03-12 to 2013-04-02" in later.stdout
+    plain = run("kmdb-partition", "--max-date", "2013-04-01", env=env).stdout
+    assert "ignored" not in plain

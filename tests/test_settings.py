@@ -31,7 +31,7 @@ def test_ruby_style_mysql_urls_mean_pymysql(given: str, expected: str) -> None:
 
 def test_unsupported_database_says_what_to_use() -> None:
     with pytest.raises(ConfigError, match="mysql\\+pymysql://user:password@host/db"):
-        from_env({"DATABASE_URL": "postgresql://h/db"})
+        _ = from_env({"DATABASE_URL": "postgresql://h/db"}).database_url
 
 
 def test_password_is_masked() -> None:
@@ -56,8 +56,29 @@ def test_bucket_gives_the_default_source() -> None:
     ],
 )
 def test_malformed_settings_say_how_to_fix_them(name: str, value: str, message: str) -> None:
+    settings = from_env({name: value})
     with pytest.raises(ConfigError, match=message):
-        from_env({name: value})
+        settings.check()
+    field = {"KMDB_DAYS_PER_PARTITION": "days_per_partition", "KMDB_KEEP_FILES": "keep_files"}
+    with pytest.raises(ConfigError, match=message):
+        getattr(settings, field.get(name, name.removeprefix("KMDB_").lower()))
+
+
+def test_a_bad_setting_stops_only_what_reads_it() -> None:
+    settings = from_env({"KMDB_MIN_DATE": "soon", "DATABASE_URL": "sqlite:///a.db"})
+    assert settings.database_url == "sqlite:///a.db"
+    assert settings.max_date is None
+    settings.check("database_url", "redis_url", "queue")
+    with pytest.raises(ConfigError, match="KMDB_MIN_DATE must be a date"):
+        settings.check("queue", "min_date")
+    with pytest.raises(ConfigError, match="KMDB_MIN_DATE must be a date"):
+        _ = settings.min_date
+    # A copy keeps the problem, unless the copy sets that setting (an option given).
+    with pytest.raises(ConfigError, match="KMDB_MIN_DATE"):
+        _ = settings.replace(batch_size=5).min_date
+    fixed = settings.replace(min_date=dt.date(2014, 1, 1))
+    assert fixed.min_date == dt.date(2014, 1, 1)
+    fixed.check()
 
 
 def test_dates_and_flags_parse() -> None:
@@ -71,4 +92,19 @@ def test_the_pool_size_is_kmdb_workers_else_the_cores(monkeypatch: pytest.Monkey
     monkeypatch.setattr("os.cpu_count", lambda: 5)
     assert from_env({}).pool_size() == 5
     with pytest.raises(ConfigError, match="KMDB_WORKERS"):
-        from_env({"KMDB_WORKERS": "two"})
+        from_env({"KMDB_WORKERS": "two"}).pool_size()
+
+
+def test_a_password_that_breaks_its_url_says_to_percent_encode_it() -> None:
+    broken = from_env(
+        {"DATABASE_URL": "mysql://kmadv:S3c@Pw!@h/db", "KMDB_REDIS_URL": "redis://:a/b?c@h/0"}
+    )
+    with pytest.raises(ConfigError, match="DATABASE_URL .* has '@' in its password") as db:
+        _ = broken.database_url
+    with pytest.raises(ConfigError, match="has '/' and '\\?' in its user or password") as redis:
+        _ = broken.redis_url
+    assert "S3c" not in str(db.value) and "a/b" not in str(redis.value)
+    # An '@' in a user name (no password), or in a Redis password, parses as meant.
+    fine = from_env({"DATABASE_URL": "mysql://me@x.com@h/db", "KMDB_REDIS_URL": "redis://:a@b@h/0"})
+    assert fine.database_url == "mysql+pymysql://me@x.com@h/db"
+    assert fine.redis_url == "redis://:a@b@h/0"
