@@ -25,3 +25,12 @@ class TransientError(KmdbError):
 
 class DatabaseUnavailable(ConfigError):
     """The database cannot be reached: a setting to check from the command line, a wait for a worker."""
+
+
+class NoProgress(KmdbError):
+    """Jobs are left that nothing runs: no live worker takes them."""
+
+    def __init__(self, message: str, jobs: int, queue: str) -> None:
+        super().__init__(message)
+        self.jobs = jobs
+        self.queue = queue
