@@ -125,6 +125,13 @@ def test_a_stop_at_any_stage_resumes_exactly_and_leaves_no_job_behind(
             if process.poll() is None:
                 process.kill()
                 process.wait()
+    if stop != POOL:
+        # The worker left alone finished its jobs without a failure ...
+        survivor = next(p for p in processes if p.pid != target)
+        assert survivor.returncode == 0, logs[processes.index(survivor)].read_text()[-3000:]
+    if stop == KILL:
+        # ... and, after a kill, planned the dead worker's work again and did it all.
+        assert_same(dump(create_engine(url)), expected(read_export(folder)))
 
     # The resume: what any user runs after a stop.
     resumed = run("kmdb-import", env=env)
