@@ -274,23 +274,30 @@ def _waiting_on_nothing(active: list[Job], redis: Redis) -> set[str]:
     return set(deferred) - hopeful
 
 
-# Failed jobs already judged, per queue: a failed job is read once per process.
-_judged: dict[str, set[str]] = {}
+# Failed jobs already judged, per queue, by id and place in the failed registry (a job
+# planned again under the same id and failing anew has another): each is read once.
+_judged: dict[str, set[tuple[str, float]]] = {}
 
 
 def abandoned_jobs(q: Queue) -> list[Job]:
     """kmdb's jobs that RQ moved to failed because their worker died."""
     judged = _judged.setdefault(q.name, set())
-    ids = [i for i in q.failed_job_registry.get_job_ids() if i not in judged]
+    entries = [
+        (raw.decode() if isinstance(raw, bytes) else raw, score)
+        for raw, score in q.connection.zrange(q.failed_job_registry.key, 0, -1, withscores=True)
+    ]
+    fresh = [entry for entry in entries if entry not in judged]
     found = []
-    for job in Job.fetch_many(ids, connection=q.connection):
+    jobs_ = Job.fetch_many([job_id for job_id, _ in fresh], connection=q.connection)
+    for entry, job in zip(fresh, jobs_, strict=True):
         if job is None or not (job.meta or {}).get("kmdb"):
+            judged.add(entry)
             continue
         result = Result.fetch_latest(job)
         if result is not None and "AbandonedJobError" in (result.exc_string or ""):
             found.append(job)
         else:
-            judged.add(job.id)
+            judged.add(entry)
     return found
 
 
@@ -392,7 +399,6 @@ def purge(q: Queue, job_id: str) -> None:
         text_ = entry.decode() if isinstance(entry, bytes) else entry
         if text_ == job_id or text_.startswith(job_id + ":"):
             redis.zrem(started.key, entry)
-    _judged.get(q.name, set()).discard(job_id)
 
 
 def _enqueue(q: Queue, func, *args, job_id: str, meta: dict, depends_on=None, **kw) -> Job:
