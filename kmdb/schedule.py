@@ -247,7 +247,7 @@ class Survey:
     active: list[Job] = field(default_factory=list)  # queued, running, or waiting on those
     dead: list[Job] = field(default_factory=list)  # their workers died
     stuck: list[Job] = field(default_factory=list)  # waiting on jobs that never run or end
-    stale_plan: bool = False  # a planner died half-way: its jobs are among stuck
+    stale_plan: dict | None = None  # the mark of a planner that died half-way (its jobs: stuck)
 
 
 def _waiting_on_nothing(active: list[Job], redis: Redis) -> set[str]:
@@ -318,11 +318,12 @@ def survey(settings: Settings, q: Queue, engine: Engine, planning: bool = False)
         stuck &= _waiting_on_nothing(active, q.connection)
         found.active = active
     if stale is not None:
-        found.stale_plan = True
+        found.stale_plan = stale
         stuck |= {
             j.id
             for j in found.active
-            if (j.meta or {}).get("plan") == stale and j.get_status(refresh=False) != "started"
+            if (j.meta or {}).get("plan") == stale.get("token")
+            and j.get_status(refresh=False) != "started"
         }
     found.stuck = [j for j in found.active if j.id in stuck]
     found.active = [j for j in found.active if j.id not in stuck]
@@ -333,26 +334,27 @@ def _marker(settings: Settings) -> str:
     return key(settings, "planning")
 
 
-def _stale_plan(settings: Settings, redis: Redis, engine: Engine, planning: bool) -> str | None:
-    """The token of a plan whose planner died half-way through enqueueing it, if any."""
+def _stale_plan(settings: Settings, redis: Redis, engine: Engine, planning: bool) -> dict | None:
+    """The mark of a plan whose planner died half-way through enqueueing it, if any."""
     raw = redis.get(_marker(settings))
     if raw is None:
         return None
     try:
         mark = json.loads(raw)
-        token = str(mark["token"])
-    except (ValueError, KeyError, TypeError):
-        return ""
+        if not isinstance(mark, dict):
+            raise TypeError(type(mark))
+    except (ValueError, TypeError):
+        return {}
     if is_mysql(engine):
         # Planners hold the plan lock: a mark left while it is free is a dead planner's.
         if planning or not is_held(engine, PLAN_LOCK):
-            return token
+            return mark
         return None
     alive = _process_alive(mark.get("host"), mark.get("pid"))
     if alive is False or (alive is None and time.time() - float(mark.get("at", 0)) > PLAN_WAIT):
-        return token
+        return mark
     if planning and mark.get("pid") == os.getpid() and mark.get("host") == socket.gethostname():
-        return token  # this process failed half-way through a plan of its own
+        return mark  # this process failed half-way through a plan of its own
     return None
 
 
@@ -528,7 +530,11 @@ def _enqueue_import(
         for job in torn:
             purge(q, job.id)
         active = [j for j in active if j.get_status(refresh=False) == "started"]
-    if found.stale_plan or torn:
+    if found.stale_plan is not None:
+        # The revisions it was planning may have no job left at all.
+        revisions = sorted(set(revisions) | set(found.stale_plan.get("revisions", [])))
+        source = source or str(found.stale_plan.get("source") or "")
+    if found.stale_plan is not None or torn:
         redis.delete(_marker(settings))
     running = [j for j in active if j.get_status(refresh=False) == "started"]
     # What live jobs cover: a revision whose scan is queued (its imports wait behind it in
@@ -588,7 +594,14 @@ def _enqueue_import(
     redis.set(
         _marker(settings),
         json.dumps(
-            {"token": token, "host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}
+            {
+                "token": token,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "at": time.time(),
+                "revisions": todo,
+                "source": source,
+            }
         ),
     )
     budget = max(1, settings.part_size // GROUP_SHARE)
@@ -683,7 +696,7 @@ def replan_dead(settings: Settings, redis: Redis, engine: Engine) -> Plan | None
     source its jobs named; None when there was nothing such."""
     q = queue(settings, redis)
     found = survey(settings, q, engine)
-    if not found.dead and not found.stuck:
+    if not found.dead and not found.stuck and found.stale_plan is None:
         return None
     return enqueue_import(settings, redis, engine, "", [])
 

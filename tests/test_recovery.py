@@ -218,3 +218,38 @@ def _follow_impatiently(settings: Settings, redis: Redis, engine: Engine) -> Non
         follow(settings, redis, engine, [])
     finally:
         kmdb.follow.NO_WORKER_WAIT = patience
+
+
+def test_a_plan_whose_planner_died_half_way_is_planned_again(
+    settings: Settings, engine: Engine, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    import json
+    import socket
+    import subprocess
+
+    folder, sizes = _export(tmp_path, engine)
+    redis = queues.connect(settings)
+    q = queues.queue(settings, redis)
+    enqueue_import(settings, redis, engine, str(folder), sorted(sizes), sizes)
+    jobs = _by_kind(q)
+    # The planner died after the settle before the import: no imports, no settle after.
+    for job in jobs["import"] + jobs["settle-after"]:
+        redis.delete(job.key)
+        redis.zrem(q.deferred_job_registry.key, job.id)
+    dead_pid = subprocess.Popen(["true"])
+    dead_pid.wait()
+    mark = {
+        "token": jobs["scan"][0].meta["plan"],
+        "host": socket.gethostname(),
+        "pid": dead_pid.pid,
+        "at": time.time(),
+        "revisions": sorted(sizes),
+        "source": str(folder),
+    }
+    redis.set(queues.key(settings, "planning"), json.dumps(mark))
+
+    for result in burst_workers(1, _env(settings, cli_env)):
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert _queue_left(q) == NOTHING_LEFT
+    assert not redis.exists(queues.key(settings, "planning"))
+    assert_same(dump(engine), expected(read_export(folder)))
