@@ -288,6 +288,8 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
     enqueued, active = plan.enqueued, plan.active
     if plan.dead:
         click.echo(f"Found {len(plan.dead)} jobs of workers that died; planned them again.")
+    if plan.stuck:
+        click.echo(f"Found {len(plan.stuck)} jobs that would wait for ever; planned them again.")
     where = f"queue {settings.queue!r} at {mask_url(settings.redis_url)}"
     if enqueued:
         click.echo(f"Enqueued {len(enqueued)} revisions ({_ranges(enqueued)}) on {where}:")

@@ -60,3 +60,12 @@ class NoRevisions(ConfigError):
         super().__init__(message)
         self.source = source
         self.parent = parent
+
+
+class NoProgress(KmdbError):
+    """Jobs are left that nothing runs: no live worker takes them."""
+
+    def __init__(self, message: str, jobs: int, queue: str) -> None:
+        super().__init__(message)
+        self.jobs = jobs
+        self.queue = queue

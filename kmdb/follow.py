@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 from redis import Redis
+from rq import Worker
 from sqlalchemy import Engine
 from tqdm import tqdm
 
+from kmdb.errors import NoProgress
 from kmdb.parts import progress
 from kmdb.queues import queue
-from kmdb.schedule import pending, replan_dead
+from kmdb.schedule import pending, replan_dead, worker_alive
 from kmdb.settings import Settings
+
+# Seconds that jobs may wait with no live worker on the queue before --wait gives up: long
+# enough to start kmdb-pool after kmdb-import --wait in another terminal.
+NO_WORKER_WAIT = float(os.environ.get("KMDB_WAIT_FOR_WORKERS", "120"))
+
+
+def live_workers(settings: Settings, redis: Redis) -> int:
+    """Workers on kmdb's queue that still run."""
+    q = queue(settings, redis)
+    return sum(1 for w in Worker.all(queue=q) if worker_alive(redis, w.name))
 
 
 def follow(settings: Settings, redis: Redis, engine: Engine, revisions: list[int]) -> list[str]:
-    """Show the import's progress (lines across all workers) until no job is left; return failed job ids."""
+    """Show the import's progress (lines across all workers) until no job is left; return failed job ids.
+
+    Jobs that wait on dead ones are planned again; jobs that no live worker takes
+    for NO_WORKER_WAIT seconds raise NoProgress rather than wait for ever.
+    """
     q = queue(settings, redis)
     failed_before = set(q.failed_job_registry.get_job_ids())
     wanted = set(revisions)
+    idle_since: float | None = None
 
     def lines_read() -> int:
         with engine.connect() as conn:
@@ -35,5 +53,17 @@ def follow(settings: Settings, redis: Redis, engine: Engine, revisions: list[int
             waiting, started = pending(q, engine)
             if not waiting and not started and not q.count:
                 break
+            if started or live_workers(settings, redis):
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > NO_WORKER_WAIT:
+                left = waiting + started
+                raise NoProgress(
+                    f"{left} jobs wait on queue {settings.queue!r} and no worker runs them; "
+                    "start kmdb-work (or kmdb-pool), then run kmdb-import --wait again.",
+                    left,
+                    settings.queue,
+                )
             time.sleep(1)
     return sorted(set(q.failed_job_registry.get_job_ids()) - failed_before)

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, Index, Table, inspect, select
 
 from kmdb import schema
 from kmdb.db import is_mysql
+from kmdb.faults import pause
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def build(engine: Engine, only_with_rows: bool = False) -> list[str]:
         lacking = missing(conn)
         if not lacking or (only_with_rows and not has_rows(conn)):
             return []
+    pause("index-build")
     started = time.perf_counter()
     tables = [t for t in PUT_OFF if t.name in lacking]
     if is_mysql(engine) and len(tables) > 1:

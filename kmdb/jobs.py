@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from kmdb import settings as settings_module
 from kmdb.db import make_engine
+from kmdb.faults import pause
 from kmdb.importer import (
     Counts,
     import_part,
@@ -108,6 +109,7 @@ def import_parts_job(source: str, parts: list[list[int]]) -> dict[str, object]:
         engine, settings = _engine()
         return import_parts(engine, open_source(source, settings), units, settings)
 
+    pause("import")
     counts = _retrying(run)
     log.info(
         "%s parts of revisions %s-%s: %s lines, %s events",
@@ -127,6 +129,7 @@ def scan_revisions_job(source: str, revisions: list[int]) -> int:
         engine, settings = _engine()
         return scan_revisions(engine, open_source(source, settings), revisions, settings)
 
+    pause("scan")
     return _retrying(run)
 
 
@@ -157,6 +160,7 @@ def settle_job(before_import: bool = False) -> dict[str, int]:
         engine, settings = _engine()
         return settle(engine, tmp_dir=settings.tmp_dir, before_import=before_import)
 
+    pause("settle-before" if before_import else "settle-after")
     result: Settled = _retrying(run)
     return {
         "new_aliases": result.new_aliases,

@@ -6,6 +6,7 @@ that is how a re-run tells a dead worker's job from a running one.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,9 +23,26 @@ def _database(conn: Connection) -> str:
     return conn.execute(text("SELECT DATABASE()")).scalar() or ""
 
 
+# MySQL lock names are server-wide and at most 64 characters long.
+MAX_NAME = 64
+
+
+def _digest(text_: str, length: int) -> str:
+    return hashlib.sha256(text_.encode()).hexdigest()[:length]
+
+
 def lock_name(conn: Connection, what: str, database: str | None = None) -> str:
-    """A lock name unique to this database (MySQL lock names are server-wide)."""
-    return f"kmdb:{_database(conn) if database is None else database}:{what}"[:64]
+    """A lock name unique to this database and to `what`, at most 64 characters.
+
+    Database names may be 64 characters long themselves: a name cut to fit made
+    every lock of such a database the same lock. The database is named by a
+    digest, and so is a `what` too long to fit after it.
+    """
+    db = _database(conn) if database is None else database
+    name = f"kmdb:{_digest(db, 16)}:{what}"
+    if len(name) > MAX_NAME:
+        name = f"kmdb:{_digest(db, 16)}:{_digest(what, 32)}"
+    return name
 
 
 class LockBusy(KmdbError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
@@ -34,27 +36,59 @@ def key(settings: Settings, *parts: str) -> str:
     return ":".join(("kmdb", settings.queue, *parts))
 
 
+# The kinds of kmdb's job ids: "<queue>-<kind>-..." (kmdb.schedule).
+JOB_KINDS = ("scan", "import", "settle")
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
 def clear(settings: Settings, redis: Redis) -> int:
-    """Delete kmdb's jobs and keys (never FLUSHDB: the Redis may be shared); return jobs removed."""
+    """Delete kmdb's jobs and keys (never FLUSHDB: the Redis may be shared); return jobs removed.
+
+    Jobs are found in the queue and its registries, and also by their ids, which
+    begin with the queue's name: a job in no registry (half deleted, or left by a
+    crash) goes too, with its executions and results.
+    """
     q = queue(settings, redis)
     registries = [
         q.started_job_registry,
         q.finished_job_registry,
         q.failed_job_registry,
         q.deferred_job_registry,
+        q.ready_job_registry,
         q.scheduled_job_registry,
         q.canceled_job_registry,
     ]
-    job_ids = set(q.get_job_ids())
+    job_ids = {_text(i) for i in redis.lrange(q.key, 0, -1)}
     for registry in registries:
-        job_ids.update(registry.get_job_ids())
-    for job in Job.fetch_many(sorted(job_ids), connection=redis):
-        if job is not None:
-            # Every job is on the list, dependents too: delete them one by one.
-            redis.delete(job.key, job.dependents_key, job.dependencies_key, f"rq:results:{job.id}")
+        for entry in redis.zrange(registry.key, 0, -1):
+            # The started registry lists "<job id>:<execution id>".
+            job_ids.add(_text(entry).split(":", 1)[0])
+    own = re.compile(
+        rf"rq:(?:job:|job::|results:|executions?:)({re.escape(settings.queue)}-(?:{'|'.join(JOB_KINDS)})-[^:]*)"
+    )
+    keys = set()
+    for raw in redis.scan_iter(match="rq:*", count=1000):
+        name = _text(raw)
+        found = own.match(name)
+        if found:
+            keys.add(name)
+            job_ids.add(found.group(1))
+    for job_id in job_ids:
+        job = Job(job_id, connection=redis)
+        keys.update((job.key, job.dependents_key, job.dependencies_key, f"rq:results:{job_id}"))
+        keys.add(f"rq:executions:{job_id}")
+    for registry in registries:
+        keys.add(registry.key)
+    keys.add(f"{q.key}:intermediate")
+    keys.update(_text(k) for k in redis.scan_iter(match=key(settings, "*")))
     q.delete(delete_jobs=False)
-    for registry in registries:
-        redis.delete(registry.key)
-    for own in redis.scan_iter(match=key(settings, "*")):
-        redis.delete(own)
+    for name in sorted(keys):
+        if name.startswith("rq:job:") and not name.endswith(("dependents", "dependencies")):
+            origin = redis.hget(name, "origin")
+            if origin is not None and _text(origin) != settings.queue:
+                continue  # another queue's job whose id merely looks like ours
+        redis.delete(name)
     return len(job_ids)

@@ -6,31 +6,45 @@ One run of kmdb-import enqueues, for the revisions it found:
 
 Each arrow is RQ's depends_on, allowing failures: whatever did import still
 gets settled, and a re-run picks up what failed. Job ids are per revision, so a
-revision already queued or running is never enqueued twice. A job left
-"started" by a worker that died (SIGKILL, a lost machine) is found at once by
-its revision's MySQL lock being free, and its part of the graph is planned anew.
+revision already queued or running is never enqueued twice.
+
+Any stop must leave a queue that the next plan completes. A plan (kmdb-import,
+a burst worker, kmdb-import --wait) looks for what cannot finish by itself and
+plans it anew, with the rest of the graph that has not started:
+
+- a job left "started" by a worker that died (SIGKILL, a lost machine): its
+  lock is free (MySQL), or its worker's process or key is gone (SQLite);
+- a job that RQ moved to failed because its worker died (AbandonedJobError);
+- a deferred job that waits only on jobs that will never run or end (a
+  dependency stopped, deleted, or failed without its dependents enqueued);
+- the jobs of a plan whose planner died half-way through enqueueing it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
+import json
 import logging
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
+from rq.executions import ExecutionRegistry
 from rq.job import Dependency, Job
+from rq.results import Result
 from sqlalchemy import Engine, func, select
 
 from kmdb import indexes, schema
-from kmdb.db import insert_ignore
+from kmdb.db import insert_ignore, is_mysql
 from kmdb.locks import held, is_held
 from kmdb.parts import in_multiples, part_plan, save_plans
 from kmdb.people import SETTLE_LOCK
-from kmdb.queues import queue
+from kmdb.queues import key, queue
 from kmdb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +75,8 @@ class Plan:
 
     enqueued: list[int] = field(default_factory=list)
     active: list[int] = field(default_factory=list)
-    dead: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)  # jobs of workers that died
+    stuck: list[str] = field(default_factory=list)  # jobs that waited on jobs never to run
     settle: Job | None = None
     parts: int = 0  # import jobs enqueued (a part of a big revision, or small revisions)
     scans: int = 0  # scan jobs enqueued
@@ -144,8 +159,38 @@ def _alike(run: list[tuple], budget: int, multiple: int) -> list[list]:
     return [group for group in cut if group]
 
 
+def _process_alive(host: str | None, pid: int | None) -> bool | None:
+    """Whether a process of this machine runs (None: not this machine's, or unknown)."""
+    if not pid or host != socket.gethostname():
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # A killed process not yet reaped by its parent is a zombie: dead all the same.
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def worker_alive(redis: Redis, name: str | None) -> bool:
+    """Whether an RQ worker runs: its key is there and, on this machine, its process."""
+    if not name:
+        return False
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=redis)
+    if worker is None:
+        return False
+    return _process_alive(worker.hostname, worker.pid) is not False
+
+
 def is_dead(job: Job, engine: Engine, redis: Redis) -> bool:
-    """Whether a started job's worker is gone (its lock is free, or its worker key expired)."""
+    """Whether a started job's worker is gone (its lock is free, or its worker is gone)."""
     started = job.started_at
     if started is not None:
         started = started.replace(tzinfo=None)
@@ -164,15 +209,21 @@ def is_dead(job: Job, engine: Engine, redis: Redis) -> bool:
         except NoSuchJobError:
             return False
         return not is_held(engine, lock)
-    # Without MySQL locks (SQLite), trust the worker's own key, which expires without heartbeats.
-    worker = job.worker_name
-    return not worker or not redis.exists(f"rq:worker:{worker}")
+    # Without MySQL locks (SQLite, one machine): the worker's process, else its key (which
+    # expires only minutes after its last heartbeat).
+    return not worker_alive(redis, job.worker_name)
 
 
 def kmdb_jobs(q: Queue) -> list[Job]:
-    """kmdb's jobs that are queued, started, deferred or scheduled."""
+    """kmdb's jobs that are queued, started, deferred, ready or scheduled."""
     ids = set(q.get_job_ids())
-    for registry in (q.started_job_registry, q.deferred_job_registry, q.scheduled_job_registry):
+    registries = (
+        q.started_job_registry,
+        q.deferred_job_registry,
+        q.scheduled_job_registry,
+        q.ready_job_registry,
+    )
+    for registry in registries:
         ids.update(registry.get_job_ids())
     return [j for j in Job.fetch_many(sorted(ids), connection=q.connection) if j is not None]
 
@@ -184,16 +235,177 @@ def live_jobs(q: Queue, engine: Engine) -> tuple[list[Job], list[Job]]:
         status = job.get_status(refresh=False)
         if status == "started" and is_dead(job, engine, q.connection):
             dead.append(job)
-        elif status in ACTIVE:
+        elif status in ACTIVE or status == "ready_to_enqueue":
             active.append(job)
     return active, dead
 
 
-def _enqueue(q: Queue, func, *args, job_id: str | None, meta: dict, depends_on=None, **kw) -> Job:
-    if job_id:
-        old = q.fetch_job(job_id)
-        if old is not None:
-            old.delete()
+@dataclass
+class Survey:
+    """kmdb's jobs, sorted by whether they can still finish."""
+
+    active: list[Job] = field(default_factory=list)  # queued, running, or waiting on those
+    dead: list[Job] = field(default_factory=list)  # their workers died
+    stuck: list[Job] = field(default_factory=list)  # waiting on jobs that never run or end
+    stale_plan: dict | None = None  # the mark of a planner that died half-way (its jobs: stuck)
+
+
+def _waiting_on_nothing(active: list[Job], redis: Redis) -> set[str]:
+    """Deferred jobs none of whose dependencies is active or waits on an active job.
+
+    RQ enqueues a deferred job when its last dependency ends; one whose dependencies
+    have all ended, or are gone, while it is still deferred will wait for ever.
+    """
+    deferred = {j.id: j for j in active if j.get_status(refresh=False) == "deferred"}
+    hopeful = {j.id for j in active if j.id not in deferred}
+    depends: dict[str, set[str]] = {}
+    for job_id, job in deferred.items():
+        depends[job_id] = {
+            raw.decode() if isinstance(raw, bytes) else raw
+            for raw in redis.smembers(job.dependencies_key)
+        }
+    changed = True
+    while changed:
+        changed = False
+        for job_id in deferred:
+            if job_id not in hopeful and depends[job_id] & hopeful:
+                hopeful.add(job_id)
+                changed = True
+    return set(deferred) - hopeful
+
+
+# Failed jobs already judged, per queue, by id and place in the failed registry (a job
+# planned again under the same id and failing anew has another): each is read once.
+_judged: dict[str, set[tuple[str, float]]] = {}
+
+
+def abandoned_jobs(q: Queue) -> list[Job]:
+    """kmdb's jobs that RQ moved to failed because their worker died."""
+    judged = _judged.setdefault(q.name, set())
+    entries = [
+        (raw.decode() if isinstance(raw, bytes) else raw, score)
+        for raw, score in q.connection.zrange(q.failed_job_registry.key, 0, -1, withscores=True)
+    ]
+    fresh = [entry for entry in entries if entry not in judged]
+    found = []
+    jobs_ = Job.fetch_many([job_id for job_id, _ in fresh], connection=q.connection)
+    for entry, job in zip(fresh, jobs_, strict=True):
+        if job is None or not (job.meta or {}).get("kmdb"):
+            judged.add(entry)
+            continue
+        result = Result.fetch_latest(job)
+        if result is not None and "AbandonedJobError" in (result.exc_string or ""):
+            found.append(job)
+        else:
+            judged.add(entry)
+    return found
+
+
+def survey(settings: Settings, q: Queue, engine: Engine, planning: bool = False) -> Survey:
+    """Sort kmdb's jobs into those that can finish and those to plan again.
+
+    planning: the caller holds the plan lock, so no other planner is at work.
+    """
+    active, dead = live_jobs(q, engine)
+    dead += abandoned_jobs(q)
+    found = Survey(active=active, dead=dead)
+    stale = _stale_plan(settings, q.connection, engine, planning)
+    stuck = _waiting_on_nothing(active, q.connection)
+    if stuck:
+        # RQ enqueues dependents a moment after their last dependency ends: look again.
+        time.sleep(RECHECK)
+        active, _ = live_jobs(q, engine)
+        stuck &= _waiting_on_nothing(active, q.connection)
+        found.active = active
+    if stale is not None:
+        found.stale_plan = stale
+        stuck |= {
+            j.id
+            for j in found.active
+            if (j.meta or {}).get("plan") == stale.get("token")
+            and j.get_status(refresh=False) != "started"
+        }
+    found.stuck = [j for j in found.active if j.id in stuck]
+    found.active = [j for j in found.active if j.id not in stuck]
+    return found
+
+
+def _marker(settings: Settings) -> str:
+    return key(settings, "planning")
+
+
+def _stale_plan(settings: Settings, redis: Redis, engine: Engine, planning: bool) -> dict | None:
+    """The mark of a plan whose planner died half-way through enqueueing it, if any."""
+    raw = redis.get(_marker(settings))
+    if raw is None:
+        return None
+    try:
+        mark = json.loads(raw)
+        if not isinstance(mark, dict):
+            raise TypeError(type(mark))
+    except (ValueError, TypeError):
+        return {}
+    if is_mysql(engine):
+        # Planners hold the plan lock: a mark left while it is free is a dead planner's.
+        if planning or not is_held(engine, PLAN_LOCK):
+            return mark
+        return None
+    alive = _process_alive(mark.get("host"), mark.get("pid"))
+    if alive is False or (alive is None and time.time() - float(mark.get("at", 0)) > PLAN_WAIT):
+        return mark
+    if planning and mark.get("pid") == os.getpid() and mark.get("host") == socket.gethostname():
+        return mark  # this process failed half-way through a plan of its own
+    return None
+
+
+def purge(q: Queue, job_id: str) -> None:
+    """Remove every key and registry entry of a job id, whatever an old job left behind.
+
+    RQ's own Job.delete reads the job first, and fails on what a dead worker or a
+    half-done delete leaves (an execution listed but expired, a hash without
+    fields); this reads nothing but the ids of executions.
+    """
+    redis = q.connection
+    job = Job(job_id, connection=redis)
+    executions = ExecutionRegistry(job_id=job_id, connection=redis)
+    execution_ids = [
+        raw.decode() if isinstance(raw, bytes) else raw
+        for raw in redis.zrange(executions.key, 0, -1)
+    ]
+    started = q.started_job_registry
+    with redis.pipeline() as pipe:
+        pipe.lrem(q.key, 0, job_id)
+        for registry in (
+            q.finished_job_registry,
+            q.failed_job_registry,
+            q.deferred_job_registry,
+            q.ready_job_registry,
+            q.scheduled_job_registry,
+            q.canceled_job_registry,
+            started,
+        ):
+            pipe.zrem(registry.key, job_id)
+        # The started registry lists executions as "<job id>:<execution id>".
+        for execution_id in execution_ids:
+            pipe.zrem(started.key, f"{job_id}:{execution_id}")
+            pipe.delete(f"rq:execution:{job_id}:{execution_id}")
+        pipe.delete(
+            job.key,
+            job.dependents_key,
+            job.dependencies_key,
+            Result.get_key(job_id),
+            executions.key,
+        )
+        pipe.execute()
+    for entry in redis.zrange(started.key, 0, -1):
+        text_ = entry.decode() if isinstance(entry, bytes) else entry
+        if text_ == job_id or text_.startswith(job_id + ":"):
+            redis.zrem(started.key, entry)
+
+
+def _enqueue(q: Queue, func, *args, job_id: str, meta: dict, depends_on=None, **kw) -> Job:
+    # Whatever an earlier job of this id left (a dead worker's, a half-deleted one) goes first.
+    purge(q, job_id)
     return q.enqueue(
         func,
         *args,
@@ -255,6 +467,35 @@ def enqueue_import(
         return _enqueue_import(settings, redis, engine, source, revisions, sizes)
 
 
+def _source_of(jobs_: list[Job]) -> str:
+    """The source that jobs name (in their meta; jobs of earlier builds: their first argument)."""
+    for job in jobs_:
+        source = (job.meta or {}).get("source")
+        if isinstance(source, str) and source:
+            return source
+    for job in jobs_:
+        try:
+            args = job.args
+        except Exception:  # a job whose function or arguments no longer load
+            continue
+        if args and isinstance(args[0], str) and args[0]:
+            return args[0]
+    return ""
+
+
+def needs_settle(engine: Engine) -> bool:
+    """Whether a settle left something undone: sightings, unsettled aliases, put-off indexes."""
+    a, st = schema.aliases, schema.settle_state
+    with engine.connect() as conn:
+        if conn.execute(select(1).select_from(schema.alias_sightings).limit(1)).first():
+            return True
+        newest = conn.execute(select(func.max(a.c.id))).scalar() or 0
+        upto = conn.execute(select(st.c.aliases_upto).where(st.c.id == 1)).scalar()
+        if newest and (upto is None or newest > upto):
+            return True
+        return bool(indexes.missing(conn)) and indexes.has_rows(conn)
+
+
 def _enqueue_import(
     settings: Settings,
     redis: Redis,
@@ -265,31 +506,56 @@ def _enqueue_import(
 ) -> Plan:
     q = queue(settings, redis)
     plan = Plan()
-    active, dead = live_jobs(q, engine)
-    if dead:
-        # Jobs deferred behind a dead one would wait for ever: plan them all anew.
-        plan.dead = [j.id for j in dead]
-        log.warning("Jobs of dead workers found: %s; planning them again", ", ".join(plan.dead))
-        torn = dead + [j for j in active if j.get_status(refresh=False) != "started"]
+    found = survey(settings, q, engine, planning=True)
+    active = found.active
+    torn: list[Job] = []
+    if found.dead or found.stuck:
+        # Jobs deferred behind a dead or stuck one would wait for ever: plan anew all that
+        # has not started, around the jobs still running.
+        plan.dead = [j.id for j in found.dead]
+        plan.stuck = [j.id for j in found.stuck]
+        if plan.dead:
+            log.warning("Jobs of dead workers found: %s; planning them again", ", ".join(plan.dead))
+        if plan.stuck:
+            log.warning(
+                "Jobs that would wait for ever: %s; planning them again", ", ".join(plan.stuck)
+            )
+        torn = (
+            found.dead
+            + found.stuck
+            + [j for j in active if j.get_status(refresh=False) != "started"]
+        )
         revisions = sorted(set(revisions) | {n for j in torn for n in _revisions_of(j)})
+        source = source or _source_of(torn)
         for job in torn:
-            # Gone already (a job of a torn graph may finish meanwhile): nothing to delete.
-            with contextlib.suppress(NoSuchJobError, ValueError):
-                job.delete()
+            purge(q, job.id)
         active = [j for j in active if j.get_status(refresh=False) == "started"]
-    # What live jobs cover: a revision whose scan is queued or running (its imports
-    # wait behind it), and single parts. A revision is planned again for the parts no
-    # live job covers, so that a dead part is not left behind while the revision's
-    # other parts run.
+    if found.stale_plan is not None:
+        # The revisions it was planning may have no job left at all.
+        revisions = sorted(set(revisions) | set(found.stale_plan.get("revisions", [])))
+        source = source or str(found.stale_plan.get("source") or "")
+    if found.stale_plan is not None or torn:
+        redis.delete(_marker(settings))
+    running = [j for j in active if j.get_status(refresh=False) == "started"]
+    # What live jobs cover: a revision whose scan is queued (its imports wait behind it in
+    # a graph left whole), and single parts. A revision is planned again for the parts no
+    # live job covers, so that a dead part is not left behind while the revision's other
+    # parts run. A running scan's graph was torn down when anything else of it was: its
+    # revisions are imported by the new graph, after the scan.
     scanning = {n for j in active if j.meta.get("kmdb") == "scan" for n in _revisions_of(j)}
+    running_scans = [j for j in running if j.meta.get("kmdb") == "scan"]
     importing = {unit for j in active if j.meta.get("kmdb") == "import" for unit in _parts_of(j)}
     busy = scanning | {r for r, _ in importing}
+    if torn:
+        scanning = set()
+    being_scanned = {n for j in running_scans for n in _revisions_of(j)}
     candidates = [r for r in revisions if r not in scanning and (r, None) not in importing]
-    running = [j for j in active if j.get_status(refresh=False) == "started"]
+    if candidates and not source:
+        log.warning("No source known for revisions %s; kmdb-import plans them.", candidates)
+        candidates = []
     with engine.connect() as conn:
         r = schema.revisions
         scanned = set(conn.execute(select(r.c.number).where(r.c.scanned.is_(True))).scalars())
-        sightings = conn.execute(select(func.count()).select_from(schema.alias_sightings)).scalar()
     if candidates:
         # Known from now on, so kmdb-status counts them before a worker starts.
         with engine.begin() as conn:
@@ -306,15 +572,41 @@ def _enqueue_import(
     }
     todo = [n for n in candidates if parts[n]]
     plan.active = sorted(r for r in revisions if r in busy and r not in todo)
+    token = uuid.uuid4().hex[:12]
+
+    def meta(kind: str, **more: object) -> dict:
+        return {"kmdb": kind, "source": source, "plan": token, **more}
+
     if not todo:
-        if not active and sightings:
-            # A settle that died left aliases to fold in.
-            plan.settle = _enqueue(q, SETTLE_JOB, job_id=None, meta={"kmdb": "settle"})
+        if torn or (not active and needs_settle(engine)):
+            # A settle that died or never ran left aliases to fold in, or indexes to build.
+            plan.settle = _enqueue(
+                q,
+                SETTLE_JOB,
+                job_id=_settle_id(settings, "after", token),
+                meta=meta("settle"),
+                depends_on=_after(running),
+                description="settle people after the import",
+            )
         return plan
 
+    # A planner that dies half-way leaves this mark: the next plan tears its jobs down.
+    redis.set(
+        _marker(settings),
+        json.dumps(
+            {
+                "token": token,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "at": time.time(),
+                "revisions": todo,
+                "source": source,
+            }
+        ),
+    )
     budget = max(1, settings.part_size // GROUP_SHARE)
     multiple = settings.pool_size()
-    to_scan = [n for n in todo if n not in scanned]
+    to_scan = [n for n in todo if n not in scanned and n not in being_scanned]
     scans = [
         _enqueue(
             q,
@@ -322,7 +614,7 @@ def _enqueue_import(
             source,
             group,
             job_id=job_id(settings, "scan", group[0]) + _to(group[-1], len(group)),
-            meta={"kmdb": "scan", "revisions": group},
+            meta=meta("scan", revisions=group),
             description=f"scan {_revisions_text(group)} of {source} for aliases",
         )
         for group in groups(to_scan, [(sizes or {}).get(n) for n in to_scan], budget, multiple)
@@ -334,9 +626,9 @@ def _enqueue_import(
         q,
         SETTLE_JOB,
         True,
-        job_id=None,
-        meta={"kmdb": "settle"},
-        depends_on=_after(scans),
+        job_id=_settle_id(settings, "before", token),
+        meta=meta("settle", before=True),
+        depends_on=_after(scans + running_scans),
         description="settle people before the import",
     )
     units = [(n, part) for n in todo for part in parts[n]]
@@ -348,7 +640,7 @@ def _enqueue_import(
             source,
             [list(unit) for unit in group],
             job_id=job_id(settings, "import", *group[0]) + _to(group[-1], len(group)),
-            meta={"kmdb": "import", "parts": [list(unit) for unit in group]},
+            meta=meta("import", parts=[list(unit) for unit in group]),
             depends_on=_after([first_settle]),
             description=f"import {_parts_text(group, parts)} of {source}",
         )
@@ -357,15 +649,21 @@ def _enqueue_import(
     plan.settle = _enqueue(
         q,
         SETTLE_JOB,
-        job_id=None,
-        meta={"kmdb": "settle"},
+        job_id=_settle_id(settings, "after", token),
+        meta=meta("settle"),
         depends_on=_after(imports + running),
         description="settle people after the import",
     )
+    redis.delete(_marker(settings))
     plan.enqueued = todo
     plan.parts = len(imports)
     plan.scans = len(scans)
     return plan
+
+
+def _settle_id(settings: Settings, when: str, token: str) -> str:
+    """A settle job's id: under the queue's name, so that clearing finds it even orphaned."""
+    return f"{settings.queue}-settle-{when}-{token}"
 
 
 def _to(last: object, count: int) -> str:
@@ -394,13 +692,13 @@ def _part_bytes(size: int | None, count: int) -> int | None:
 
 
 def replan_dead(settings: Settings, redis: Redis, engine: Engine) -> Plan | None:
-    """Plan again the jobs of workers that died, with the source their jobs named."""
+    """Plan again what cannot finish by itself (see the module's docstring), with the
+    source its jobs named; None when there was nothing such."""
     q = queue(settings, redis)
-    active, dead = live_jobs(q, engine)
-    if not dead:
+    found = survey(settings, q, engine)
+    if not found.dead and not found.stuck and found.stale_plan is None:
         return None
-    sources = [j.args[0] for j in dead + active if j.args]
-    return enqueue_import(settings, redis, engine, sources[0] if sources else "", [])
+    return enqueue_import(settings, redis, engine, "", [])
 
 
 def pending(q: Queue, engine: Engine) -> tuple[int, int]:

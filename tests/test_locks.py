@@ -52,3 +52,31 @@ def test_a_lock_taken_twice_is_freed_by_one_close(mysql_engine: Engine) -> None:
         locks.take_all(["revision:9:part:0", "revision:9:part:1"])
     assert is_held(mysql_engine, "revision:9:part:0") is False
     assert is_held(mysql_engine, "revision:9:part:1") is False
+
+
+def test_locks_stay_distinct_with_a_64_character_database_name(mysql_url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import _mysql_admin
+
+    name = "kmdb_long_" + "x" * 54
+    assert len(name) == 64
+    admin = _mysql_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{name}`")
+    engine = create_engine(make_url(mysql_url).set(database=name))
+    try:
+        with LockSet(engine) as locks:
+            locks.take("plan")
+            # Cut to 64 characters, every name was "kmdb:<database>": all one lock.
+            assert is_held(engine, "plan") is True
+            assert is_held(engine, "revision:1") is False
+            assert is_held(engine, "revision:1:part:0" + "9" * 60) is False
+            other = LockSet(engine)
+            other.take("revision:1", wait=0)
+            other.close()
+    finally:
+        engine.dispose()
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
