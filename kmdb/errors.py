@@ -25,3 +25,11 @@ class TransientError(KmdbError):
 
 class DatabaseUnavailable(ConfigError):
     """The database cannot be reached: a setting to check from the command line, a wait for a worker."""
+
+
+class RedisUnavailable(TransientError):
+    """Redis did not answer for longer than a worker waits; `doing` says what the worker was doing."""
+
+    def __init__(self, message: str, doing: str = "") -> None:
+        super().__init__(message)
+        self.doing = doing

@@ -1,0 +1,182 @@
+"""A worker's life: stops on request, outages of Redis and the database, and what status shows."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Queue
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import ProgrammingError
+
+from kmdb.importer import STOP, Stopped, scan_revisions
+from kmdb.sample import write_sample
+from kmdb.settings import Settings
+from kmdb.source import LocalSource
+from kmdb.workers import KmdbWorker
+from tests.conftest import REDIS_URL, sample_bucket
+from tests.helpers import BIN, burst_workers, run
+from tests.model import assert_same, dump, expected, read_export
+from tests.test_faults import _lines_imported, _wait_for
+
+
+@pytest.fixture
+def stop_flag() -> Iterator[None]:
+    """STOP is the process's own: cleared before and after, so no other test sees it set."""
+    STOP.clear()
+    yield
+    STOP.clear()
+
+
+def stopping_job() -> None:
+    """A job that is asked to stop mid-way, as a worker's SIGTERM does."""
+    raise Stopped("Stopped on request after line 7 of revision 3.")
+
+
+def test_a_stopped_job_goes_back_to_the_queue_and_is_no_failure(
+    redis_queue: str, stop_flag: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = Redis.from_url(REDIS_URL)
+    q = Queue(redis_queue, connection=redis)
+    job = q.enqueue(stopping_job)
+    after = q.enqueue(len, [], depends_on=job)
+    worker = KmdbWorker([q], connection=redis)
+    with caplog.at_level(logging.INFO):
+        worker.work(burst=True, max_jobs=1)
+    assert worker.failed_job_count == 0
+    assert worker.stopped_jobs == [job.id]
+    assert q.failed_job_registry.count == 0
+    assert q.started_job_registry.count == 0
+    # Back at the front of the queue, its dependent still waiting on it: the graph is whole.
+    assert q.get_job_ids() == [job.id]
+    assert job.get_status(refresh=True) == "queued"
+    assert after.get_status(refresh=True) == "deferred"
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == [
+        f"Stopped on request after line 7 of revision 3. Job {job.id} is queued again; "
+        "the next worker goes on from there."
+    ]
+    assert "Traceback" not in caplog.text
+
+
+def test_a_scan_stopped_on_request_marks_its_revision_stopped(
+    sqlite_url: str, tmp_path: Path, stop_flag: None
+) -> None:
+    from kmdb.db import create_schema, make_engine
+    from kmdb.run import import_inline
+
+    folder = tmp_path / "export"
+    write_sample(folder, 3_000, seed=4, lines_per_revision=3_000)
+    settings = Settings(database_url=sqlite_url, batch_size=5, tmp_dir=str(tmp_path / "tmp"))
+    engine = make_engine(settings)
+    create_schema(engine)
+    source = LocalSource(str(folder))
+    STOP.set()
+    with pytest.raises(Stopped):
+        scan_revisions(engine, source, [1], settings)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT status, error, scanned FROM revisions")).one()
+    assert tuple(row) == ("stopped", None, False)
+    STOP.clear()
+    import_inline(engine, source, settings, [1])
+    assert_same(dump(engine), expected(read_export(folder)))
+
+
+def _jobs_line(status: str) -> str:
+    return next(line for line in status.splitlines() if line.startswith("Jobs on queue"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_worker_stopped_mid_import_says_where_exits_0_and_the_next_one_goes_on(
+    sig: signal.Signals,
+    mysql_url: str,
+    redis_queue: str,
+    s3_env: dict[str, str],
+    cli_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "export"
+    bucket = sample_bucket(folder, 30_000, seed=31, lines_per_revision=30_000)
+    env = {
+        **cli_env,
+        **s3_env,
+        "DATABASE_URL": mysql_url,
+        "KMDB_QUEUE": redis_queue,
+        "AWS_BUCKET": bucket,
+        "KMDB_BATCH_SIZE": "100",  # small chunks: the part runs long enough to be stopped
+    }
+    run("kmdb-flush", env=env)
+    run("kmdb-import", env=env)
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [str(BIN / "kmdb-work"), "--burst"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_for(lambda: _lines_imported(mysql_url) >= 1_000, every=0.05, shown=log)
+        worker.send_signal(sig)
+        worker.wait(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    said = log.read_text()
+    assert worker.returncode == 0, said[-3000:]
+    assert "Traceback" not in said and "failed" not in said, said[-3000:]
+    assert said.count("Stopped on request after line ") == 1, said[-3000:]
+    status = run("kmdb-status", env=env).stdout
+    assert "0 failed, 1 stopped" in status, status
+    assert "Rate:" not in status and "ETA" not in status, status
+    assert "1 queued" in _jobs_line(status) and "0 failed" in _jobs_line(status), status
+    # The stopped job waits at the front of the queue: kmdb-import has nothing to add,
+    # and the next worker goes on from the last commit.
+    assert "Already queued or running: 1 revisions (1)" in run("kmdb-import", env=env).stdout
+    (result,) = burst_workers(1, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
+    status = run("kmdb-status", env=env).stdout
+    assert "1 known, 1 imported, 0 in progress, 0 failed, 0 stopped" in status, status
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_an_inline_import_stopped_says_where_exits_0_and_a_rerun_goes_on(
+    sig: signal.Signals, mysql_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 30_000, seed=32, lines_per_revision=30_000)
+    env = {**cli_env, "DATABASE_URL": mysql_url, "KMDB_BATCH_SIZE": "100"}
+    proc = subprocess.Popen(
+        [str(BIN / "kmdb-import"), "--inline", "--source", str(folder)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: _lines_so_far(mysql_url) >= 1_000, every=0.05)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert out.startswith("Stopped on request after line "), out
+    assert out.rstrip().endswith("Run kmdb-import again to go on from there."), out
+    engine = create_engine(mysql_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM revisions")).scalar_one() == "stopped"
+    run("kmdb-import", "--inline", "--source", str(folder), env=env)
+    assert_same(dump(engine), expected(read_export(folder)))
+
+
+def _lines_so_far(url: str) -> int:
+    """Lines committed by running parts; 0 while the import has not made its tables yet."""
+    try:
+        return _lines_imported(url)
+    except ProgrammingError:
+        return 0
