@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
+import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
@@ -22,7 +26,7 @@ from kmdb.workers import KmdbWorker
 from tests.conftest import REDIS_URL, sample_bucket
 from tests.helpers import BIN, burst_workers, run
 from tests.model import assert_same, dump, expected, read_export
-from tests.test_faults import _lines_imported, _wait_for
+from tests.test_faults import PrivateMariaDB, _lines_imported, _wait_for
 
 
 @pytest.fixture
@@ -180,3 +184,183 @@ def _lines_so_far(url: str) -> int:
         return _lines_imported(url)
     except ProgrammingError:
         return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class PrivateRedis:
+    """A redis-server of the test's own that writes every change to disk: killed and started
+    again, it comes back with its queue, as a restarted production Redis does."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir()
+        self.port = _free_port()
+        self.args = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)
+
+        def up() -> bool:
+            try:
+                return bool(Redis.from_url(self.url, socket_connect_timeout=1).ping())
+            except RedisError:
+                return False
+
+        _wait_for(up, timeout=30, every=0.1)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+
+def _after(seconds: float, condition: Callable[[], bool]) -> Callable[[], bool]:
+    """condition, once `seconds` have passed (an outage that lasts at least that long)."""
+    start = time.monotonic()
+    return lambda: time.monotonic() - start >= seconds and condition()
+
+
+def _stop(worker: subprocess.Popen) -> None:
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_workers_ride_out_a_redis_outage_mid_import(
+    mysql_url: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    folder = tmp_path / "export"
+    bucket = sample_bucket(folder, 60_000, seed=33, lines_per_revision=15_000)
+    env = {
+        **cli_env,
+        **s3_env,
+        "DATABASE_URL": mysql_url,
+        "AWS_BUCKET": bucket,
+        "KMDB_REDIS_URL": server.url,
+        "KMDB_BATCH_SIZE": "100",
+        "KMDB_WORKERS": "2",
+    }
+    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+    workers: list[subprocess.Popen] = []
+    try:
+        run("kmdb-flush", env=env)
+        run("kmdb-import", env=env)
+        # Two burst workers and a plain one (as kmdb-pool runs): none may quit on the outage.
+        for i, log in enumerate(logs):
+            with log.open("w") as out:
+                args = [str(BIN / "kmdb-work")] + (["--burst"] if i < 2 else [])
+                workers.append(
+                    subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+                )
+        _wait_for(lambda: _lines_imported(mysql_url) >= 1_000, every=0.05, shown=logs[0])
+        server.kill()
+
+        def waiting() -> bool:
+            return any("Redis does not answer" in log.read_text() for log in logs)
+
+        # Jobs end meanwhile: their workers wait to record it, the idle ones to dequeue.
+        _wait_for(_after(8, waiting), timeout=60, shown=logs[0])
+        assert all(w.poll() is None for w in workers), [log.read_text()[-2000:] for log in logs]
+        server.start()
+        for w, log in zip(workers[:2], logs, strict=False):
+            w.wait(timeout=300)
+            assert w.returncode == 0, log.read_text()[-3000:]
+        assert workers[2].poll() is None, logs[2].read_text()[-3000:]
+        _stop(workers[2])
+        assert workers[2].returncode == 0, logs[2].read_text()[-3000:]
+        said = "".join(log.read_text() for log in logs)
+        assert "unhandled exception" not in said and "Traceback" not in said, said[-5000:]
+        assert Queue("kmdb", connection=Redis.from_url(server.url)).failed_job_registry.count == 0
+        assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+        if server.process and server.process.poll() is None:
+            server.kill()
+
+
+@pytest.mark.skipif(shutil.which("mariadbd") is None, reason="needs mariadbd")
+def test_workers_wait_for_a_database_that_is_down_when_they_start(
+    redis_queue: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    server = PrivateMariaDB(tmp_path / "mariadb")
+    server.start()
+    folder = tmp_path / "export"
+    bucket = sample_bucket(folder, 8_000, seed=34, lines_per_revision=2_000)
+    env = {
+        **cli_env,
+        **s3_env,
+        "DATABASE_URL": server.url,
+        "AWS_BUCKET": bucket,
+        "KMDB_QUEUE": redis_queue,
+        "KMDB_WORKERS": "2",
+    }
+    logs = [tmp_path / "burst.log", tmp_path / "plain.log"]
+    workers: list[subprocess.Popen] = []
+    try:
+        run("kmdb-flush", env=env)
+        run("kmdb-import", env=env)
+        server.kill()
+        # A burst worker needs the database before its first job; a plain one at its
+        # first job (jobs._retrying). Both wait for it instead of failing.
+        for log, args in zip(logs, [["--burst"], []], strict=True):
+            with log.open("w") as out:
+                workers.append(
+                    subprocess.Popen(
+                        [str(BIN / "kmdb-work"), *args],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+
+        def waiting() -> bool:
+            burst, plain = (log.read_text() for log in logs)
+            return "Trying again" in burst and "trying again in" in plain
+
+        _wait_for(_after(4, waiting), timeout=60, shown=logs[1])
+        server.start()
+        workers[0].wait(timeout=300)
+        assert workers[0].returncode == 0, logs[0].read_text()[-3000:]
+        q = Queue(redis_queue, connection=Redis.from_url(REDIS_URL))
+        _wait_for(lambda: not q.count and not q.started_job_registry.count, timeout=120)
+        _stop(workers[1])
+        assert workers[1].returncode == 0, logs[1].read_text()[-3000:]
+        assert q.failed_job_registry.count == 0, [log.read_text()[-3000:] for log in logs]
+        assert_same(dump(create_engine(server.url)), expected(read_export(folder)))
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+        if server.process and server.process.poll() is None:
+            server.kill()
