@@ -364,3 +364,40 @@ def test_workers_wait_for_a_database_that_is_down_when_they_start(
                 w.kill()
         if server.process and server.process.poll() is None:
             server.kill()
+
+
+def test_a_pool_stopped_by_sigterm_says_where_each_worker_stopped_and_they_exit_0(
+    mysql_url: str, redis_queue: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    write_sample(folder, 60_000, seed=35, lines_per_revision=30_000)
+    env = {
+        **cli_env,
+        "DATABASE_URL": mysql_url,
+        "KMDB_QUEUE": redis_queue,
+        "KMDB_BATCH_SIZE": "200",
+        "KMDB_WORKERS": "2",
+    }
+    run("kmdb-flush", env=env)
+    run("kmdb-import", "--source", str(folder), env=env)
+    log = tmp_path / "pool.log"
+    with log.open("w") as out:
+        # No Procfile in the test's folder: kmdb's own.
+        pool = subprocess.Popen(
+            [str(BIN / "kmdb-pool"), "-n", "2"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_for(lambda: _lines_imported(mysql_url) >= 2_000, every=0.05, shown=log)
+        pool.send_signal(signal.SIGTERM)
+        pool.wait(timeout=120)
+    finally:
+        if pool.poll() is None:
+            pool.kill()
+    said = log.read_text()
+    assert "Traceback" not in said and "jobs failed" not in said, said[-3000:]
+    assert said.count("Stopped on request after line ") >= 1, said[-3000:]
+    # Each worker process is the Procfile's own (exec): honcho sees it leave cleanly.
+    assert said.count("stopped (rc=0)") == 2, said[-3000:]
+    for result in burst_workers(2, env):
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
