@@ -70,7 +70,7 @@ def _retrying(action: Callable[[], T]) -> T:
                 raise
             delay = min(BACKOFF[min(attempt, len(BACKOFF) - 1)], bound - waited)
             log.warning(
-                "Transient failure (%s); trying again in %.0f s (waiting up to %.0f s in all).",
+                "Lost the database or S3 (%s); trying again in %.0f s (for up to %.0f s in all).",
                 exc,
                 delay,
                 bound,

@@ -246,6 +246,7 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
     for (KMDB_OUTAGE_WAIT seconds); a stop on request puts the job in flight back
     on the queue and is not a failure.
     """
+    outage_wait()  # a malformed KMDB_OUTAGE_WAIT is said before anything starts
     redis = queues.connect(settings)
     q = queues.queue(settings, redis)
     warm_up()
@@ -337,7 +338,7 @@ def waiting_for_database(settings: Settings) -> Engine:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise
-            log.warning("%s Trying again in %.0f s.", exc, delay)
+            log.warning("Waiting for the database (%s); trying again in %.0f s.", exc, delay)
             time.sleep(min(delay, left))
             delay = min(delay * 2, 15)
 

@@ -346,7 +346,7 @@ def test_workers_wait_for_a_database_that_is_down_when_they_start(
 
         def waiting() -> bool:
             burst, plain = (log.read_text() for log in logs)
-            return "Trying again" in burst and "trying again in" in plain
+            return "Waiting for the database" in burst and "Lost the database" in plain
 
         _wait_for(_after(4, waiting), timeout=60, shown=logs[1])
         server.start()
@@ -401,3 +401,34 @@ def test_a_pool_stopped_by_sigterm_says_where_each_worker_stopped_and_they_exit_
     for result in burst_workers(2, env):
         assert result.returncode == 0, result.stderr[-3000:]
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
+
+
+def test_an_outage_longer_than_the_wait_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]
+) -> None:
+    from kmdb import jobs
+    from kmdb.errors import DatabaseUnavailable, RedisUnavailable
+    from kmdb.workers import riding_out_redis
+
+    nowhere = Redis(port=_free_port(), socket_connect_timeout=1)
+    with pytest.raises(RedisUnavailable) as caught:
+        riding_out_redis(nowhere.ping, "testing", wait=1)
+    assert str(caught.value).startswith("Redis did not answer for 1 s while testing (")
+    assert caught.value.doing == "testing"
+    # KMDB_OUTAGE_WAIT bounds a job's wait for the database too.
+    monkeypatch.setenv("KMDB_OUTAGE_WAIT", "0")
+    attempts: list[int] = []
+
+    def down() -> None:
+        attempts.append(1)
+        raise DatabaseUnavailable("gone")
+
+    with pytest.raises(DatabaseUnavailable):
+        jobs._retrying(down)
+    assert attempts == [1]
+    bad = run("kmdb-work", "--burst", env={**cli_env, "KMDB_OUTAGE_WAIT": "soon"}, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "Error: KMDB_OUTAGE_WAIT must be a whole number of at least 0, e.g. "
+        "KMDB_OUTAGE_WAIT=300; it is 'soon'."
+    )
