@@ -275,7 +275,13 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
     create_schema(engine)
     src = open_source(source, settings)
     if inline:
-        _import_inline(engine, src, settings)
+        from kmdb.importer import Stopped, stopping_on_signals
+
+        try:
+            with stopping_on_signals():
+                _import_inline(engine, src, settings)
+        except Stopped as exc:  # Ctrl-C or SIGTERM: not a failure, the next run goes on
+            click.echo(f"{exc} Run kmdb-import again to go on from there.")
         return
     from kmdb import queues
     from kmdb.run import new_revisions

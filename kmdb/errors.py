@@ -69,3 +69,11 @@ class NoProgress(KmdbError):
         super().__init__(message)
         self.jobs = jobs
         self.queue = queue
+
+
+class RedisUnavailable(TransientError):
+    """Redis did not answer for longer than a worker waits; `doing` says what the worker was doing."""
+
+    def __init__(self, message: str, doing: str = "") -> None:
+        super().__init__(message)
+        self.doing = doing

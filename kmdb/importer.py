@@ -18,6 +18,7 @@ import functools
 import gc
 import logging
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -85,6 +86,30 @@ STOP = threading.Event()
 
 class Stopped(KmdbError):
     """The import was asked to stop; what it committed stays, the next run goes on from there."""
+
+
+@contextlib.contextmanager
+def stopping_on_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into a request to stop after the chunk in flight commits.
+
+    A second signal interrupts at once (KeyboardInterrupt). Only in the main thread,
+    where Python lets handlers be set; the old handlers come back on leaving.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(_signum: int, _frame: object) -> None:
+        if STOP.is_set():
+            raise KeyboardInterrupt
+        STOP.set()
+
+    old = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _check_stop(revision: int, line: int) -> None:
@@ -591,7 +616,10 @@ def scan_revisions(engine: Engine, source: Source, revisions: list[int], setting
                     parts = planned.get(revision) or plan_parts(engine, source, revision, settings)
                     sightings, mark = _scan(reader, revision, parts, settings, importer)
                 except Exception as exc:
-                    _set_status(engine, revision, status="failed", error=_error_text(exc))
+                    if isinstance(exc, Stopped):  # on request: nothing failed, a re-run goes on
+                        _set_status(engine, revision, status="stopped", error=None)
+                    else:
+                        _set_status(engine, revision, status="failed", error=_error_text(exc))
                     if len(revisions) == 1 or not _can_go_on(exc):
                         flush()  # the files read before it stay scanned
                         raise

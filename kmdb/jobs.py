@@ -44,25 +44,41 @@ def _engine() -> tuple[Engine, settings_module.Settings]:
     return _engines[settings.database_url], settings
 
 
-# Seconds to wait before each new attempt after a transient failure.
+# Seconds to wait before each new attempt after a transient failure; the last
+# is repeated until the outage wait (KMDB_OUTAGE_WAIT) is spent.
 BACKOFF = (2, 5, 15, 30, 60, 120)
+# How often a job waiting for the database tries to take its lock again.
+LOCK_RETRY = 1.0
 
 
 def _retrying(action: Callable[[], T]) -> T:
     """Run action again after a lost database or S3 connection, with backoff.
 
     Imports resume from their last commit, so a new attempt loses nothing; any
-    other failure (bad configuration, a missing file) fails the job at once.
+    other failure (bad configuration, a missing file) fails the job at once. A
+    database that is down from the job's start is waited for the same way.
     """
-    for delay in (*BACKOFF, None):
+    from kmdb.workers import outage_wait
+
+    bound = outage_wait()
+    waited = 0.0
+    attempt = 0
+    while True:
         try:
             return action()
         except Exception as exc:
-            if delay is None or not is_transient(exc):
+            if not is_transient(exc) or waited >= bound:
                 raise
-            log.warning("Transient failure (%s); trying again in %s s", exc, delay)
+            delay = min(BACKOFF[min(attempt, len(BACKOFF) - 1)], bound - waited)
+            log.warning(
+                "Lost the database or S3 (%s); trying again in %.0f s (for up to %.0f s in all).",
+                exc,
+                delay,
+                bound,
+            )
             _wait_alive(delay)
-    raise AssertionError("unreachable")
+            waited += delay
+            attempt += 1
 
 
 def _wait_alive(seconds: float) -> None:
@@ -70,24 +86,41 @@ def _wait_alive(seconds: float) -> None:
 
     The attempt that failed let go of its locks, and other workers call a started
     job whose first lock stays free dead (schedule.is_dead): they would plan its
-    work again while it waits.
+    work again while it waits. The database may be what failed: the lock is
+    taken as soon as it answers again.
     """
     job = get_current_job()
     what = lock_of(job) if job is not None else None
-    locks = None
-    if what is not None:
-        engine, _settings = _engine()
-        locks = LockSet(engine)
-        try:
-            locks.take(what, wait=0)
-        except Exception as exc:  # the database may be what failed; or another job holds it
-            log.debug("Waiting without the lock %s: %s", what, exc)
+    locks: LockSet | None = None
+    deadline = time.monotonic() + seconds
     try:
-        time.sleep(seconds)
+        while True:
+            if what is not None and locks is None:
+                locks = _try_lock(what)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(LOCK_RETRY, left))
     finally:
         if locks is not None:
             with contextlib.suppress(Exception):
                 locks.close()
+
+
+def _try_lock(what: str) -> LockSet | None:
+    """The lock `what` on a connection of its own, or None (no database, or another holds it)."""
+    locks = None
+    try:
+        engine, _settings = _engine()
+        locks = LockSet(engine)
+        locks.take(what, wait=0)
+        return locks
+    except Exception as exc:
+        log.debug("Waiting without the lock %s: %s", what, exc)
+        if locks is not None:
+            with contextlib.suppress(Exception):
+                locks.close()
+        return None
 
 
 def _import_result(counts: Counts) -> dict[str, object]:

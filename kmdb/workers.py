@@ -3,22 +3,70 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
 
+import redis.exceptions
 from rq import Queue, SimpleWorker
+from rq.executions import Execution
 from rq.job import Job
 from rq.worker import WorkerStatus
+from sqlalchemy import Engine
 
 from kmdb import queues, stash
+from kmdb import settings as settings_module
 from kmdb.db import make_engine
-from kmdb.importer import STOP
+from kmdb.errors import DatabaseUnavailable, RedisUnavailable
+from kmdb.importer import STOP, Stopped
 from kmdb.load import is_transient
 from kmdb.schedule import pending, replan_dead
 from kmdb.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long (seconds) a worker rides out a lost Redis or database before it gives up:
+# long enough for a restart or a failover, short enough that a wrong URL is noticed.
+OUTAGE_WAIT = 300
+# Redis errors that a restart causes (refused, reset, still loading its data).
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def outage_wait() -> float:
+    """Seconds to wait for a lost Redis or database to come back (KMDB_OUTAGE_WAIT)."""
+    value = os.environ.get("KMDB_OUTAGE_WAIT", "").strip() or None
+    return settings_module._int(value, "KMDB_OUTAGE_WAIT", OUTAGE_WAIT, 0)
+
+
+def riding_out_redis(action: Callable[[], T], doing: str, wait: float | None = None) -> T:
+    """Run action, again and again with backoff while Redis does not answer, up to the outage wait.
+
+    Every step of RQ's bookkeeping is a transaction or an idempotent write, so a
+    step that failed on a lost connection can be run again whole.
+    """
+    wait = outage_wait() if wait is None else wait
+    deadline = time.monotonic() + wait
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except REDIS_DOWN as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RedisUnavailable(
+                    f"Redis did not answer for {wait:.0f} s while {doing} ({exc}); check that "
+                    "redis-server runs, then start the worker again.",
+                    doing=doing,
+                ) from None
+            log.warning(
+                "Redis does not answer (%s) while %s; trying again in %.0f s.", exc, doing, delay
+            )
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 10)
 
 
 # A burst worker with nothing to do looks this often (seconds) for work that running jobs
@@ -70,19 +118,85 @@ class KmdbWorker(SimpleWorker):
     commits its chunk in flight and stops. A later run goes on from there.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopped_jobs: list[str] = []  # put back on the queue after a stop on request
+
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()
         STOP.set()
 
     # RQ 3 counts jobs only in the worker's Redis hash, which is gone once a burst
     # worker quits; kmdb-work --burst exits 1 on failed jobs, so it counts them here.
+    # A lost Redis while a job ends would make RQ quit (and honcho stop the whole
+    # pool): each step is tried again until Redis is back.
     def handle_job_success(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
+        riding_out_redis(
+            lambda: super(KmdbWorker, self).handle_job_success(job, queue, *args, **kwargs),
+            f"recording that job {job.id} is done",
+        )
         self.successful_job_count += 1
-        super().handle_job_success(job, queue, *args, **kwargs)
 
     def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
         self.failed_job_count += 1
-        super().handle_job_failure(job, queue, *args, **kwargs)
+        riding_out_redis(
+            lambda: super(KmdbWorker, self).handle_job_failure(job, queue, *args, **kwargs),
+            f"recording that job {job.id} failed",
+        )
+
+    def _finalize_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        execution: Execution,
+        exc_info: tuple[type[BaseException] | None, BaseException | None, TracebackType | None],
+    ) -> None:
+        stopped = exc_info[1]
+        if not isinstance(stopped, Stopped):
+            super()._finalize_failure(job, queue, execution, exc_info)
+            return
+        # A stop on request is no failure: the job goes back to the front of the queue,
+        # where its dependents still wait on it, and the next worker goes on from its
+        # last commit. Nothing is logged as an error.
+
+        def put_back() -> None:
+            with self.connection.pipeline() as pipe:
+                self.cleanup_execution(job, pipeline=pipe, execution=execution)
+                queue._enqueue_job(job, pipeline=pipe, at_front=True)
+                pipe.execute()
+
+        riding_out_redis(put_back, f"putting job {job.id} back on the queue")
+        self.stopped_jobs.append(job.id)
+        log.warning(
+            "%s Job %s is queued again; the next worker goes on from there.", stopped, job.id
+        )
+
+    def prepare_job_execution(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        riding_out_redis(
+            lambda: super(KmdbWorker, self).prepare_job_execution(job, *args, **kwargs),
+            f"starting job {job.id}",
+        )
+
+    def handle_execution_ended(self, job: Job, *args: Any, **kwargs: Any) -> None:
+        riding_out_redis(
+            lambda: super(KmdbWorker, self).handle_execution_ended(job, *args, **kwargs),
+            f"ending job {job.id}",
+        )
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        riding_out_redis(lambda: super(KmdbWorker, self).heartbeat(*args, **kwargs), "idle")
+
+    def check_for_suspension(self, burst: bool) -> None:
+        riding_out_redis(lambda: super(KmdbWorker, self).check_for_suspension(burst), "idle")
+
+    def set_state(self, *args: Any, **kwargs: Any) -> None:
+        riding_out_redis(lambda: super(KmdbWorker, self).set_state(*args, **kwargs), "idle")
+
+    def teardown(self) -> None:
+        try:
+            riding_out_redis(super().teardown, "leaving")
+        except RedisUnavailable as exc:  # leaving anyway: the worker's key expires by itself
+            log.warning("%s", exc)
 
     def unsubscribe(self) -> None:
         # RQ sends UNSUBSCRIBE and only then stops its listener thread, which waits
@@ -101,7 +215,7 @@ class KmdbWorker(SimpleWorker):
         return int(self.job_monitoring_interval) + 60
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        execution = self.prepare_execution(job)
+        execution = riding_out_redis(lambda: self.prepare_execution(job), f"starting job {job.id}")
         done = threading.Event()
 
         def beat() -> None:
@@ -128,56 +242,105 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
     worker runs a job that will enqueue more (the settle step releases the
     imports). This one waits while live jobs may still release work, so two
     burst workers share the import phase too, and it quits when what is left
-    waits on jobs that no live worker runs.
+    waits on jobs that no live worker runs. A lost Redis or database is waited
+    for (KMDB_OUTAGE_WAIT seconds); a stop on request puts the job in flight back
+    on the queue and is not a failure.
     """
+    outage_wait()  # a malformed KMDB_OUTAGE_WAIT is said before anything starts
     redis = queues.connect(settings)
     q = queues.queue(settings, redis)
     warm_up()
     stash.remove_leftovers(settings.tmp_dir)
     if not burst:
-        worker = KmdbWorker([q], connection=redis)
-        worker.work()
+        worker = _run_worker(q, redis, burst=False)
         return worker.successful_job_count, worker.failed_job_count
-    engine = make_engine(settings)
+    engine = waiting_for_database(settings)
     done = failed = 0
     confirmed_stuck = False
     while True:
-        worker = KmdbWorker([q], connection=redis)
-        worker.work(burst=True, logging_level="INFO")
+        worker = _run_worker(q, redis, burst=True)
         done += worker.successful_job_count
         failed += worker.failed_job_count
         if STOP.is_set():  # SIGINT or SIGTERM: the job in flight stopped after its chunk
             break
-        if q.count:
-            continue
         try:
-            if replan_dead(settings, redis, engine):
-                log.warning("Planned again the jobs of workers that died.")
-                continue
-            waiting, started = pending(q, engine)
+            step = riding_out_redis(
+                lambda stuck=confirmed_stuck: _next_step(settings, redis, engine, q, stuck),
+                "looking for work left",
+            )
         except Exception as exc:
-            if not is_transient(exc):
+            if not is_transient(exc) or isinstance(exc, RedisUnavailable):
                 raise
             log.warning("Waiting for the database (%s)", exc)
             time.sleep(2)
             continue
-        if not started and waiting and not confirmed_stuck:
-            # RQ enqueues a finished job's dependents a moment after it leaves the
-            # started registry: look again before calling the rest stuck.
-            confirmed_stuck = True
-            _wait_for_queue(q, SETTLING)
+        if step == "again":
             continue
-        if not started:
-            if waiting:
-                log.warning(
-                    "%s jobs wait on jobs that no live worker runs; run kmdb-import to plan them again.",
-                    waiting,
-                )
+        if step == "settling":
+            confirmed_stuck = True
+            riding_out_redis(lambda: _wait_for_queue(q, SETTLING), "looking for work left")
+            continue
+        if step == "quit":
             break
         confirmed_stuck = False
-        _wait_for_change(q)
+        riding_out_redis(lambda: _wait_for_change(q), "looking for work left")
     engine.dispose()
     return done, failed
+
+
+def _run_worker(q: Queue, redis: Any, burst: bool) -> KmdbWorker:
+    """Run one RQ worker to its end; a new one if Redis was lost while it registered."""
+
+    def run() -> KmdbWorker:
+        worker = KmdbWorker([q], connection=redis)
+        if burst:
+            worker.work(burst=True, logging_level="INFO")
+        else:
+            worker.work()
+        return worker
+
+    return riding_out_redis(run, "starting a worker")
+
+
+def _next_step(
+    settings: Settings, redis: Any, engine: Engine, q: Queue, confirmed_stuck: bool
+) -> str:
+    """What a burst worker does once its queue is empty: again, settling, wait or quit."""
+    if q.count:
+        return "again"
+    if replan_dead(settings, redis, engine):
+        log.warning("Planned again the jobs of workers that died.")
+        return "again"
+    waiting, started = pending(q, engine)
+    if not started and waiting and not confirmed_stuck:
+        # RQ enqueues a finished job's dependents a moment after it leaves the
+        # started registry: look again before calling the rest stuck.
+        return "settling"
+    if not started:
+        if waiting:
+            log.warning(
+                "%s jobs wait on jobs that no live worker runs; run kmdb-import to plan them again.",
+                waiting,
+            )
+        return "quit"
+    return "wait"
+
+
+def waiting_for_database(settings: Settings) -> Engine:
+    """An engine for DATABASE_URL, once the database answers (up to the outage wait)."""
+    wait = outage_wait()
+    deadline = time.monotonic() + wait
+    delay = 1.0
+    while True:
+        try:
+            return make_engine(settings)
+        except DatabaseUnavailable as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            log.warning("Waiting for the database (%s); trying again in %.0f s.", exc, delay)
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 15)
 
 
 def _wait_for_queue(q: Queue, seconds: float) -> None:
