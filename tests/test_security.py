@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,3 +217,130 @@ def test_a_load_sends_only_the_file_it_is_loading(tmp_path: Path, secret: Path) 
         conn.close()
     finally:
         server.close()
+
+
+# --- A server whose sql_mode holds NO_BACKSLASH_ESCAPES --------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def no_backslash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A MariaDB server of this module's own, started with --sql-mode=NO_BACKSLASH_ESCAPES
+    (the shared server's global mode is not the tests' to change); yields its URL."""
+    import pymysql
+
+    if shutil.which("mariadbd") is None:
+        pytest.skip("needs mariadbd")
+    folder = tmp_path_factory.mktemp("mariadb")
+    subprocess.run(
+        [
+            "mariadb-install-db",
+            "--no-defaults",
+            f"--datadir={folder / 'data'}",
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            "mariadbd",
+            "--no-defaults",
+            f"--datadir={folder / 'data'}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={folder / 'sock'}",
+            "--user=root",
+            "--innodb-buffer-pool-size=64M",
+            "--sql-mode=NO_BACKSLASH_ESCAPES",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with pymysql.connect(host="127.0.0.1", port=port, user="root") as conn:
+                    conn.cursor().execute("CREATE DATABASE IF NOT EXISTS kmdb")
+                break
+            except pymysql.MySQLError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield f"mysql+pymysql://root@127.0.0.1:{port}/kmdb"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+INJECTION = b'{"_n":"visit","_p":"x\') UNION SELECT SLEEP(4),1,1 -- ","_t":1351187280}'
+HOSTILE = [
+    INJECTION,
+    b'{"_n":"say \\\\\' hi","_p":"back\\\\slash\\\\","_t":1351187281,"k\\\\":"v\\\\\'"}',
+    b'{"_n":"tab\\there","_p":"quote\'\'twice","_t":1351187282,"q":"\\"\\\\N"}',
+    b'{"_p":"a\\\\\'b","_p2":"c\\\\","_t":1351187283}',
+    b'{"_p":"x\\\\","_t":1351187284,"set\\\\":"\\\\\\\\"}',
+]
+
+
+def test_an_import_on_a_no_backslash_escapes_server_stores_hostile_lines_as_data(
+    no_backslash_server: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    from sqlalchemy import text
+
+    from kmdb.db import make_engine
+    from kmdb.sample import write_sample
+    from kmdb.settings import Settings
+    from tests.model import assert_same, dump, expected, read_export
+
+    folder = tmp_path / "export"
+    write_sample(folder, 1_000, seed=3, lines_per_revision=500)
+    (folder / "revisions" / "3.json").write_bytes(b"\n".join(HOSTILE) + b"\n")
+    env = {**cli_env, "DATABASE_URL": no_backslash_server, "KMDB_TMP_DIR": str(tmp_path / "t")}
+    run("kmdb-import", "--inline", "--source", str(folder), env=env)
+    engine = make_engine(Settings(database_url=no_backslash_server))
+    try:
+        with engine.connect() as conn:
+            mode = conn.execute(text("SELECT @@SESSION.sql_mode")).scalar_one()
+            assert "NO_BACKSLASH_ESCAPES" not in mode
+            names = set(conn.execute(text("SELECT name FROM users")).scalars())
+        assert "x') UNION SELECT SLEEP(4),1,1 -- " in names
+        assert_same(dump(engine), expected(read_export(folder)))
+    finally:
+        engine.dispose()
+
+
+def test_the_interner_binds_names_whatever_the_session_mode(mysql_url: str) -> None:
+    """Names reach the server as data even on a session with NO_BACKSLASH_ESCAPES, where a
+    backslash-escaped quote would end the string literal."""
+    from sqlalchemy import create_engine, text
+
+    from kmdb import schema
+    from kmdb.db import create_schema
+    from kmdb.load import Interner
+
+    engine = create_engine(
+        mysql_url,
+        connect_args={"init_command": "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'"},
+    )
+    try:
+        create_schema(engine)
+        names = ["x') UNION SELECT SLEEP(4),1,1 -- ", "a\\'b", "c\\", "'", "\\'), ('forged"]
+        ids = Interner(engine, schema.users, "name").ids(names)
+        assert all(name in ids for name in names)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT @@SESSION.sql_mode")).scalar_one() == (
+                "NO_BACKSLASH_ESCAPES"
+            )
+            stored = set(conn.execute(text("SELECT name FROM users")).scalars())
+        assert stored == set(names)
+    finally:
+        engine.dispose()
