@@ -25,3 +25,11 @@ class TransientError(KmdbError):
 
 class DatabaseUnavailable(ConfigError):
     """The database cannot be reached: a setting to check from the command line, a wait for a worker."""
+
+
+class NotPrivate(KmdbError):
+    """A folder kmdb keeps copies of an export in is not this user's alone (`path`)."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path

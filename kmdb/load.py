@@ -211,7 +211,9 @@ def stage_rows(
     os.makedirs(folder, exist_ok=True)
     # The file is ours alone: written here, read by LOAD DATA LOCAL, then removed.
     staged.path = os.path.join(folder, f"kmdb-{table.name}-{os.getpid()}-{uuid.uuid4().hex}.tsv")
-    with open(staged.path, "w", encoding="utf-8", newline="\n") as out:
+    # Mode 0600, and never through a symlink: the rows are a private export's.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    with open(os.open(staged.path, flags, 0o600), "w", encoding="utf-8", newline="\n") as out:
         if isinstance(rows[0], str):
             out.write("".join(rows))  # type: ignore[arg-type]
         else:

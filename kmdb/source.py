@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from kmdb.errors import ConfigError, KmdbError, SourceError
+from kmdb import private
+from kmdb.errors import ConfigError, KmdbError, NotPrivate, SourceError
 from kmdb.settings import Settings
 from kmdb.stash import Stash
 
@@ -324,20 +324,27 @@ class LocalSource:
         return self._path(revision).stat().st_size if self.exists(revision) else None
 
     def chunks(self, revision: int, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
-        try:
-            handle = self._path(revision).open("rb")
-        except OSError as exc:
-            raise SourceError(f"Cannot read revision {revision} in {self.name}: {exc}.") from exc
-        with handle:
-            handle.seek(offset)
-            left = None if end is None else end - offset
-            while left is None or left > 0:
-                chunk = handle.read(CHUNK if left is None else min(CHUNK, left))
-                if not chunk:
-                    break
-                if left is not None:
-                    left -= len(chunk)
-                yield chunk
+        return _file_chunks(self._path(revision), revision, self.name, offset, end)
+
+
+def _file_chunks(
+    path: Path, revision: int, name: str, offset: int = 0, end: int | None = None
+) -> Iterator[bytes]:
+    """A local file's bytes from offset up to end (or its end), in chunks."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise SourceError(f"Cannot read revision {revision} in {name}: {exc}.") from exc
+    with handle:
+        handle.seek(offset)
+        left = None if end is None else end - offset
+        while left is None or left > 0:
+            chunk = handle.read(CHUNK if left is None else min(CHUNK, left))
+            if not chunk:
+                break
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
 
 
 _clients: dict[tuple[tuple[str, str], ...], Any] = {}
@@ -462,22 +469,33 @@ class S3Source:
             self.stash.keep(revision, data)
 
     def _local_copy(self, revision: int) -> Path | None:
-        """With KMDB_KEEP_FILES, the file is downloaded once to KMDB_TMP_DIR and kept."""
+        """With KMDB_KEEP_FILES, the file is downloaded once to kmdb's private folder in
+        KMDB_TMP_DIR and kept (None: not kept, read it from S3)."""
         if not self.settings.keep_files:
             return None
-        folder = Path(self.settings.tmp_dir or tempfile.gettempdir()) / "kmdb" / self.bucket
-        path = folder / self.prefix / "revisions" / f"{revision}.json"
-        size = self.size(revision)
-        if path.is_file() and path.stat().st_size == size:
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".part{os.getpid()}")
+        # One folder per export, as for the stash.
+        export = f"{self.client.meta.endpoint_url}|{self.bucket}|{self.prefix}"
         try:
-            self.client.download_file(self.bucket, self._key(revision), str(partial))
+            folder = private.folder(
+                self.settings.tmp_dir, "files", hashlib.sha256(export.encode()).hexdigest()[:20]
+            )
+        except NotPrivate as exc:
+            log.warning("Reading revision %s from S3, not keeping it: %s", revision, exc)
+            return None
+        path = folder / f"{revision}.json"
+        size = self.size(revision)
+        found = private.read_size(path)
+        if found is not None and found == size:
+            return path
+        partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+        try:
+            partial.unlink(missing_ok=True)
+            with os.fdopen(private.open_private(partial), "wb") as out:
+                self.client.download_fileobj(self.bucket, self._key(revision), out)
         except Exception as exc:
             partial.unlink(missing_ok=True)
             raise self._error(exc, f"download revision {revision}") from exc
-        shutil.move(partial, path)
+        os.replace(partial, path)
         return path
 
     def chunks(self, revision: int, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -485,14 +503,18 @@ class S3Source:
 
         if end is not None and end <= offset:
             return
-        kept = self.stash.take(revision, offset, end) if self.stash is not None else None
+        kept = (
+            self.stash.take(revision, offset, end, self._sizes.get(self._key(revision)))
+            if self.stash is not None
+            else None
+        )
         if kept is not None:
             if kept:
                 yield kept
             return
         local = self._local_copy(revision)
         if local is not None:
-            yield from LocalSource(str(local.parents[1])).chunks(revision, offset, end)
+            yield from _file_chunks(local, revision, self.name, offset, end)
             return
         args = {"Bucket": self.bucket, "Key": self._key(revision)}
         if offset or end is not None:
