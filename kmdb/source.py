@@ -7,9 +7,10 @@ import logging
 import os
 import re
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, Protocol
 
 from kmdb import private
@@ -20,7 +21,11 @@ from kmdb.stash import Stash
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-_REVISION = re.compile(r"(?:^|/)revisions/(\d+)\.json$")
+# A revision file is revisions/N.json, N a decimal number without leading zeros (so
+# that 07.json and 7.json are never both revision 7); [0-9], not \d, which takes
+# other scripts' digits too.
+_REVISION = re.compile(r"(0|[1-9][0-9]*)\.json")
+SHOWN_SKIPPED = 10
 
 
 class Source(Protocol):
@@ -44,14 +49,32 @@ class Source(Protocol):
         """A small file at the export's top (index.csv, status.csv), or None if missing."""
 
 
-def revision_numbers(keys: Iterator[str]) -> list[int]:
-    """The N of every revisions/N.json among object keys or paths."""
-    found = set()
-    for key in keys:
-        match = _REVISION.search(key)
+def revision_names(names: Iterable[str]) -> tuple[list[int], list[str]]:
+    """The revision numbers among names found in revisions/ (N.json, directly in it),
+    and the other names, each sorted."""
+    found: set[int] = set()
+    skipped: set[str] = set()
+    for name in names:
+        match = _REVISION.fullmatch(name)
         if match:
             found.add(int(match.group(1)))
-    return sorted(found)
+        elif name:
+            skipped.add(name)
+    return sorted(found), sorted(skipped)
+
+
+def _say_skipped(where: str, skipped: list[str]) -> None:
+    if skipped:
+        shown = ", ".join(skipped[:SHOWN_SKIPPED])
+        more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
+        log.warning(
+            "Skipping %s in %s that %s not named N.json (N a number without leading zeros): %s%s.",
+            f"{len(skipped)} files" if len(skipped) > 1 else "a file",
+            where,
+            "are" if len(skipped) > 1 else "is",
+            shown,
+            more,
+        )
 
 
 def batch_sizes(size: int, span: int | None = None) -> Callable[[int, int], int]:
@@ -298,6 +321,7 @@ class LocalSource:
     def __init__(self, folder: str) -> None:
         self.root = Path(folder)
         self.name = str(self.root)
+        self.skipped: list[str] = []  # names in revisions/ that are not revisions, once listed
         if not self.root.is_dir():
             raise ConfigError(
                 f"The export folder {folder} does not exist; pass --source with a folder "
@@ -311,7 +335,11 @@ class LocalSource:
         folder = self.root / "revisions"
         if not folder.is_dir():
             return []
-        return revision_numbers(f"revisions/{p.name}" for p in folder.iterdir())
+        numbers, self.skipped = revision_names(
+            p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
+        )
+        _say_skipped(str(folder), self.skipped)
+        return numbers
 
     def exists(self, revision: int) -> bool:
         return self._path(revision).is_file()
@@ -387,6 +415,7 @@ class S3Source:
         self.settings = settings
         self.client = _s3_client()
         self._sizes: dict[str, int] = {}
+        self.skipped: list[str] = []  # keys in revisions/ that are not revisions, once listed
         # KMDB_KEEP_FILES keeps every file on disk already.
         export = f"{self.client.meta.endpoint_url}|{bucket}|{self.prefix}"
         self.stash = None if settings.keep_files else Stash(settings.tmp_dir, export)
@@ -427,7 +456,10 @@ class S3Source:
             raise self._error(exc, "list revisions") from exc
         except BotoCoreError as exc:
             raise self._error(exc, "list revisions") from exc
-        return revision_numbers(iter(keys))
+        folder = f"{self.prefix}revisions/"
+        numbers, self.skipped = revision_names(key.removeprefix(folder) for key in keys)
+        _say_skipped(f"s3://{self.bucket}/{folder}", self.skipped)
+        return numbers
 
     def _head(self, revision: int) -> dict | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -545,13 +577,16 @@ def find_new(
     settings: Settings,
     start: int,
     unfinished: set[int] = frozenset(),
+    listed: list[int] | None | EllipsisType = ...,
 ) -> list[int]:
     """Revision numbers to import, per the contract's "Finding work".
 
     `unfinished` are revisions begun earlier; where the bucket cannot be listed
     they are taken as they are, and probing starts after the last finished one.
+    `listed` is the source's listing if the caller has it already.
     """
-    listed = source.list_revisions()
+    if listed is ...:
+        listed = source.list_revisions()
     if listed is not None:
         return [n for n in listed if n >= settings.min_revision and n not in done]
     # Listing is denied: probe upwards until LOOKAHEAD numbers in a row are missing.

@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmdb.source import LineStarts, batch_sizes, line_batches, matching_lines, revision_numbers
+from kmdb.source import LineStarts, batch_sizes, line_batches, matching_lines, revision_names
 
 line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"."))
 file_lines = st.lists(
@@ -103,16 +103,24 @@ def test_a_line_with_two_matches_comes_once() -> None:
     assert list(matching_lines(iter([data]), *PATTERNS)) == [(2, b'{"_p2":"a","k":"\\u00e9 _p2"}')]
 
 
-def test_revision_numbers_come_from_revision_files_only() -> None:
-    keys = [
-        "revisions/140.json",
-        "p/revisions/7.json",
-        "revisions/x.json",
-        "revisions/3.json.bak",
-        "hello.txt",
-        "revisions/140.json",
+def test_revisions_are_n_json_directly_in_revisions_without_leading_zeros() -> None:
+    names = [
+        "140.json",
+        "7.json",
+        "0.json",
+        "007.json",
+        "08.json",
+        "x.json",
+        "3.json.bak",
+        "old/revisions/9.json",
+        "\u0661.json",  # an Arabic-Indic one: a digit to \\d, not a revision number
+        "140.json",
+        "",  # the folder itself, as S3 lists a folder marker
     ]
-    assert revision_numbers(iter(keys)) == [7, 140]
+    assert revision_names(names) == (
+        [0, 7, 140],
+        ["007.json", "08.json", "3.json.bak", "old/revisions/9.json", "x.json", "\u0661.json"],
+    )
 
 
 @settings(max_examples=300)
