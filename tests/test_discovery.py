@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from kmdb.source import S3Source
-from tests.helpers import run
+from tests.helpers import burst_workers, run
 from tests.model import assert_same, dump, expected, read_export
 
 FORGED = b'{"_n":"forged","_p":"mallory","_t":1351187280}\n'
@@ -70,3 +70,35 @@ def test_s3_keys_below_revisions_are_not_revisions(s3_env: dict[str, str], tmp_p
     source = S3Source("s3://km-nested", Settings(tmp_dir=str(tmp_path)))
     assert source.list_revisions() == [1]
     assert source.skipped == ["07.json", "old/revisions/9.json"]
+
+
+def test_one_unreadable_revision_stops_nothing_else_on_the_queue(
+    mysql_url: str, cli_env: dict[str, str], redis_queue: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    _export(folder)
+    (folder / "revisions" / "5.json").symlink_to(tmp_path / "nowhere.json")
+    env = {
+        **cli_env,
+        "DATABASE_URL": mysql_url,
+        "KMDB_QUEUE": redis_queue,
+        "KMDB_SOURCE": str(folder),
+    }
+    planned = run("kmdb-import", env=env)
+    assert "007.json, 08.json, old/" in planned.stderr
+    burst_workers(2, env)
+    engine = create_engine(mysql_url)
+    assert_same(dump(engine), expected(read_export(folder)))
+    with engine.connect() as conn:
+        rows = {
+            n: (s, e)
+            for n, s, e in conn.execute(text("SELECT number, status, error FROM revisions"))
+        }
+    assert {n: s for n, (s, _) in rows.items()} == {
+        1: "done",
+        2: "done",
+        3: "done",
+        5: "failed",
+        8: "done",
+    }
+    assert "Cannot read revision 5" in rows[5][1]
