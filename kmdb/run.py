@@ -56,15 +56,15 @@ def _file_alone(exc: BaseException) -> bool:
 
 
 def _forget_vanished(engine: Engine, rows: list, listed: set[int]) -> list:
-    """Drop the progress rows of revisions that failed or never started, nothing of them
-    imported, whose file is gone (or was never a revision, as 007.json); return the rest.
+    """Drop the progress rows of revisions that failed before anything of them was
+    imported (not even scanned) and whose file is gone (or was never a revision, as
+    007.json); return the rest.
 
-    Such a row would stay "failed" in kmdb-status for a file no import can read.
+    Such a row would stay "failed" in kmdb-status for a file no import can read. A
+    pending row is kept: a queued job of its own may be about to say why it fails.
     """
     gone = [
-        n
-        for n, status, scanned in rows
-        if n not in listed and status in ("failed", "pending") and not scanned
+        n for n, status, scanned in rows if n not in listed and status == "failed" and not scanned
     ]
     if not gone:
         return rows

@@ -354,9 +354,9 @@ class LocalSource:
         folder = self.root / "revisions"
         if not folder.is_dir():
             return []
-        numbers, self.skipped = revision_names(
-            p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
-        )
+        with os.scandir(folder) as entries:  # d_type: no stat per file
+            names = [e.name + ("/" if e.is_dir(follow_symlinks=False) else "") for e in entries]
+        numbers, self.skipped = revision_names(names)
         _say_skipped(str(folder), self.skipped)
         return numbers
 
