@@ -77,3 +77,11 @@ class RedisUnavailable(TransientError):
     def __init__(self, message: str, doing: str = "") -> None:
         super().__init__(message)
         self.doing = doing
+
+
+class NotPrivate(KmdbError):
+    """A folder kmdb keeps copies of an export in is not this user's alone (`path`)."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path

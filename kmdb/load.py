@@ -13,13 +13,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import pymysql
-from pymysql.converters import escape_string
 from sqlalchemy import Connection, Engine, Table, bindparam, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from kmdb import schema
-from kmdb.db import is_mysql
+from kmdb.db import is_mysql, sending
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +45,6 @@ def retrying(action: Callable[[], T], attempts: int = 8) -> T:
 def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _quoted(names: Iterable[str], separator: str = ",") -> str:
-    """Names as MySQL string literals, joined by separator."""
-    return separator.join(["'" + escape_string(name) + "'" for name in names])
 
 
 class Interner:
@@ -86,15 +79,17 @@ class Interner:
             for row in conn.execute(query, {"names": list(part)}):
                 self.cache[row[0]] = row[1] if self.extra is None else (row[1], row[2])
 
-    # On MySQL the statements are written out here: SQLAlchemy's expanding IN and
-    # PyMySQL's per-parameter formatting cost more than the queries themselves.
+    # On MySQL the statements go to PyMySQL's cursor directly: SQLAlchemy's expanding
+    # IN cost more than the queries themselves. The names are bound as parameters,
+    # which PyMySQL quotes for the connection's own mode (never by hand: a server
+    # with NO_BACKSLASH_ESCAPES reads a backslash-escaped quote as the string's end).
     def _lookup_mysql(self, conn: Connection, names: Sequence[str]) -> None:
         extra = f", `{self.extra.name}`" if self.extra is not None else ""
         head = f"SELECT `{self.column.name}`, id{extra} FROM `{self.table.name}` WHERE `{self.column.name}` IN ("
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             for part in _chunks(names, LOOKUP_BATCH):
-                cursor.execute(head + _quoted(part) + ")")
+                cursor.execute(head + ",".join(["%s"] * len(part)) + ")", part)
                 if self.extra is None:
                     self.cache.update(cursor.fetchall())
                 else:
@@ -107,7 +102,7 @@ class Interner:
         sql = f"INSERT IGNORE INTO `{self.table.name}` (`{self.column.name}`) VALUES ("
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(sql + _quoted(names, "),(") + ")")
+            cursor.execute(sql + "),(".join(["%s"] * len(names)) + ")", names)
         finally:
             cursor.close()
 
@@ -176,41 +171,6 @@ def _property_line(row: tuple) -> str:
 _LINE_FORMATS = {"events": _event_line, "properties": _property_line}
 
 
-# LOAD DATA LOCAL lets the server name the file the client sends; kmdb sends only
-# the load files it wrote itself, whatever a server (or a statement) asks for.
-_WRITTEN: set[str] = set()
-# PyMySQL sends a file in 16 KB packets. The loader thread needs the GIL again after
-# each one, which the parsing thread holds for up to 5 ms at a time: with small
-# packets the server waited on Python. Half a megabyte stays far below any server's
-# max_allowed_packet (1 MB at the very least).
-PACKET = 1 << 19
-
-
-def _send_only_ours(filename: str | bytes, conn: Any) -> None:
-    if os.fsdecode(filename) not in _WRITTEN:
-        raise pymysql.err.OperationalError(
-            2068,
-            f"kmdb refused to send {filename!r}: LOAD DATA LOCAL sends only kmdb's own load files.",
-        )
-    size = min(conn.max_allowed_packet, PACKET)
-    try:
-        with open(filename, "rb") as file:
-            while chunk := file.read(size):
-                conn.write_packet(chunk)
-    except OSError as exc:
-        raise pymysql.err.OperationalError(
-            2068, f"Cannot read load file {filename!r}: {exc}"
-        ) from exc
-
-
-pymysql.connections._send_local_file = _send_only_ours
-
-
-def allow_load_file(path: str) -> None:
-    """Let LOAD DATA LOCAL send a file this process wrote itself (the benchmark's dumps)."""
-    _WRITTEN.add(path)
-
-
 def field(value: object) -> str:
     """One value as a LOAD DATA field: NULL as \\N, and \\, tab, newline and NUL escaped."""
     return _field(value)
@@ -228,7 +188,6 @@ class Staged:
     def discard(self) -> None:
         """Remove the file, if any."""
         if self.path:
-            _WRITTEN.discard(self.path)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
             self.path = None
@@ -252,8 +211,9 @@ def stage_rows(
     os.makedirs(folder, exist_ok=True)
     # The file is ours alone: written here, read by LOAD DATA LOCAL, then removed.
     staged.path = os.path.join(folder, f"kmdb-{table.name}-{os.getpid()}-{uuid.uuid4().hex}.tsv")
-    _WRITTEN.add(staged.path)
-    with open(staged.path, "w", encoding="utf-8", newline="\n") as out:
+    # Mode 0600, and never through a symlink: the rows are a private export's.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    with open(os.open(staged.path, flags, 0o600), "w", encoding="utf-8", newline="\n") as out:
         if isinstance(rows[0], str):
             out.write("".join(rows))  # type: ignore[arg-type]
         else:
@@ -311,14 +271,16 @@ def load_staged(conn: Connection, staged: Staged, ignore_duplicates: bool = Fals
                 f'{verb} INTO "{staged.table.name}" ({names}) VALUES ({marks})', staged.rows
             )
         return
-    quoted = staged.path.replace("\\", "\\\\").replace("'", "\\'")
     names = ", ".join(f"`{c}`" for c in staged.columns)
-    conn.exec_driver_sql(
-        f"LOAD DATA LOCAL INFILE '{quoted}' {'IGNORE ' if ignore_duplicates else ''}"
-        f"INTO TABLE `{staged.table.name}` CHARACTER SET utf8mb4 "
-        "FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
-        f"({names})"
-    )
+    # The path and the field options are bound, so that no backslash in the SQL text
+    # depends on the session's sql_mode.
+    with sending(conn.connection.driver_connection, staged.path):
+        conn.exec_driver_sql(
+            f"LOAD DATA LOCAL INFILE %s {'IGNORE ' if ignore_duplicates else ''}"
+            f"INTO TABLE `{staged.table.name}` CHARACTER SET utf8mb4 "
+            f"FIELDS TERMINATED BY %s ESCAPED BY %s LINES TERMINATED BY %s ({names})",
+            (staged.path, "\t", "\\", "\n"),
+        )
 
 
 def bulk_insert(

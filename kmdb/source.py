@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from types import EllipsisType
 from typing import Any, Protocol
 
-from kmdb.errors import ConfigError, KmdbError, SourceError
+from kmdb import private
+from kmdb.errors import ConfigError, KmdbError, NotPrivate, SourceError
 from kmdb.settings import Settings
 from kmdb.stash import Stash
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-_REVISION = re.compile(r"(?:^|/)revisions/(\d+)\.json$")
+# A revision file is revisions/N.json, N a decimal number without leading zeros (so
+# that 07.json and 7.json are never both revision 7); [0-9], not \d, which takes
+# other scripts' digits too.
+_REVISION = re.compile(r"(0|[1-9][0-9]*)\.json")
+SHOWN_SKIPPED = 10
 
 
 class Source(Protocol):
@@ -44,14 +49,32 @@ class Source(Protocol):
         """A small file at the export's top (index.csv, status.csv), or None if missing."""
 
 
-def revision_numbers(keys: Iterator[str]) -> list[int]:
-    """The N of every revisions/N.json among object keys or paths."""
-    found = set()
-    for key in keys:
-        match = _REVISION.search(key)
+def revision_names(names: Iterable[str]) -> tuple[list[int], list[str]]:
+    """The revision numbers among names found in revisions/ (N.json, directly in it),
+    and the other names, each sorted."""
+    found: set[int] = set()
+    skipped: set[str] = set()
+    for name in names:
+        match = _REVISION.fullmatch(name)
         if match:
             found.add(int(match.group(1)))
-    return sorted(found)
+        elif name:
+            skipped.add(name)
+    return sorted(found), sorted(skipped)
+
+
+def _say_skipped(where: str, skipped: list[str]) -> None:
+    if skipped:
+        shown = ", ".join(skipped[:SHOWN_SKIPPED])
+        more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
+        log.warning(
+            "Skipping %s in %s that %s not named N.json (N a number without leading zeros): %s%s.",
+            f"{len(skipped)} files" if len(skipped) > 1 else "a file",
+            where,
+            "are" if len(skipped) > 1 else "is",
+            shown,
+            more,
+        )
 
 
 def batch_sizes(size: int, span: int | None = None) -> Callable[[int, int], int]:
@@ -93,17 +116,29 @@ def line_batches(
 
     Chunks are split with bytes.split, in C: botocore's iter_lines is quadratic
     on long lines, and splitting line by line in Python cost as much as parsing.
+    A line longer than a chunk is kept in pieces until its end comes, then joined
+    once: adding each chunk to what came before copied a 100 MB line 1,600 times.
     """
     size = sizes(0, 0)
     batch: list[bytes] = []
     first = line_no + 1
     end = offset
-    rest = b""
+    begun: list[bytes] = []  # the pieces of a line whose end has not come yet
     for chunk in chunks:
         if not chunk:
             continue
-        parts = (rest + chunk if rest else chunk).split(b"\n")
+        if chunk.find(b"\n") < 0:
+            begun.append(chunk)
+            continue
+        if begun:
+            begun.append(chunk)
+            chunk = b"".join(begun)
+            begun = []
+        parts = chunk.split(b"\n")
+        del chunk
         rest = parts.pop()
+        if rest:
+            begun.append(rest)
         while parts:
             room = size - len(batch)
             batch.extend(parts[:room])
@@ -114,7 +149,8 @@ def line_batches(
                 first, batch = first + len(batch), []
                 size = sizes(end - offset, first - line_no - 1)
     tail = sum(map(len, batch)) + len(batch)
-    if rest:  # a last line without its newline
+    if begun:  # a last line without its newline
+        rest = b"".join(begun)
         batch.append(rest)
         tail += len(rest)
     if batch:
@@ -263,16 +299,21 @@ def matching_lines(
     Patterns that start with a literal are searched for fastest, so several
     such patterns beat one alternation.
     """
-    rest = b""
-    line_no = 0  # lines counted before `rest`
+    begun: list[bytes] = []  # the pieces of a line whose end has not come yet (joined once)
+    line_no = 0  # lines counted before `begun`
     for chunk in chunks:
         if not chunk:
             continue
-        data = rest + chunk if rest else chunk
-        end_of_lines = data.rfind(b"\n") + 1
-        if end_of_lines == 0:
-            rest = data
+        if chunk.find(b"\n") < 0:
+            begun.append(chunk)
             continue
+        if begun:
+            begun.append(chunk)
+            data = b"".join(begun)
+            begun = []  # freed before the line is cut out of data
+        else:
+            data = chunk
+        end_of_lines = data.rfind(b"\n") + 1
         found = sorted(
             {m.start() for pattern in patterns for m in pattern.finditer(data, 0, end_of_lines)}
         )
@@ -287,7 +328,8 @@ def matching_lines(
             line_no += 1
             counted = stop + 1
         line_no += data.count(b"\n", counted, end_of_lines)
-        rest = data[end_of_lines:]
+        begun = [data[end_of_lines:]] if end_of_lines < len(data) else []
+    rest = b"".join(begun)
     if rest and any(pattern.search(rest) for pattern in patterns):
         yield line_no + 1, rest
 
@@ -298,6 +340,7 @@ class LocalSource:
     def __init__(self, folder: str) -> None:
         self.root = Path(folder)
         self.name = str(self.root)
+        self.skipped: list[str] = []  # names in revisions/ that are not revisions, once listed
         if not self.root.is_dir():
             raise ConfigError(
                 f"The export folder {folder} does not exist; pass --source with a folder "
@@ -311,7 +354,11 @@ class LocalSource:
         folder = self.root / "revisions"
         if not folder.is_dir():
             return []
-        return revision_numbers(f"revisions/{p.name}" for p in folder.iterdir())
+        with os.scandir(folder) as entries:  # d_type: no stat per file
+            names = [e.name + ("/" if e.is_dir(follow_symlinks=False) else "") for e in entries]
+        numbers, self.skipped = revision_names(names)
+        _say_skipped(str(folder), self.skipped)
+        return numbers
 
     def exists(self, revision: int) -> bool:
         return self._path(revision).is_file()
@@ -324,20 +371,27 @@ class LocalSource:
         return self._path(revision).stat().st_size if self.exists(revision) else None
 
     def chunks(self, revision: int, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
-        try:
-            handle = self._path(revision).open("rb")
-        except OSError as exc:
-            raise SourceError(f"Cannot read revision {revision} in {self.name}: {exc}.") from exc
-        with handle:
-            handle.seek(offset)
-            left = None if end is None else end - offset
-            while left is None or left > 0:
-                chunk = handle.read(CHUNK if left is None else min(CHUNK, left))
-                if not chunk:
-                    break
-                if left is not None:
-                    left -= len(chunk)
-                yield chunk
+        return _file_chunks(self._path(revision), revision, self.name, offset, end)
+
+
+def _file_chunks(
+    path: Path, revision: int, name: str, offset: int = 0, end: int | None = None
+) -> Iterator[bytes]:
+    """A local file's bytes from offset up to end (or its end), in chunks."""
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise SourceError(f"Cannot read revision {revision} in {name}: {exc}.") from exc
+    with handle:
+        handle.seek(offset)
+        left = None if end is None else end - offset
+        while left is None or left > 0:
+            chunk = handle.read(CHUNK if left is None else min(CHUNK, left))
+            if not chunk:
+                break
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
 
 
 _clients: dict[tuple[tuple[str, str], ...], Any] = {}
@@ -380,6 +434,7 @@ class S3Source:
         self.settings = settings
         self.client = _s3_client()
         self._sizes: dict[str, int] = {}
+        self.skipped: list[str] = []  # keys in revisions/ that are not revisions, once listed
         # KMDB_KEEP_FILES keeps every file on disk already.
         export = f"{self.client.meta.endpoint_url}|{bucket}|{self.prefix}"
         self.stash = None if settings.keep_files else Stash(settings.tmp_dir, export)
@@ -420,7 +475,10 @@ class S3Source:
             raise self._error(exc, "list revisions") from exc
         except BotoCoreError as exc:
             raise self._error(exc, "list revisions") from exc
-        return revision_numbers(iter(keys))
+        folder = f"{self.prefix}revisions/"
+        numbers, self.skipped = revision_names(key.removeprefix(folder) for key in keys)
+        _say_skipped(f"s3://{self.bucket}/{folder}", self.skipped)
+        return numbers
 
     def _head(self, revision: int) -> dict | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -462,22 +520,33 @@ class S3Source:
             self.stash.keep(revision, data)
 
     def _local_copy(self, revision: int) -> Path | None:
-        """With KMDB_KEEP_FILES, the file is downloaded once to KMDB_TMP_DIR and kept."""
+        """With KMDB_KEEP_FILES, the file is downloaded once to kmdb's private folder in
+        KMDB_TMP_DIR and kept (None: not kept, read it from S3)."""
         if not self.settings.keep_files:
             return None
-        folder = Path(self.settings.tmp_dir or tempfile.gettempdir()) / "kmdb" / self.bucket
-        path = folder / self.prefix / "revisions" / f"{revision}.json"
-        size = self.size(revision)
-        if path.is_file() and path.stat().st_size == size:
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".part{os.getpid()}")
+        # One folder per export, as for the stash.
+        export = f"{self.client.meta.endpoint_url}|{self.bucket}|{self.prefix}"
         try:
-            self.client.download_file(self.bucket, self._key(revision), str(partial))
+            folder = private.folder(
+                self.settings.tmp_dir, "files", hashlib.sha256(export.encode()).hexdigest()[:20]
+            )
+        except NotPrivate as exc:
+            log.warning("Reading revision %s from S3, not keeping it: %s", revision, exc)
+            return None
+        path = folder / f"{revision}.json"
+        size = self.size(revision)
+        found = private.read_size(path)
+        if found is not None and found == size:
+            return path
+        partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+        try:
+            partial.unlink(missing_ok=True)
+            with os.fdopen(private.open_private(partial), "wb") as out:
+                self.client.download_fileobj(self.bucket, self._key(revision), out)
         except Exception as exc:
             partial.unlink(missing_ok=True)
             raise self._error(exc, f"download revision {revision}") from exc
-        shutil.move(partial, path)
+        os.replace(partial, path)
         return path
 
     def chunks(self, revision: int, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -485,14 +554,18 @@ class S3Source:
 
         if end is not None and end <= offset:
             return
-        kept = self.stash.take(revision, offset, end) if self.stash is not None else None
+        kept = (
+            self.stash.take(revision, offset, end, self._sizes.get(self._key(revision)))
+            if self.stash is not None
+            else None
+        )
         if kept is not None:
             if kept:
                 yield kept
             return
         local = self._local_copy(revision)
         if local is not None:
-            yield from LocalSource(str(local.parents[1])).chunks(revision, offset, end)
+            yield from _file_chunks(local, revision, self.name, offset, end)
             return
         args = {"Bucket": self.bucket, "Key": self._key(revision)}
         if offset or end is not None:
@@ -523,13 +596,16 @@ def find_new(
     settings: Settings,
     start: int,
     unfinished: set[int] = frozenset(),
+    listed: list[int] | None | EllipsisType = ...,
 ) -> list[int]:
     """Revision numbers to import, per the contract's "Finding work".
 
     `unfinished` are revisions begun earlier; where the bucket cannot be listed
     they are taken as they are, and probing starts after the last finished one.
+    `listed` is the source's listing if the caller has it already.
     """
-    listed = source.list_revisions()
+    if listed is ...:
+        listed = source.list_revisions()
     if listed is not None:
         return [n for n in listed if n >= settings.min_revision and n not in done]
     # Listing is denied: probe upwards until LOOKAHEAD numbers in a row are missing.

@@ -9,6 +9,11 @@ machine takes them from there and removes them. An import on another machine
 reads the file from S3 as before. Revision files never change once written,
 so a kept copy is the file.
 
+The kept copies are in kmdb's private folder (kmdb.private), files of mode 0600
+that nobody else can read or plant; a folder that is not private (a symlink,
+another user's, open to others) is not used, and the import reads from S3. A
+kept copy whose size is not the size S3 listed is not used either.
+
 The stash holds at most STASH_BYTES of an export on a machine (checked once
 per job, so it may pass that by a job's worth); what an import elsewhere never
 took is removed after an hour by the next worker or inline import that starts.
@@ -20,20 +25,21 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 
+from kmdb import private
+from kmdb.errors import NotPrivate
 from kmdb.load import STALE_AFTER, remove_old_files, remove_stale_load_files
 
 log = logging.getLogger(__name__)
 
 STASH_BYTES = 256 << 20
-FOLDER = "kmdb-stash"
+FOLDER = "stash"
 
 
 def _root(tmp_dir: str | None) -> Path:
-    return Path(tmp_dir or tempfile.gettempdir()) / FOLDER
+    return private.root(tmp_dir) / FOLDER
 
 
 class Stash:
@@ -42,11 +48,25 @@ class Stash:
     def __init__(self, tmp_dir: str | None, export: str, budget: int = STASH_BYTES) -> None:
         # One folder per export (endpoint, bucket and prefix), so that two exports'
         # revisions of the same number never meet.
-        name = hashlib.sha256(export.encode()).hexdigest()[:20]
-        self.folder = _root(tmp_dir) / name
+        self._name = hashlib.sha256(export.encode()).hexdigest()[:20]
+        self._tmp_dir = tmp_dir
+        self.folder = _root(tmp_dir) / self._name
         self.budget = budget
         self._room: int | None = None
         self._lock = threading.Lock()
+        self._private: bool | None = None
+
+    def _usable(self) -> bool:
+        """Whether the folder is private (made so if missing); checked once per Stash."""
+        with self._lock:
+            if self._private is None:
+                try:
+                    private.folder(self._tmp_dir, FOLDER, self._name)
+                    self._private = True
+                except NotPrivate as exc:
+                    log.warning("Not keeping copies of revision files on disk: %s", exc)
+                    self._private = False
+            return self._private
 
     def _path(self, revision: int) -> Path:
         return self.folder / f"{int(revision)}.json"
@@ -62,30 +82,42 @@ class Stash:
 
     def keep(self, revision: int, data: bytes) -> None:
         """Keep a whole file's bytes for its import, if the stash has room (never fails)."""
-        if not data or not self._take_room(len(data)):
+        if not data or not self._usable() or not self._take_room(len(data)):
             return
         path = self._path(revision)
         partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.part")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            partial.write_bytes(data)
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()  # a killed process's, of the same pid and thread id
+            with os.fdopen(private.open_private(partial), "wb") as out:
+                out.write(data)
             os.replace(partial, path)  # whole or not at all, for a reader on another process
         except OSError as exc:  # a full or read-only disk: the import reads from S3
             log.debug("Could not keep revision %s on disk: %s", revision, exc)
             with contextlib.suppress(OSError):
                 partial.unlink()
 
-    def take(self, revision: int, offset: int = 0, end: int | None = None) -> bytes | None:
+    def take(
+        self, revision: int, offset: int = 0, end: int | None = None, size: int | None = None
+    ) -> bytes | None:
         """The kept bytes of a file from offset up to end (None: not kept). A read that
-        reaches the file's end removes it: its one part is then imported."""
-        path = self._path(revision)
-        try:
-            data = path.read_bytes()
-        except OSError:
+        reaches the file's end removes it: its one part is then imported.
+
+        Only a file this user wrote in the private folder is used, and only if it has
+        the file's size where that is known.
+        """
+        if not self._usable():
             return None
-        if end is None or end >= len(data):
+        path = self._path(revision)
+        data = private.read_own(path)
+        if data is None:
+            return None
+        if (size is not None and len(data) != size) or (end is None or end >= len(data)):
             with contextlib.suppress(OSError):
                 path.unlink()
+        if size is not None and len(data) != size:
+            log.warning("Ignored a kept copy of revision %s: not the size S3 lists.", revision)
+            return None
         return data[offset:end]
 
 
@@ -101,8 +133,14 @@ def _size_of(folder: Path) -> int:
 def remove_stale(tmp_dir: str | None, older_than: float = STALE_AFTER) -> int:
     """Remove kept files that no import took within older_than seconds; return how many."""
     try:
-        folders = [entry.path for entry in os.scandir(_root(tmp_dir)) if entry.is_dir()]
-    except OSError:
+        private.check(private.root(tmp_dir))
+        private.check(_root(tmp_dir))
+        folders = [
+            entry.path
+            for entry in os.scandir(_root(tmp_dir))
+            if entry.is_dir(follow_symlinks=False)
+        ]
+    except (OSError, NotPrivate):
         return 0
     removed = sum(remove_old_files(folder, older_than) for folder in folders)
     if removed:

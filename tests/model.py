@@ -104,6 +104,12 @@ def read_export(folder: Path) -> dict[int, list[bytes]]:
     """The raw lines of every revision file of an export folder."""
     found = {}
     for path in (folder / "revisions").glob("*.json"):
+        # Only N.json, N without leading zeros, is a revision; a file that cannot be
+        # read (a dangling symlink) is none either.
+        if not path.stem.isdigit() or not path.stem.isascii() or path.stem != str(int(path.stem)):
+            continue
+        if not path.is_file():
+            continue
         data = path.read_bytes()
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":

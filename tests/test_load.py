@@ -58,6 +58,7 @@ def test_staged_files_are_removed_and_rows_arrive(engine: Engine, tmp_path: Path
     if staged.path is not None:  # MySQL: the file LOAD DATA LOCAL reads
         assert Path(staged.path).parent == tmp_path
         assert Path(staged.path).is_file()
+        assert Path(staged.path).stat().st_mode & 0o777 == 0o600  # a private export's rows
     with engine.begin() as conn:
         load_staged(conn, staged)
     staged.discard()

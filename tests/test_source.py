@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmdb.source import LineStarts, batch_sizes, line_batches, matching_lines, revision_numbers
+from kmdb.source import LineStarts, batch_sizes, line_batches, matching_lines, revision_names
 
 line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"."))
 file_lines = st.lists(
@@ -103,16 +104,24 @@ def test_a_line_with_two_matches_comes_once() -> None:
     assert list(matching_lines(iter([data]), *PATTERNS)) == [(2, b'{"_p2":"a","k":"\\u00e9 _p2"}')]
 
 
-def test_revision_numbers_come_from_revision_files_only() -> None:
-    keys = [
-        "revisions/140.json",
-        "p/revisions/7.json",
-        "revisions/x.json",
-        "revisions/3.json.bak",
-        "hello.txt",
-        "revisions/140.json",
+def test_revisions_are_n_json_directly_in_revisions_without_leading_zeros() -> None:
+    names = [
+        "140.json",
+        "7.json",
+        "0.json",
+        "007.json",
+        "08.json",
+        "x.json",
+        "3.json.bak",
+        "old/revisions/9.json",
+        "\u0661.json",  # an Arabic-Indic one: a digit to \\d, not a revision number
+        "140.json",
+        "",  # the folder itself, as S3 lists a folder marker
     ]
-    assert revision_numbers(iter(keys)) == [7, 140]
+    assert revision_names(names) == (
+        [0, 7, 140],
+        ["007.json", "08.json", "3.json.bak", "old/revisions/9.json", "x.json", "\u0661.json"],
+    )
 
 
 @settings(max_examples=300)
@@ -138,3 +147,39 @@ def test_line_starts_are_found_whatever_the_chunks(
         else:  # nothing starts at or after b: the end of the file, numbered after the last line
             assert finder.starts[b] == (len(data), lines_in_file + 1)
     assert finder.size == len(data)
+
+
+def _frame_long_line(size: int) -> tuple[float, int]:
+    """CPU seconds and peak bytes allocated to frame one line of size bytes from 64 KB
+    chunks, with both framings (the import's and the scan's)."""
+    import time
+    import tracemalloc
+
+    piece = 64 << 10
+    line = b"x" * size + b"\n"
+
+    def chunks() -> Iterator[bytes]:
+        for at in range(0, len(line), piece):
+            yield line[at : at + piece]
+
+    tracemalloc.start()
+    try:
+        started = time.process_time()
+        got = [len(lines[0]) for _, lines, _ in line_batches(chunks(), lambda *_: 10)]
+        found = list(matching_lines(chunks(), re.compile(rb"x$")))
+        took = time.process_time() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == [size] and [(n, len(text)) for n, text in found] == [(1, size)]
+    return took, peak
+
+
+def test_framing_a_long_line_is_linear_in_its_length() -> None:
+    """Each chunk used to be added to all that came before: a 100 MB line took seconds."""
+    small, large = 8 << 20, 32 << 20
+    small_time = min(_frame_long_line(small)[0] for _ in range(3))
+    large_time, large_peak = min(_frame_long_line(large) for _ in range(3))
+    # Linear: four times the bytes, some four times the work (quadratic: sixteen).
+    assert large_time <= 8 * max(small_time, 0.005), (small_time, large_time)
+    assert large_peak <= 2.5 * large, large_peak  # the pieces and the line, not more

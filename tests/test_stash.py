@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import time
 from pathlib import Path
 
 import boto3
+import pytest
 from sqlalchemy import Engine
 
-from kmdb import importer
+from kmdb import importer, private
 from kmdb.db import create_schema
 from kmdb.people import settle
 from kmdb.settings import Settings
@@ -73,3 +76,84 @@ def test_the_import_reads_what_the_scan_kept_instead_of_s3(
     settle(engine)
     assert_same(dump(engine), expected(read_export(folder)))
     assert list(kept.folder.iterdir()) == []
+
+
+def _import_from_s3(engine: Engine, settings: Settings, bucket: str, revisions: list[int]) -> None:
+    """Scan, settle and import as the jobs do, each pass with a source of its own."""
+    create_schema(engine)
+    source = S3Source(f"s3://{bucket}", settings)
+    assert source.list_revisions() == revisions
+    importer.revision_states(engine, revisions, {n: source.size(n) for n in revisions})
+    importer.scan_revisions(engine, source, revisions, settings)
+    settle(engine, before_import=True)
+    parts = [(n, 0) for n in revisions]
+    importer.import_parts(engine, S3Source(f"s3://{bucket}", settings), parts, settings)
+    settle(engine)
+
+
+FORGED = b'{"_n":"forged","_p":"mallory","_t":1351187280}\n{"_p":"mallory","_p2":"bob","_t":1}\n'
+
+
+def test_kept_copies_are_private_to_this_user(tmp_path: Path) -> None:
+    stash = Stash(str(tmp_path), "s3://km")
+    stash.keep(1, b"line\n")
+    root = private.root(str(tmp_path))
+    for folder in (root, root / "stash", stash.folder):
+        assert stat.S_IMODE(folder.lstat().st_mode) == 0o700, folder
+        assert folder.lstat().st_uid == os.geteuid()
+    assert stat.S_IMODE((stash.folder / "1.json").stat().st_mode) == 0o600
+    assert stash.take(1) == b"line\n"
+
+
+def test_a_planted_file_is_never_imported(
+    engine: Engine, settings: Settings, tmp_path: Path, s3_env: dict[str, str]
+) -> None:
+    """Files planted where an older kmdb kept its copies, in a private folder taken by
+    another user, or in kmdb's own folder but not of the size S3 lists, are all ignored."""
+    folder = tmp_path / "export"
+    bucket = sample_bucket(folder, 3_000, seed=8, lines_per_revision=1_000)
+    export = f"{s3_env['AWS_ENDPOINT_URL']}|{bucket}|"
+    name = hashlib.sha256(export.encode()).hexdigest()[:20]
+    tmp = Path(settings.tmp_dir or "")
+    # Where kmdb used to keep them, computable by anyone.
+    (tmp / "kmdb-stash" / name).mkdir(parents=True)
+    (tmp / "kmdb-stash" / name / "1.json").write_bytes(FORGED)
+    # kmdb's own folder, with a file of the wrong size and a symlink to another's file.
+    own = private.folder(settings.tmp_dir, "stash", name)
+    (own / "2.json").write_bytes(FORGED)
+    (own / "2.json").chmod(0o600)
+    (tmp / "elsewhere.json").write_bytes(FORGED)
+    (own / "3.json").symlink_to(tmp / "elsewhere.json")
+    _import_from_s3(engine, settings, bucket, [1, 2, 3])
+    assert_same(dump(engine), expected(read_export(folder)))
+
+
+@pytest.mark.parametrize("how", ["symlink", "foreign", "open"])
+def test_a_stash_folder_that_is_not_private_is_not_used(
+    how: str, engine: Engine, settings: Settings, tmp_path: Path, s3_env: dict[str, str]
+) -> None:
+    folder = tmp_path / "export"
+    bucket = sample_bucket(folder, 2_000, seed=9, lines_per_revision=1_000)
+    name = hashlib.sha256(f"{s3_env['AWS_ENDPOINT_URL']}|{bucket}|".encode()).hexdigest()[:20]
+    root = private.root(settings.tmp_dir)
+    planted = tmp_path / "planted"
+    (planted / "stash" / name).mkdir(parents=True)
+    (planted / "stash" / name / "1.json").write_bytes(FORGED)
+    for path in [planted, *planted.rglob("*")]:
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    if how == "symlink":
+        root.symlink_to(planted)
+    else:
+        planted.rename(root)
+        if how == "foreign":
+            for path in [root, *root.rglob("*")]:
+                os.lchown(path, 65534, 65534)
+        else:
+            root.chmod(0o777)
+    _import_from_s3(engine, settings, bucket, [1, 2])
+    assert_same(dump(engine), expected(read_export(folder)))
+    # Nothing was written there, and the planted file is where it was.
+    assert sorted(p.name for p in (root / "stash" / name).iterdir()) == ["1.json"]
+    assert remove_stale(settings.tmp_dir, older_than=-1) == 0
+    assert (root / "stash" / name / "1.json").read_bytes() == FORGED

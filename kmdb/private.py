@@ -1,0 +1,98 @@
+"""KMDB_TMP_DIR's private folder: local copies of an export, readable by this user alone.
+
+KMDB_TMP_DIR is /tmp by default, where anyone may create a folder of the name kmdb
+would use, or plant files in it. So kmdb keeps copies in KMDB_TMP_DIR/kmdb-<uid>,
+which it makes with mode 0700 and uses only while it is a real folder (not a
+symlink), owned by this user and closed to everyone else; files in it are 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from kmdb.errors import NotPrivate
+
+
+def root(tmp_dir: str | None) -> Path:
+    """Where the private folder is (whether it exists or not)."""
+    return Path(tmp_dir or tempfile.gettempdir()) / f"kmdb-{os.geteuid()}"
+
+
+def check(path: Path) -> None:
+    """Raise NotPrivate unless path is a folder of this user's that no one else may enter."""
+    try:
+        found = os.lstat(path)
+    except OSError as exc:
+        raise NotPrivate(f"Cannot use {path}: {exc.strerror}.", str(path)) from None
+    if stat.S_ISLNK(found.st_mode) or not stat.S_ISDIR(found.st_mode):
+        why = "a symlink" if stat.S_ISLNK(found.st_mode) else "not a folder"
+        raise NotPrivate(f"{path} is {why}; remove it, kmdb makes it anew.", str(path))
+    if found.st_uid != os.geteuid():
+        raise NotPrivate(
+            f"{path} belongs to user id {found.st_uid}, not to this user; remove it, "
+            "kmdb makes it anew, or set KMDB_TMP_DIR to a folder of your own.",
+            str(path),
+        )
+    if found.st_mode & 0o077:
+        raise NotPrivate(
+            f"{path} is open to other users (mode {stat.S_IMODE(found.st_mode):o}); "
+            "run chmod 700 on it, or remove it.",
+            str(path),
+        )
+
+
+def folder(tmp_dir: str | None, *names: str) -> Path:
+    """KMDB_TMP_DIR/kmdb-<uid>/names..., each level made with mode 0700 where missing
+    and checked to be private (NotPrivate otherwise)."""
+    base = Path(tmp_dir or tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    path = root(tmp_dir)
+    for name in (None, *names):
+        if name is not None:
+            path = path / name
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise NotPrivate(f"Cannot make {path}: {exc.strerror}.", str(path)) from None
+        check(path)
+    return path
+
+
+def open_private(path: Path) -> int:
+    """A new file at path, for writing, mode 0600 (fails if anything is there, a symlink too)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+
+
+def read_own(path: Path) -> bytes | None:
+    """A file's bytes if it is a regular file of this user's that no one else may change;
+    None otherwise (missing, a symlink, someone else's)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        found = os.fstat(file.fileno())
+        if (
+            not stat.S_ISREG(found.st_mode)
+            or found.st_uid != os.geteuid()
+            or found.st_mode & 0o077
+            or found.st_nlink != 1
+        ):
+            return None
+        return file.read()
+
+
+def read_size(path: Path) -> int | None:
+    """The size of a regular file of this user's that no one else may change; None otherwise."""
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid() or found.st_mode & 0o077:
+        return None
+    return found.st_size

@@ -1,0 +1,104 @@
+"""Which files of an export are revisions, and one bad file among good ones."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import boto3
+from sqlalchemy import create_engine, text
+
+from kmdb.sample import write_sample
+from kmdb.settings import Settings
+from kmdb.source import S3Source
+from tests.helpers import burst_workers, run
+from tests.model import assert_same, dump, expected, read_export
+
+FORGED = b'{"_n":"forged","_p":"mallory","_t":1351187280}\n'
+
+
+def _export(folder: Path) -> None:
+    """Revisions 1-3 and 8, with files that are not revisions beside them."""
+    write_sample(folder, 1_500, seed=21, lines_per_revision=500)
+    write_sample(folder / "more", 300, seed=22, lines_per_revision=300, first_revision=8)
+    shutil.move(folder / "more" / "revisions" / "8.json", folder / "revisions" / "8.json")
+    shutil.rmtree(folder / "more")
+    revisions = folder / "revisions"
+    (revisions / "007.json").write_bytes(FORGED)  # not revision 7
+    (revisions / "08.json").write_bytes(FORGED)  # not revision 8, nor in its way
+    (revisions / "old").mkdir()
+    (revisions / "old" / "9.json").write_bytes(FORGED)
+
+
+def test_one_unreadable_revision_stops_nothing_else(
+    sqlite_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    _export(folder)
+    (folder / "revisions" / "5.json").symlink_to(tmp_path / "nowhere.json")  # dangling
+    env = {**cli_env, "DATABASE_URL": sqlite_url}
+    first = run("kmdb-import", "--inline", "--source", str(folder), env=env, check=False)
+    assert first.returncode == 1, first.stderr
+    assert "1 of 5 revisions could not be read" in first.stderr, first.stderr
+    assert "Revision 5 is not in" in first.stderr
+    assert (
+        "Skipping 3 files in " + str(folder / "revisions") + " that are not named N.json"
+    ) in first.stderr
+    assert "007.json, 08.json, old/" in first.stderr
+    engine = create_engine(sqlite_url)
+    assert_same(dump(engine), expected(read_export(folder)))  # 1, 2, 3 and 8
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT number, status FROM revisions")).all())
+        error = conn.execute(text("SELECT error FROM revisions WHERE number = 5")).scalar_one()
+    assert rows == {1: "done", 2: "done", 3: "done", 5: "failed", 8: "done"}
+    assert "Cannot read revision 5" in error or "is not in" in error, error
+
+    # The bad file removed: its failed row goes with it, and nothing is left to do.
+    (folder / "revisions" / "5.json").unlink()
+    second = run("kmdb-import", "--inline", "--source", str(folder), env=env)
+    assert "Forgot revisions 5" in second.stderr
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT number FROM revisions")).scalars().all() == [1, 2, 3, 8]
+    assert_same(dump(engine), expected(read_export(folder)))
+
+
+def test_s3_keys_below_revisions_are_not_revisions(s3_env: dict[str, str], tmp_path: Path) -> None:
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="km-nested")
+    for key in ("revisions/1.json", "revisions/old/revisions/9.json", "revisions/07.json"):
+        client.put_object(Bucket="km-nested", Key=key, Body=b"{}\n")
+    source = S3Source("s3://km-nested", Settings(tmp_dir=str(tmp_path)))
+    assert source.list_revisions() == [1]
+    assert source.skipped == ["07.json", "old/revisions/9.json"]
+
+
+def test_one_unreadable_revision_stops_nothing_else_on_the_queue(
+    mysql_url: str, cli_env: dict[str, str], redis_queue: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    _export(folder)
+    (folder / "revisions" / "5.json").symlink_to(tmp_path / "nowhere.json")
+    env = {
+        **cli_env,
+        "DATABASE_URL": mysql_url,
+        "KMDB_QUEUE": redis_queue,
+        "KMDB_SOURCE": str(folder),
+    }
+    planned = run("kmdb-import", env=env)
+    assert "007.json, 08.json, old/" in planned.stderr
+    burst_workers(2, env)
+    engine = create_engine(mysql_url)
+    assert_same(dump(engine), expected(read_export(folder)))
+    with engine.connect() as conn:
+        rows = {
+            n: (s, e)
+            for n, s, e in conn.execute(text("SELECT number, status, error FROM revisions"))
+        }
+    assert {n: s for n, (s, _) in rows.items()} == {
+        1: "done",
+        2: "done",
+        3: "done",
+        5: "failed",
+        8: "done",
+    }
+    assert "Cannot read revision 5" in rows[5][1]
