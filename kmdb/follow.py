@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -17,10 +16,6 @@ from kmdb.queues import queue
 from kmdb.schedule import pending, replan_dead, worker_alive
 from kmdb.settings import Settings
 
-# Seconds that jobs may wait with no live worker on the queue before --wait gives up: long
-# enough to start kmdb-pool after kmdb-import --wait in another terminal.
-NO_WORKER_WAIT = float(os.environ.get("KMDB_WAIT_FOR_WORKERS", "120"))
-
 
 def live_workers(settings: Settings, redis: Redis) -> int:
     """Workers on kmdb's queue that still run."""
@@ -32,7 +27,8 @@ def follow(settings: Settings, redis: Redis, engine: Engine, revisions: list[int
     """Show the import's progress (lines across all workers) until no job is left; return failed job ids.
 
     Jobs that wait on dead ones are planned again; jobs that no live worker takes
-    for NO_WORKER_WAIT seconds raise NoProgress rather than wait for ever.
+    for settings.wait_for_workers seconds (KMDB_WAIT_FOR_WORKERS) raise NoProgress
+    rather than wait for ever.
     """
     q = queue(settings, redis)
     failed_before = set(q.failed_job_registry.get_job_ids())
@@ -57,7 +53,7 @@ def follow(settings: Settings, redis: Redis, engine: Engine, revisions: list[int
                 idle_since = None
             elif idle_since is None:
                 idle_since = time.monotonic()
-            elif time.monotonic() - idle_since > NO_WORKER_WAIT:
+            elif time.monotonic() - idle_since > settings.wait_for_workers:
                 left = waiting + started
                 raise NoProgress(
                     f"{left} jobs wait on queue {settings.queue!r} and no worker runs them; "

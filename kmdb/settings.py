@@ -43,6 +43,12 @@ class Settings:
     tmp_dir: str | None = None
     keep_files: bool = False
     workers: int = 0  # 0: as many as the machine has cores
+    # Seconds a worker rides out a lost Redis or database: long enough for a restart
+    # or a failover, short enough that a wrong URL is noticed.
+    outage_wait: int = 300
+    # Seconds kmdb-import --wait lets jobs wait with no live worker before it gives up:
+    # long enough to start kmdb-pool in another terminal.
+    wait_for_workers: int = 120
 
     def __getattribute__(self, name: str) -> Any:
         problems = object.__getattribute__(self, "_problems")
@@ -124,6 +130,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ("batch_size", "KMDB_BATCH_SIZE", 20_000, 1),
         ("part_size", "KMDB_PART_SIZE", 8 << 20, 1),
         ("workers", "KMDB_WORKERS", 0, 0),
+        ("outage_wait", "KMDB_OUTAGE_WAIT", 300, 0),
+        ("wait_for_workers", "KMDB_WAIT_FOR_WORKERS", 120, 1),
     ]:
         parse(field, lambda n=name, d=default, m=minimum: _int(get(n), n, d, m))
     values["tmp_dir"] = get("KMDB_TMP_DIR")

@@ -29,17 +29,13 @@ from kmdb.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# How long (seconds) a worker rides out a lost Redis or database before it gives up:
-# long enough for a restart or a failover, short enough that a wrong URL is noticed.
-OUTAGE_WAIT = 300
 # Redis errors that a restart causes (refused, reset, still loading its data).
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def outage_wait() -> float:
     """Seconds to wait for a lost Redis or database to come back (KMDB_OUTAGE_WAIT)."""
-    value = os.environ.get("KMDB_OUTAGE_WAIT", "").strip() or None
-    return settings_module._int(value, "KMDB_OUTAGE_WAIT", OUTAGE_WAIT, 0)
+    return settings_module.from_env().outage_wait
 
 
 def riding_out_redis(action: Callable[[], T], doing: str, wait: float | None = None) -> T:
@@ -362,7 +358,6 @@ def _wait_for_change(q: Queue) -> None:
 
 def pool_command(settings: Settings, workers: int | None, procfile: str | None) -> list[str]:
     """The honcho command that runs the Procfile's workers, KMDB_WORKERS of them."""
-    import os
     import sys
     from pathlib import Path
 

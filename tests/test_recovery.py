@@ -210,14 +210,7 @@ def test_jobs_waiting_on_jobs_that_will_never_end_are_planned_again(
 
 
 def _follow_impatiently(settings: Settings, redis: Redis, engine: Engine) -> None:
-    import kmdb.follow
-
-    patience = kmdb.follow.NO_WORKER_WAIT
-    kmdb.follow.NO_WORKER_WAIT = 1.5
-    try:
-        follow(settings, redis, engine, [])
-    finally:
-        kmdb.follow.NO_WORKER_WAIT = patience
+    follow(settings.replace(wait_for_workers=1), redis, engine, [])
 
 
 def test_a_plan_whose_planner_died_half_way_is_planned_again(

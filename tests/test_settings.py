@@ -53,6 +53,8 @@ def test_bucket_gives_the_default_source() -> None:
         ("KMDB_MIN_DATE", "01/02/2014", "KMDB_MIN_DATE must be a date like 2014-01-31"),
         ("KMDB_KEEP_FILES", "maybe", "KMDB_KEEP_FILES must be YES or NO"),
         ("KMDB_QUEUE", "a b", "KMDB_QUEUE may only hold"),
+        ("KMDB_OUTAGE_WAIT", "soon", "KMDB_OUTAGE_WAIT must be a whole number of at least 0"),
+        ("KMDB_WAIT_FOR_WORKERS", "0", "KMDB_WAIT_FOR_WORKERS must be a whole number"),
     ],
 )
 def test_malformed_settings_say_how_to_fix_them(name: str, value: str, message: str) -> None:
