@@ -25,3 +25,7 @@ class TransientError(KmdbError):
 
 class DatabaseUnavailable(ConfigError):
     """The database cannot be reached: a setting to check from the command line, a wait for a worker."""
+
+
+class ReportError(ConfigError):
+    """A report's options cannot be used (a range, period, bucket or step list); exit status 2."""
