@@ -298,3 +298,7 @@ def joined(
             yield user_id, rows, pending[1]
         else:
             yield user_id, rows, []
+    # Read the rest so that the connection under it ends its result cleanly; the
+    # rows left are those of people after the last one of left, usually few.
+    for _ in other:
+        pass
