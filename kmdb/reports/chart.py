@@ -29,7 +29,10 @@ def draw(report: dict[str, Any], path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(9, 5), dpi=110)
+    height = 5.0
+    if report["report"] == "cohort":  # one row per cohort, each readable
+        height = min(40.0, max(5.0, 0.3 * len(report["cohorts"]) + 2))
+    figure, axes = plt.subplots(figsize=(9, height), dpi=110)
     try:
         _DRAW[report["report"]](report, axes, figure)
         figure.tight_layout()
@@ -43,7 +46,7 @@ def _funnel(report: dict[str, Any], axes: Any, _figure: Any) -> None:
     segments = report["segments"][:8]
     width = 0.8 / max(1, len(segments))
     for i, segment in enumerate(segments):
-        label = "all" if segment["value"] is None and len(segments) == 1 else str(segment["value"])
+        label = "(none)" if segment["value"] is None else segment["value"]
         xs = [j + (i - (len(segments) - 1) / 2) * width for j in range(len(steps))]
         bars = axes.bar(xs, segment["people"], width=width, label=label)
         for bar, share in zip(bars, segment["overall"], strict=True):
@@ -66,9 +69,11 @@ def _cohort(report: dict[str, Any], axes: Any, figure: Any) -> None:
     width = len(cohorts[0]["returned"]) if cohorts else 1
     grid = [[n / c["people"] * 100 for n in c["returned"]] for c in cohorts] or [[0.0] * width]
     image = axes.imshow(grid, aspect="auto", cmap="Blues", vmin=0)
-    for r, line in enumerate(grid if cohorts else []):
+    darkest = max(max(line) for line in grid) or 1
+    for r, line in enumerate(grid if cohorts and width <= 16 else []):
         for k, value in enumerate(line):
-            axes.text(k, r, f"{value:.0f}", ha="center", va="center", fontsize=7)
+            color = "white" if value > 0.6 * darkest else "black"
+            axes.text(k, r, f"{value:.0f}%", ha="center", va="center", fontsize=7, color=color)
     axes.set_xticks(range(width), [str(k) for k in range(width)])
     axes.set_yticks(range(len(cohorts)), [f"{c['period']} ({c['people']})" for c in cohorts])
     axes.set_xlabel(f"{report['bucket']}s after the first {report['first']!r}")
@@ -113,14 +118,9 @@ def _abtest(report: dict[str, Any], axes: Any, _figure: Any) -> None:
     for i, v in enumerate(variants):
         note = "baseline" if v["certainty"] is None else f"{v['certainty'] * 100:.1f}% sure"
         axes.annotate(
-            note,
-            (i, rates[i]),
-            ha="center",
-            va="bottom",
-            xytext=(0, 4),
-            textcoords="offset points",
-            fontsize=8,
-        )
+            note, (i, 0), ha="center", va="bottom", xytext=(0, 4), textcoords="offset points",
+            fontsize=8, color="white",
+        )  # fmt: skip
     axes.set_ylabel(f"% who did {report['goal']!r}")
     axes.set_title(f"A/B test {report['property']!r} (bars: 95% interval)")
 
