@@ -21,7 +21,7 @@ import orjson
 DAY = 86_400
 BASE = 1_362_096_000  # 2013-03-01 00:00:00 UTC
 EVENTS = ("a", "b", "c", "d")
-VARIANTS = ("x", "y", "z", "w")
+VARIANTS = ("x", "y", "z", "w", "v\x1fw\x1ex")
 AMOUNTS = (
     "10.50",
     " 5 ",
@@ -39,6 +39,7 @@ AMOUNTS = (
     " 99.999  ",
     "1e3",
     "",
+    "5\x1f6",
 )
 
 

@@ -10,15 +10,14 @@ from sqlalchemy import Engine
 from kmdb.errors import ReportError
 from kmdb.reports.common import (
     DateLike,
-    by_person,
     engine_for,
     find_events,
     find_property,
     joined,
     make_range,
+    person_events,
+    person_values,
     ratio,
-    stream_events,
-    stream_values,
 )
 
 WINNING = 0.95
@@ -51,8 +50,8 @@ def abtest(
     tally: dict[str, list[int]] = {}
     if not missing:
         # A person's earliest value ever decides; one before the range keeps them out.
-        values = by_person(stream_values(engine, key, None, within.end))
-        goals = by_person(stream_events(engine, ids.values(), within.start, within.end))
+        values = person_values(engine, key, None, within.end)
+        goals = person_events(engine, ids.values(), within.start, within.end)
         for _, rows, done in joined(values, goals):
             entry, variant = min(rows)
             if entry not in within:

@@ -12,14 +12,13 @@ from kmdb.reports.common import (
     DAY,
     DateLike,
     Periods,
-    by_person,
     check_choice,
     day_name,
     day_number,
     engine_for,
     find_events,
     make_range,
-    stream_events,
+    person_events,
 )
 
 COUNTS = ("first", "every")
@@ -54,7 +53,7 @@ def cohort(
         end = within.end
         # Returns count at any time after the anchor, but only within N buckets of it.
         reach = None if end is None else end + buckets * length
-        for _, rows in by_person(stream_events(engine, ids.values(), within.start, reach)):
+        for _, rows in person_events(engine, ids.values(), within.start, reach):
             anchor = next((t for t, n in rows if n == anchor_id and (end is None or t < end)), None)
             if anchor is None:
                 continue

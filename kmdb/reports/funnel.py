@@ -12,16 +12,15 @@ from kmdb.errors import ReportError
 from kmdb.reports.common import (
     DateLike,
     Range,
-    by_person,
     check_choice,
     engine_for,
     find_events,
     find_property,
     joined,
     make_range,
+    person_events,
+    person_values,
     ratio,
-    stream_events,
-    stream_values,
 )
 
 MODES = ("strict", "skips")
@@ -93,8 +92,8 @@ def funnel(
     counts: dict[str | None, list[int]] = {}
     if not missing:
         step_ids = [ids[name] for name in steps]
-        people = by_person(stream_events(engine, ids.values(), within.start, within.end))
-        values = by_person(stream_values(engine, key, None, None)) if key is not None else iter(())
+        people = person_events(engine, ids.values(), within.start, within.end)
+        values = person_values(engine, key, None, None) if key is not None else iter(())
         skips = mode == "skips"
         for _, rows, props in joined(people, values):
             reached = match(rows, step_ids, skips)

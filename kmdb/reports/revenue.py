@@ -15,7 +15,6 @@ from kmdb.reports.common import (
     DateLike,
     Periods,
     amount,
-    by_person,
     day_name,
     day_number,
     engine_for,
@@ -23,7 +22,7 @@ from kmdb.reports.common import (
     first_values,
     make_range,
     money,
-    stream_values,
+    person_values,
 )
 
 
@@ -76,7 +75,7 @@ def revenue(
     with localcontext() as ctx:
         ctx.prec = 1000  # values are at most 255 characters: sums stay exact
         if key is not None:
-            for _, rows in by_person(stream_values(engine, key, None, end)):
+            for _, rows in person_values(engine, key, None, end):
                 positives: list[int] = []
                 paid_in: set[int] = set()
                 for t, value in rows:
