@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import Engine
 
 from kmdb import reports
-from kmdb.db import create_schema
+from kmdb.db import create_schema, make_engine
 from kmdb.errors import ReportError
+from kmdb.reports import common
 from kmdb.reports.common import Periods, amount, day_number, money
 from kmdb.run import import_inline, new_revisions
 from kmdb.settings import Settings
@@ -232,3 +233,18 @@ def test_amounts_money_and_periods() -> None:
     assert Periods("month", 0, False).after(day_number(dt.date(2013, 12, 1))) == day_number(
         dt.date(2014, 1, 1)
     )
+
+
+def test_people_whose_rows_do_not_fit_one_text_are_read_row_by_row(
+    mysql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
+    engine = make_engine(settings)
+    world = imported(engine, settings, tmp_path, 12)
+    # MySQL cuts a GROUP_CONCAT at group_concat_max_len; a cut text must not lose rows.
+    monkeypatch.setattr(common, "GROUP_CONCAT_MAX", "40")
+    got = reports.funnel(engine, ["a", "b", "c"], by="variant")
+    assert got == oracle.funnel(world, ["a", "b", "c"], by="variant")
+    got = reports.revenue(engine, property="amount", period="week", churn_days=7)
+    assert got == oracle.revenue(world, "amount", "week", 7)
+    engine.dispose()

@@ -21,6 +21,11 @@ def check_chart(path: str | Path) -> None:
         raise ConfigError("Charts need matplotlib; run pip install 'kmdb[charts]'.") from None
 
 
+def _label(value: object) -> str:
+    # Names and values may hold control characters, which no font can draw.
+    return "".join(c if c.isprintable() else "?" for c in str(value))
+
+
 def draw(report: dict[str, Any], path: str | Path) -> None:
     """Write the report's chart to path; the extension picks PNG or SVG."""
     check_chart(path)
@@ -46,7 +51,7 @@ def _funnel(report: dict[str, Any], axes: Any, _figure: Any) -> None:
     segments = report["segments"][:8]
     width = 0.8 / max(1, len(segments))
     for i, segment in enumerate(segments):
-        label = "(none)" if segment["value"] is None else segment["value"]
+        label = "(none)" if segment["value"] is None else _label(segment["value"])
         xs = [j + (i - (len(segments) - 1) / 2) * width for j in range(len(steps))]
         bars = axes.bar(xs, segment["people"], width=width, label=label)
         for bar, share in zip(bars, segment["overall"], strict=True):
@@ -57,7 +62,7 @@ def _funnel(report: dict[str, Any], axes: Any, _figure: Any) -> None:
                 va="bottom",
                 fontsize=8,
             )
-    axes.set_xticks(range(len(steps)), [f"{j + 1}. {s}" for j, s in enumerate(steps)])
+    axes.set_xticks(range(len(steps)), [f"{j + 1}. {_label(s)}" for j, s in enumerate(steps)])
     axes.set_ylabel("people")
     axes.set_title(f"Funnel ({report['mode']})")
     if len(segments) > 1:
@@ -76,8 +81,10 @@ def _cohort(report: dict[str, Any], axes: Any, figure: Any) -> None:
             axes.text(k, r, f"{value:.0f}%", ha="center", va="center", fontsize=7, color=color)
     axes.set_xticks(range(width), [str(k) for k in range(width)])
     axes.set_yticks(range(len(cohorts)), [f"{c['period']} ({c['people']})" for c in cohorts])
-    axes.set_xlabel(f"{report['bucket']}s after the first {report['first']!r}")
-    axes.set_title(f"Retention: {report['return']!r} (% of cohort, {report['count']} return)")
+    axes.set_xlabel(f"{report['bucket']}s after the first '{_label(report['first'])}'")
+    axes.set_title(
+        f"Retention: '{_label(report['return'])}' (% of cohort, {report['count']} return)"
+    )
     figure.colorbar(image, ax=axes, label="% of cohort")
 
 
@@ -87,7 +94,7 @@ def _revenue(report: dict[str, Any], axes: Any, _figure: Any) -> None:
     axes.bar(names, [float(p["revenue"]) for p in periods], label="revenue")
     axes.bar(names, [float(p["refunds"]) for p in periods], label="refunds", color="tab:red")
     axes.axhline(0, color="black", linewidth=0.5)
-    axes.set_ylabel(f"{report['property']} per {report['period']}")
+    axes.set_ylabel(f"{_label(report['property'])} per {report['period']}")
     right = axes.twinx()
     right.plot(names, [p["paying"] for p in periods], color="tab:green", marker="o", label="paying")
     right.set_ylabel("paying people")
@@ -101,7 +108,7 @@ def _revenue(report: dict[str, Any], axes: Any, _figure: Any) -> None:
 
 def _abtest(report: dict[str, Any], axes: Any, _figure: Any) -> None:
     variants = report["variants"]
-    names = [str(v["variant"]) for v in variants]
+    names = [_label(v["variant"]) for v in variants]
     rates = [v["rate"] * 100 for v in variants]
     # A 95% interval of each rate, from the same normal approximation as the certainty.
     errors = [
@@ -121,8 +128,8 @@ def _abtest(report: dict[str, Any], axes: Any, _figure: Any) -> None:
             note, (i, 0), ha="center", va="bottom", xytext=(0, 4), textcoords="offset points",
             fontsize=8, color="white",
         )  # fmt: skip
-    axes.set_ylabel(f"% who did {report['goal']!r}")
-    axes.set_title(f"A/B test {report['property']!r} (bars: 95% interval)")
+    axes.set_ylabel(f"% who did '{_label(report['goal'])}'")
+    axes.set_title(f"A/B test '{_label(report['property'])}' (bars: 95% interval)")
 
 
 _DRAW = {"funnel": _funnel, "cohort": _cohort, "revenue": _revenue, "abtest": _abtest}

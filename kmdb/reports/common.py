@@ -226,12 +226,19 @@ def _key_column(engine: Engine) -> str:
     return '"key"' if engine.dialect.name == "sqlite" else "`key`"
 
 
+# The longest text a person's rows may make on MySQL: as long as a row may be sent.
+GROUP_CONCAT_MAX = "@@max_allowed_packet"
+
+
 def _stream(engine: Engine, sql: str, params: dict[str, Any]) -> Iterator[Any]:
     with engine.connect() as conn:
         if engine.dialect.name != "sqlite":
             # A person's rows come as one GROUP_CONCAT text, which must not be cut at
             # the default 1,024 bytes; one cut anyway shows in the count and is re-read.
-            conn.execute(text("SET SESSION group_concat_max_len = @@max_allowed_packet"))
+            conn.execute(text(f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX}"))
+            # With value (a VARCHAR(255) of utf8mb4) in a row, MariaDB's default limit of
+            # 1,024 bytes makes a sort keep row ids and read every row again at random.
+            conn.execute(text("SET SESSION max_length_for_sort_data = 16384"))
         result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(
             text(sql), params
         )
@@ -256,6 +263,35 @@ def _join(engine: Engine, *parts: str) -> str:
     return " || ".join(parts) if engine.dialect.name == "sqlite" else f"CONCAT({', '.join(parts)})"
 
 
+# A secondary-index lookup costs a random read of the table; reading the whole table
+# costs a sequential pass. Below one row of the table in this many, the index pays.
+LOOKUP_COST = 200
+
+
+def _access(engine: Engine, table: str, where: str, params: dict[str, Any]) -> str:
+    """An index hint for MySQL: the whole table in one pass, or the name index when it is selective.
+
+    Without one, MySQL walks the (user_id, t) index to save the GROUP BY's sort,
+    and reads the table at random for every entry.
+    """
+    if engine.dialect.name == "sqlite":
+        return ""
+    with engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT COUNT(*) FROM {table} WHERE {where}"), params).scalar()
+        total = conn.execute(
+            text(
+                "SELECT table_rows FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name = :t"
+            ),
+            {"t": table},
+        ).scalar()
+    by_user = "events_user_t" if table == "events" else "properties_user_key_t"
+    by_name = "events_n_t" if table == "events" else "properties_key_t"
+    if (rows or 0) * LOOKUP_COST > (total or 0):
+        return f" IGNORE INDEX ({by_user}, {by_name})"
+    return f" IGNORE INDEX ({by_user})"
+
+
 def person_events(
     engine: Engine, ids: Iterable[int], start: int | None, end: int | None
 ) -> Iterator[tuple[int, list[tuple[int, int]]]]:
@@ -264,12 +300,14 @@ def person_events(
     where = f"n IN ({', '.join(str(int(i)) for i in sorted(set(ids)))})"
     where += _bounds("t", start, end, params)
     pairs = _grouped(engine, _join(engine, _epoch(engine, "t"), "','", "n"), ",")
+    hint = _access(engine, "events", where, params)
     sql = (
-        f"SELECT user_id, COUNT(*), {pairs} FROM events WHERE {where} "
+        f"SELECT user_id, COUNT(*), {pairs} FROM events{hint} WHERE {where} "
         "GROUP BY user_id ORDER BY user_id"
     )
+    limit = _text_limit(engine)
     for user_id, count, joined_text in _stream(engine, sql, params):
-        numbers = list(map(int, joined_text.split(",")))
+        numbers = [] if _cut(joined_text, limit) else list(map(int, joined_text.split(",")))
         if len(numbers) != 2 * count:
             numbers = _one_person(engine, "SELECT {t}, n FROM events", where, params, user_id)
         yield user_id, sorted(zip(numbers[::2], numbers[1::2], strict=True))
@@ -282,12 +320,14 @@ def person_values(
     params: dict[str, Any] = {"k": int(key)}
     where = f"{_key_column(engine)} = :k{_bounds('t', start, end, params)}"
     pairs = _grouped(engine, _join(engine, _epoch(engine, "t"), f"'{FIELDS}'", "value"), ROWS)
+    hint = _access(engine, "properties", where, params)
     sql = (
-        f"SELECT user_id, COUNT(*), {pairs} FROM properties WHERE {where} "
+        f"SELECT user_id, COUNT(*), {pairs} FROM properties{hint} WHERE {where} "
         "GROUP BY user_id ORDER BY user_id"
     )
+    limit = _text_limit(engine)
     for user_id, count, joined_text in _stream(engine, sql, params):
-        parts = joined_text.split(ROWS)
+        parts = [] if _cut(joined_text, limit) else joined_text.split(ROWS)
         if len(parts) == count:
             rows = [(int(t), v) for t, v in (p.split(FIELDS, 1) for p in parts)]
         else:
@@ -295,6 +335,24 @@ def person_values(
             rows = [(int(t), v) for t, v in zip(flat[::2], flat[1::2], strict=True)]
         rows.sort()
         yield user_id, rows
+
+
+def _text_limit(engine: Engine) -> int | None:
+    """The bytes MySQL cuts a GROUP_CONCAT at; None on SQLite, which never cuts."""
+    if engine.dialect.name == "sqlite":
+        return None
+    with engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT {GROUP_CONCAT_MAX}")).scalar_one())
+
+
+def _cut(joined_text: str, limit: int | None) -> bool:
+    # A cut text is as long as the limit (less a partial character at most); one that
+    # merely comes close is read again too, which costs time, not correctness.
+    return (
+        limit is not None
+        and len(joined_text) * 4 >= limit - 4
+        and len(joined_text.encode()) >= limit - 4
+    )
 
 
 def _one_person(
