@@ -85,3 +85,7 @@ class NotPrivate(KmdbError):
     def __init__(self, message: str, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class ReportError(ConfigError):
+    """A report's options cannot be used (a range, period, bucket or step list); exit status 2."""

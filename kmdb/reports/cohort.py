@@ -1,0 +1,92 @@
+"""KM's Cohort report: of the people who first did an event in a period, who came back when."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine
+
+from kmdb.errors import ReportError
+from kmdb.reports.common import (
+    BUCKETS,
+    DAY,
+    DateLike,
+    Periods,
+    check_choice,
+    day_name,
+    day_number,
+    engine_for,
+    find_events,
+    make_range,
+    person_events,
+)
+
+COUNTS = ("first", "every")
+
+
+def cohort(
+    database: Engine | str,
+    first: str,
+    return_: str,
+    *,
+    period: str = "week",
+    bucket: str = "week",
+    buckets: int = 8,
+    count: str = "first",
+    from_: DateLike = None,
+    to: DateLike = None,
+) -> dict[str, Any]:
+    """The retention of people who did `first`, by cohort, as the contract's JSON object."""
+    check_choice(period, ("day", "week", "month"), "--period")
+    check_choice(bucket, tuple(BUCKETS), "--bucket")
+    check_choice(count, COUNTS, "--count")
+    if not isinstance(buckets, int) or buckets < 1:
+        raise ReportError(f"--buckets {buckets!r} must be a whole number of at least 1.")
+    within = make_range(from_, to)
+    engine = engine_for(database)
+    ids, missing = find_events(engine, [first, return_])
+    length = BUCKETS[bucket]
+    # Per day of anchor: [people, returned in bucket 0, 1, ...]; days are few, people many.
+    days: dict[int, list[int]] = {}
+    if not missing:
+        anchor_id, return_id = ids[first], ids[return_]
+        end = within.end
+        # Returns count at any time after the anchor, but only within N buckets of it.
+        reach = None if end is None else end + buckets * length
+        for _, rows in person_events(engine, ids.values(), within.start, reach):
+            anchor = next((t for t, n in rows if n == anchor_id and (end is None or t < end)), None)
+            if anchor is None:
+                continue
+            hits = sorted(
+                {(t - anchor) // length for t, n in rows if n == return_id and t > anchor}
+            )
+            hits = [k for k in hits if k < buckets]
+            if count == "first":
+                hits = hits[:1]
+            row = days.setdefault(anchor // DAY, [0] * (buckets + 1))
+            row[0] += 1
+            for k in hits:
+                row[k + 1] += 1
+    cohorts: dict[int, list[int]] = {}
+    if days:
+        origin = day_number(within.first) if within.first is not None else min(days)
+        periods = Periods(period, origin, within.first is not None)
+        for day, row in days.items():
+            total = cohorts.setdefault(periods.of(day), [0] * (buckets + 1))
+            for i, n in enumerate(row):
+                total[i] += n
+    report: dict[str, Any] = {
+        "report": "cohort",
+        "first": first,
+        "return": return_,
+        "period": period,
+        "bucket": bucket,
+        "count": count,
+        "cohorts": [
+            {"period": day_name(start), "people": row[0], "returned": row[1:]}
+            for start, row in sorted(cohorts.items())
+        ],
+    }
+    if missing:
+        report["missing"] = missing
+    return report
