@@ -68,8 +68,11 @@ def burst_workers_ok(count: int, env: dict[str, str], tail: int = 3000) -> None:
 
 
 def start_logged(command: str, *args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """Start a kmdb console script whose stdout and stderr go to log (shown when a wait fails)."""
-    with log.open("w") as out:
+    """Start a kmdb console script whose stdout and stderr go to log (shown when a wait fails).
+
+    The log is appended to: processes started with the same log share it.
+    """
+    with log.open("a") as out:
         return subprocess.Popen(
             [str(BIN / command), *args], env=env, stdout=out, stderr=subprocess.STDOUT
         )
@@ -200,10 +203,9 @@ class PrivateMariaDB:
         self.process.wait()
 
     def stop(self) -> None:
-        """A clean shutdown, if it still runs."""
+        """Kill it if it still runs: at a test's end, nothing of it is kept."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=60)
+            self.kill()
 
 
 class PrivateRedis:
@@ -259,7 +261,24 @@ class PrivateRedis:
         self.process.wait()
 
     def stop(self) -> None:
-        """A clean shutdown, if it still runs."""
+        """Kill it if it still runs: at a test's end, nothing of it is kept."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+            self.kill()
+
+
+def kmdb_env(
+    cli_env: dict[str, str],
+    database_url: str,
+    queue: str | None = None,
+    s3_env: dict[str, str] | None = None,
+    bucket: str | None = None,
+    **settings: str,
+) -> dict[str, str]:
+    """The environment of a kmdb command on this database (and queue, and S3 bucket), with
+    settings such as KMDB_BATCH_SIZE="100" on top."""
+    env = {**cli_env, **(s3_env or {}), "DATABASE_URL": database_url}
+    if queue is not None:
+        env["KMDB_QUEUE"] = queue
+    if bucket is not None:
+        env["AWS_BUCKET"] = bucket
+    return {**env, **settings}
