@@ -282,3 +282,27 @@ def kmdb_env(
     if bucket is not None:
         env["AWS_BUCKET"] = bucket
     return {**env, **settings}
+
+
+def start_ui(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """Start `kmdb-ui` on a free port; return the process (its output piped) and the port."""
+    port = free_port()
+    ui = subprocess.Popen(
+        [str(BIN / "kmdb-ui"), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return ui, port
+
+
+def stop_ui(ui: subprocess.Popen) -> str:
+    """Stop `kmdb-ui` as Ctrl-C does (killed if it lingers); return what it printed."""
+    ui.send_signal(signal.SIGINT)
+    try:
+        output, _ = ui.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        ui.kill()
+        output, _ = ui.communicate()
+    return output
