@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pymysql
+import pytest
 from redis import Redis
 from redis.exceptions import RedisError
+from rq import Queue
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
+
+from tests.conftest import sample_bucket
 
 BIN = Path(sys.executable).parent
 
@@ -137,7 +143,24 @@ def kill_with_children(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-class PrivateMariaDB:
+class _PrivateServer:
+    """A server process of the test's own."""
+
+    process: subprocess.Popen | None = None
+
+    def kill(self) -> None:
+        """A crash, not a clean shutdown: what it has not written to disk is gone."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        """Kill it if it still runs: at a test's end, nothing of it is kept."""
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
+
+class PrivateMariaDB(_PrivateServer):
     """A MariaDB server of the test's own, on its own port, that the test may stop and start.
 
     extra_server_args go to mariadbd, e.g. "--local-infile=0"; the shared server's
@@ -148,7 +171,6 @@ class PrivateMariaDB:
         self.folder = folder
         self.extra_server_args = extra_server_args
         self.port = free_port()
-        self.process: subprocess.Popen | None = None
         subprocess.run(
             [
                 "mariadb-install-db",
@@ -196,19 +218,21 @@ class PrivateMariaDB:
         ) as conn:
             conn.cursor().execute("CREATE DATABASE IF NOT EXISTS kmdb")
 
-    def kill(self) -> None:
-        """A crash, not a clean shutdown."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
 
-    def stop(self) -> None:
-        """Kill it if it still runs: at a test's end, nothing of it is kept."""
-        if self.process is not None and self.process.poll() is None:
-            self.kill()
+@contextmanager
+def running_mariadb(folder: Path, *extra_server_args: str) -> Iterator[PrivateMariaDB]:
+    """A PrivateMariaDB started for the with block (the test skipped where there is no mariadbd)."""
+    if shutil.which("mariadbd") is None:
+        pytest.skip("needs mariadbd")
+    server = PrivateMariaDB(folder, *extra_server_args)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
-class PrivateRedis:
+class PrivateRedis(_PrivateServer):
     """A redis-server of the test's own, on its own port, that the test may kill and start.
 
     extra_args go to redis-server (e.g. "--appendonly", "yes"); with password, it asks
@@ -233,7 +257,6 @@ class PrivateRedis:
         ]
         if password is not None:
             self.args += ["--requirepass", password]
-        self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -254,33 +277,19 @@ class PrivateRedis:
 
         wait_for(up, timeout=30, every=0.05)
 
-    def kill(self) -> None:
-        """A crash: what it has not written to disk is gone."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        """Kill it if it still runs: at a test's end, nothing of it is kept."""
-        if self.process is not None and self.process.poll() is None:
-            self.kill()
-
 
 def kmdb_env(
     cli_env: dict[str, str],
     database_url: str,
     queue: str | None = None,
     s3_env: dict[str, str] | None = None,
-    bucket: str | None = None,
     **settings: str,
 ) -> dict[str, str]:
-    """The environment of a kmdb command on this database (and queue, and S3 bucket), with
+    """The environment of a kmdb command on this database (and queue, and moto's S3), with
     settings such as KMDB_BATCH_SIZE="100" on top."""
     env = {**cli_env, **(s3_env or {}), "DATABASE_URL": database_url}
     if queue is not None:
         env["KMDB_QUEUE"] = queue
-    if bucket is not None:
-        env["AWS_BUCKET"] = bucket
     return {**env, **settings}
 
 
@@ -306,3 +315,28 @@ def stop_ui(ui: subprocess.Popen) -> str:
         ui.kill()
         output, _ = ui.communicate()
     return output
+
+
+def enqueue_sample(
+    folder: Path, env: dict[str, str], lines: int, prefix: str = "", **sample: int
+) -> tuple[str, dict[str, str]]:
+    """Write a sample export to folder, upload it to a new bucket, and run kmdb-flush and
+    kmdb-import (no worker) with env and that AWS_BUCKET; return the bucket and the env."""
+    bucket = sample_bucket(folder, lines, prefix=prefix, **sample)
+    env = {**env, "AWS_BUCKET": bucket}
+    run("kmdb-flush", env=env)
+    run("kmdb-import", env=env)
+    return bucket, env
+
+
+def queue_left(q: Queue) -> dict[str, int]:
+    """What a queue still holds, registry by registry (none cleaned up first)."""
+    return {
+        "queued": q.count,
+        "started": q.started_job_registry.get_job_count(cleanup=False),
+        "deferred": q.deferred_job_registry.get_job_count(cleanup=False),
+        "ready": q.ready_job_registry.get_job_count(cleanup=False),
+    }
+
+
+NOTHING_LEFT = {"queued": 0, "started": 0, "deferred": 0, "ready": 0}

@@ -31,15 +31,8 @@ from kmdb import queues
 from kmdb.faults import STAGES
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from tests.conftest import (
-    MYSQL_HOST,
-    MYSQL_PASSWORD,
-    MYSQL_PORT,
-    MYSQL_USER,
-    REDIS_URL,
-    _mysql_admin,
-)
-from tests.helpers import BIN, burst_workers, run
+from tests.conftest import REDIS_URL, drop_mysql_database, new_mysql_database
+from tests.helpers import BIN, NOTHING_LEFT, burst_workers, queue_left, run
 from tests.model import assert_same, dump, expected, read_export
 
 KILL, TERM, INT, POOL = "kill -9", "SIGTERM", "SIGINT", "kmdb-pool SIGTERM"
@@ -65,25 +58,15 @@ def databases(tmp_path: Path) -> Iterator[dict[str, list[str]]]:
     """Fresh database URLs, made on demand per kind: made[kind] lists them."""
     made: dict[str, list[str]] = {"mysql": [], "sqlite": []}
     yield made
-    if made["mysql"]:
-        admin = _mysql_admin()
-        with admin.cursor() as cursor:
-            for url in made["mysql"]:
-                cursor.execute(f"DROP DATABASE IF EXISTS `{url.rsplit('/', 1)[1]}`")
-        admin.close()
+    for url in made["mysql"]:
+        drop_mysql_database(url.rsplit("/", 1)[1])
 
 
 def _new_database(kind: str, folder: Path, made: dict[str, list[str]]) -> str:
     if kind == "sqlite":
         url = f"sqlite:///{folder / 'kmdb.sqlite3'}"
     else:
-        name = f"kmdb_test_{uuid.uuid4().hex[:12]}"
-        admin = _mysql_admin()
-        with admin.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        admin.close()
-        auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
-        url = f"mysql+pymysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
+        _, url = new_mysql_database()
     made[kind].append(url)
     return url
 
@@ -166,13 +149,7 @@ def _stop_and_resume(url: str, stage: str, stop: str, folder: Path, cli_env: dic
 
         assert_same(dump(create_engine(url)), expected(read_export(export)))
         q = queues.queue(settings, queues.connect(settings))
-        left = {
-            "queued": q.count,
-            "started": q.started_job_registry.get_job_count(cleanup=False),
-            "deferred": q.deferred_job_registry.get_job_count(cleanup=False),
-            "ready": q.ready_job_registry.get_job_count(cleanup=False),
-        }
-        assert left == {"queued": 0, "started": 0, "deferred": 0, "ready": 0}
+        assert queue_left(q) == NOTHING_LEFT
         failed = []
         for job in Job.fetch_many(q.failed_job_registry.get_job_ids(), connection=q.connection):
             if job is None:

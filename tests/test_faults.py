@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import sample_bucket
 from tests.helpers import (
-    PrivateMariaDB,
     PrivateRedis,
     burst_workers,
     burst_workers_ok,
+    enqueue_sample,
     kill_with_children,
     kmdb_env,
     lines_imported,
     run,
+    running_mariadb,
     start_burst_workers,
     start_logged,
     wait_for,
@@ -46,20 +46,17 @@ def test_a_worker_killed_mid_revision_resumes_exactly(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 40_000, seed=8, lines_per_revision=20_000)
     env = kmdb_env(
         cli_env,
         mysql_url,
         redis_queue,
         s3_env,
-        bucket,
         # Small chunks keep each part running long enough to be seen (and killed) mid-way.
         KMDB_BATCH_SIZE="100",
         # Several parts per revision: the killed job is one part, found dead by its own lock.
         KMDB_PART_SIZE="1000000",
     )
-    run("kmdb-flush", env=env)
-    run("kmdb-import", env=env)
+    _, env = enqueue_sample(folder, env, 40_000, seed=8, lines_per_revision=20_000)
     log = tmp_path / "worker.log"
     worker = start_logged("kmdb-work", env=env, log=log)
     try:
@@ -94,13 +91,11 @@ def test_redis_restarting_mid_import_still_ends_exact(
     folder = tmp_path / "export"
     # One file in small chunks: its part runs for a second or more, long enough to be seen.
     # (Five files in chunks of 500 lines ran 0.1 s each, and a poll could miss all five.)
-    bucket = sample_bucket(folder, 30_000, seed=12, lines_per_revision=30_000)
     env = kmdb_env(
-        cli_env, mysql_url, None, s3_env, bucket, KMDB_REDIS_URL=redis.url, KMDB_BATCH_SIZE="100"
+        cli_env, mysql_url, None, s3_env, KMDB_REDIS_URL=redis.url, KMDB_BATCH_SIZE="100"
     )
     try:
-        wait_for(lambda: run("kmdb-flush", env=env, check=False).returncode == 0, timeout=20)
-        run("kmdb-import", env=env)
+        _, env = enqueue_sample(folder, env, 30_000, seed=12, lines_per_revision=30_000)
         log = tmp_path / "workers.log"
         # Both workers' output in one log, shown if the wait times out.
         workers = [start_logged("kmdb-work", "--burst", env=env, log=log) for _ in range(2)]
@@ -118,18 +113,14 @@ def test_redis_restarting_mid_import_still_ends_exact(
         redis.stop()
 
 
-@pytest.mark.skipif(shutil.which("mariadbd") is None, reason="needs mariadbd")
 def test_mariadb_crashing_mid_import_still_ends_exact(
     redis_queue: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    server = PrivateMariaDB(tmp_path / "mariadb")
-    server.start()
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 30_000, seed=13, lines_per_revision=30_000)  # as above
-    env = kmdb_env(cli_env, server.url, redis_queue, s3_env, bucket, KMDB_BATCH_SIZE="100")
-    try:
-        run("kmdb-flush", env=env)
-        run("kmdb-import", env=env)
+    with running_mariadb(tmp_path / "mariadb") as server:
+        env = kmdb_env(cli_env, server.url, redis_queue, s3_env, KMDB_BATCH_SIZE="100")
+        # One file in small chunks, as above.
+        _, env = enqueue_sample(folder, env, 30_000, seed=13, lines_per_revision=30_000)
         workers = start_burst_workers(2, env, capture=True)
         wait_for(lambda: lines_imported(server.url) >= 1_000, every=0.05)
         server.kill()
@@ -143,5 +134,3 @@ def test_mariadb_crashing_mid_import_still_ends_exact(
         status = run("kmdb-status", env=env).stdout
         assert "1 known, 1 imported" in status, status + errors[-5000:]
         assert_same(dump(create_engine(server.url)), expected(read_export(folder)))
-    finally:
-        server.stop()

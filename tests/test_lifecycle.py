@@ -21,16 +21,17 @@ from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from kmdb.source import LocalSource
 from kmdb.workers import KmdbWorker
-from tests.conftest import REDIS_URL, sample_bucket
+from tests.conftest import REDIS_URL
 from tests.helpers import (
     BIN,
-    PrivateMariaDB,
     PrivateRedis,
     burst_workers_ok,
+    enqueue_sample,
     free_port,
     kmdb_env,
     lines_imported,
     run,
+    running_mariadb,
     start_logged,
     wait_for,
 )
@@ -113,11 +114,9 @@ def test_a_worker_stopped_mid_import_says_where_exits_0_and_the_next_one_goes_on
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 30_000, seed=31, lines_per_revision=30_000)
     # Small chunks: the part runs long enough to be stopped.
-    env = kmdb_env(cli_env, mysql_url, redis_queue, s3_env, bucket, KMDB_BATCH_SIZE="100")
-    run("kmdb-flush", env=env)
-    run("kmdb-import", env=env)
+    env = kmdb_env(cli_env, mysql_url, redis_queue, s3_env, KMDB_BATCH_SIZE="100")
+    _, env = enqueue_sample(folder, env, 30_000, seed=31, lines_per_revision=30_000)
     log = tmp_path / "worker.log"
     worker = start_logged("kmdb-work", "--burst", env=env, log=log)
     try:
@@ -208,13 +207,11 @@ def test_workers_ride_out_a_redis_outage_mid_import(
     server = PrivateRedis(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
     server.start()
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 60_000, seed=33, lines_per_revision=15_000)
     env = kmdb_env(
         cli_env,
         mysql_url,
         None,
         s3_env,
-        bucket,
         KMDB_REDIS_URL=server.url,
         KMDB_BATCH_SIZE="100",
         KMDB_WORKERS="2",
@@ -222,8 +219,7 @@ def test_workers_ride_out_a_redis_outage_mid_import(
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
     workers: list[subprocess.Popen] = []
     try:
-        run("kmdb-flush", env=env)
-        run("kmdb-import", env=env)
+        _, env = enqueue_sample(folder, env, 60_000, seed=33, lines_per_revision=15_000)
         # Two burst workers and a plain one (as kmdb-pool runs): none may quit on the outage.
         for i, log in enumerate(logs):
             args = ["--burst"] if i < 2 else []
@@ -255,45 +251,40 @@ def test_workers_ride_out_a_redis_outage_mid_import(
         server.stop()
 
 
-@pytest.mark.skipif(shutil.which("mariadbd") is None, reason="needs mariadbd")
 def test_workers_wait_for_a_database_that_is_down_when_they_start(
     redis_queue: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    server = PrivateMariaDB(tmp_path / "mariadb")
-    server.start()
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 8_000, seed=34, lines_per_revision=2_000)
-    env = kmdb_env(cli_env, server.url, redis_queue, s3_env, bucket, KMDB_WORKERS="2")
-    logs = [tmp_path / "burst.log", tmp_path / "plain.log"]
-    workers: list[subprocess.Popen] = []
-    try:
-        run("kmdb-flush", env=env)
-        run("kmdb-import", env=env)
-        server.kill()
-        # A burst worker needs the database before its first job; a plain one at its
-        # first job (jobs._retrying). Both wait for it instead of failing.
-        for log, args in zip(logs, [["--burst"], []], strict=True):
-            workers.append(start_logged("kmdb-work", *args, env=env, log=log))
+    with running_mariadb(tmp_path / "mariadb") as server:
+        env = kmdb_env(cli_env, server.url, redis_queue, s3_env, KMDB_WORKERS="2")
+        logs = [tmp_path / "burst.log", tmp_path / "plain.log"]
+        workers: list[subprocess.Popen] = []
+        try:
+            _, env = enqueue_sample(folder, env, 8_000, seed=34, lines_per_revision=2_000)
+            server.kill()
+            # A burst worker needs the database before its first job; a plain one at its
+            # first job (jobs._retrying). Both wait for it instead of failing.
+            for log, args in zip(logs, [["--burst"], []], strict=True):
+                workers.append(start_logged("kmdb-work", *args, env=env, log=log))
 
-        def waiting() -> bool:
-            burst, plain = (log.read_text() for log in logs)
-            return "Waiting for the database" in burst and "Lost the database" in plain
+            def waiting() -> bool:
+                burst, plain = (log.read_text() for log in logs)
+                return "Waiting for the database" in burst and "Lost the database" in plain
 
-        wait_for(_after(4, waiting), timeout=60, shown=logs[1])
-        server.start()
-        workers[0].wait(timeout=300)
-        assert workers[0].returncode == 0, logs[0].read_text()[-3000:]
-        q = Queue(redis_queue, connection=Redis.from_url(REDIS_URL))
-        wait_for(lambda: not q.count and not q.started_job_registry.count, timeout=120)
-        _stop(workers[1])
-        assert workers[1].returncode == 0, logs[1].read_text()[-3000:]
-        assert q.failed_job_registry.count == 0, [log.read_text()[-3000:] for log in logs]
-        assert_same(dump(create_engine(server.url)), expected(read_export(folder)))
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-        server.stop()
+            wait_for(_after(4, waiting), timeout=60, shown=logs[1])
+            server.start()
+            workers[0].wait(timeout=300)
+            assert workers[0].returncode == 0, logs[0].read_text()[-3000:]
+            q = Queue(redis_queue, connection=Redis.from_url(REDIS_URL))
+            wait_for(lambda: not q.count and not q.started_job_registry.count, timeout=120)
+            _stop(workers[1])
+            assert workers[1].returncode == 0, logs[1].read_text()[-3000:]
+            assert q.failed_job_registry.count == 0, [log.read_text()[-3000:] for log in logs]
+            assert_same(dump(create_engine(server.url)), expected(read_export(folder)))
+        finally:
+            for w in workers:
+                if w.poll() is None:
+                    w.kill()
 
 
 def test_a_pool_stopped_by_sigterm_says_where_each_worker_stopped_and_they_exit_0(
@@ -301,13 +292,7 @@ def test_a_pool_stopped_by_sigterm_says_where_each_worker_stopped_and_they_exit_
 ) -> None:
     folder = tmp_path / "export"
     write_sample(folder, 60_000, seed=35, lines_per_revision=30_000)
-    env = {
-        **cli_env,
-        "DATABASE_URL": mysql_url,
-        "KMDB_QUEUE": redis_queue,
-        "KMDB_BATCH_SIZE": "200",
-        "KMDB_WORKERS": "2",
-    }
+    env = kmdb_env(cli_env, mysql_url, redis_queue, KMDB_BATCH_SIZE="200", KMDB_WORKERS="2")
     run("kmdb-flush", env=env)
     run("kmdb-import", "--source", str(folder), env=env)
     log = tmp_path / "pool.log"

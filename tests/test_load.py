@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from kmdb.db import create_schema, make_engine
 from kmdb.load import Interner, load_staged, remove_stale_load_files, stage_rows
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from tests.helpers import PrivateMariaDB, burst_workers, run
+from tests.helpers import burst_workers, run, running_mariadb
 
 
 def test_concurrent_interning_agrees(engine: Engine) -> None:
@@ -132,14 +131,8 @@ REFUSED = (
 @pytest.fixture(scope="module")
 def no_local_infile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A MariaDB server of this module's own started with --local-infile=0; yields its URL."""
-    if shutil.which("mariadbd") is None:
-        pytest.skip("needs mariadbd")
-    server = PrivateMariaDB(tmp_path_factory.mktemp("mariadb"), "--local-infile=0")
-    server.start()
-    try:
+    with running_mariadb(tmp_path_factory.mktemp("mariadb"), "--local-infile=0") as server:
         yield server.url
-    finally:
-        server.stop()
 
 
 def _fresh(url: str) -> None:

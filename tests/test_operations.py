@@ -14,10 +14,10 @@ from sqlalchemy import create_engine, text
 
 from kmdb.parse import Record, parse_line
 from kmdb.sample import write_sample
-from tests.conftest import sample_bucket
 from tests.helpers import (
     BIN,
     burst_workers_ok,
+    enqueue_sample,
     kmdb_env,
     lines_imported,
     run,
@@ -37,10 +37,8 @@ def test_status_and_wait_report_a_failed_revision(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 4_000, seed=2, lines_per_revision=1_000)
-    env = kmdb_env(cli_env, mysql_url, redis_queue, s3_env, bucket)
-    run("kmdb-flush", env=env)
-    run("kmdb-import", env=env)
+    env = kmdb_env(cli_env, mysql_url, redis_queue, s3_env)
+    bucket, env = enqueue_sample(folder, env, 4_000, seed=2, lines_per_revision=1_000)
     # Revision 3 disappears after it was listed: its jobs fail, the rest goes on.
     boto3.client("s3").delete_object(Bucket=bucket, Key="revisions/3.json")
     wait = subprocess.Popen(
@@ -147,10 +145,8 @@ def test_pool_stops_gracefully_and_the_next_run_goes_on(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 60_000, seed=9, lines_per_revision=30_000)
-    env = kmdb_env(cli_env, mysql_url, redis_queue, s3_env, bucket, KMDB_BATCH_SIZE="300")
-    run("kmdb-flush", env=env)
-    run("kmdb-import", env=env)
+    env = kmdb_env(cli_env, mysql_url, redis_queue, s3_env, KMDB_BATCH_SIZE="300")
+    _, env = enqueue_sample(folder, env, 60_000, seed=9, lines_per_revision=30_000)
     pool = subprocess.Popen(
         [str(BIN / "kmdb-pool"), "-n", "2"],
         env=env,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import struct
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PrivateMariaDB, run
+from tests.helpers import run, running_mariadb
 
 # --- A MySQL server that answers every query with a LOAD DATA LOCAL request ------------
 
@@ -225,14 +224,10 @@ def test_a_load_sends_only_the_file_it_is_loading(tmp_path: Path, secret: Path) 
 def no_backslash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A MariaDB server of this module's own, started with --sql-mode=NO_BACKSLASH_ESCAPES
     (the shared server's global mode is not the tests' to change); yields its URL."""
-    if shutil.which("mariadbd") is None:
-        pytest.skip("needs mariadbd")
-    server = PrivateMariaDB(tmp_path_factory.mktemp("mariadb"), "--sql-mode=NO_BACKSLASH_ESCAPES")
-    server.start()
-    try:
+    with running_mariadb(
+        tmp_path_factory.mktemp("mariadb"), "--sql-mode=NO_BACKSLASH_ESCAPES"
+    ) as server:
         yield server.url
-    finally:
-        server.stop()
 
 
 INJECTION = b'{"_n":"visit","_p":"x\') UNION SELECT SLEEP(4),1,1 -- ","_t":1351187280}'
