@@ -31,6 +31,19 @@ class DatabaseUnavailable(ConfigError):
     """The database cannot be reached: a setting to check from the command line, a wait for a worker."""
 
 
+class LocalInfileRefused(ConfigError):
+    """The database server refuses LOAD DATA LOCAL INFILE (`code`, its `reason`): a server setting to change."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(
+            "The database server refuses LOAD DATA LOCAL INFILE, which kmdb loads rows with; set "
+            "local_infile=ON in the server's configuration (or SET GLOBAL local_infile = 1) and "
+            "run the import again."
+        )
+        self.code = code
+        self.reason = reason
+
+
 class NoDatabase(ConfigError):
     """There is no kmdb database at DATABASE_URL yet, and the command only reads."""
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from kmdb import schema
 from kmdb.db import is_mysql, sending
+from kmdb.errors import LocalInfileRefused
 
 log = logging.getLogger(__name__)
 
@@ -274,13 +275,32 @@ def load_staged(conn: Connection, staged: Staged, ignore_duplicates: bool = Fals
     names = ", ".join(f"`{c}`" for c in staged.columns)
     # The path and the field options are bound, so that no backslash in the SQL text
     # depends on the session's sql_mode.
-    with sending(conn.connection.driver_connection, staged.path):
-        conn.exec_driver_sql(
-            f"LOAD DATA LOCAL INFILE %s {'IGNORE ' if ignore_duplicates else ''}"
-            f"INTO TABLE `{staged.table.name}` CHARACTER SET utf8mb4 "
-            f"FIELDS TERMINATED BY %s ESCAPED BY %s LINES TERMINATED BY %s ({names})",
-            (staged.path, "\t", "\\", "\n"),
-        )
+    try:
+        with sending(conn.connection.driver_connection, staged.path):
+            conn.exec_driver_sql(
+                f"LOAD DATA LOCAL INFILE %s {'IGNORE ' if ignore_duplicates else ''}"
+                f"INTO TABLE `{staged.table.name}` CHARACTER SET utf8mb4 "
+                f"FIELDS TERMINATED BY %s ESCAPED BY %s LINES TERMINATED BY %s ({names})",
+                (staged.path, "\t", "\\", "\n"),
+            )
+    except DBAPIError as exc:
+        code, reason = _error_code(exc)
+        if code in LOCAL_INFILE_REFUSED:
+            raise LocalInfileRefused(code, reason) from exc
+        raise
+
+
+# Server errors for a LOAD DATA LOCAL that the server's local_infile=OFF refuses: MariaDB's
+# "not allowed with this MariaDB version" (1148) and "disabled the local infile
+# capability" (4166), MySQL 8's "Loading local data is disabled" (3948).
+LOCAL_INFILE_REFUSED = {1148, 3948, 4166}
+
+
+def _error_code(exc: DBAPIError) -> tuple[int | None, str]:
+    """The driver's error number and message, when the driver gave them."""
+    args = getattr(exc.orig, "args", None) or ()
+    code = args[0] if args and isinstance(args[0], int) else None
+    return code, str(args[-1]) if args else str(exc)
 
 
 def bulk_insert(

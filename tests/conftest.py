@@ -39,23 +39,36 @@ def _mysql_admin() -> pymysql.Connection:
     )
 
 
+def new_mysql_database(prefix: str = "kmdb_test") -> tuple[str, str]:
+    """Make a new, empty MariaDB database; return its name and URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = _mysql_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    admin.close()
+    auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
+    return name, f"mysql+pymysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
+
+
+def drop_mysql_database(name: str) -> None:
+    """Drop a database that new_mysql_database made."""
+    admin = _mysql_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    admin.close()
+
+
 @pytest.fixture
 def mysql_url() -> Iterator[str]:
     """The URL of a new, empty MariaDB database, dropped after the test."""
     try:
-        admin = _mysql_admin()
+        name, url = new_mysql_database()
     except pymysql.MySQLError as exc:
         _unavailable("MariaDB", exc)
-    name = f"kmdb_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
     try:
-        yield f"mysql+pymysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
+        yield url
     finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
+        drop_mysql_database(name)
 
 
 @pytest.fixture

@@ -1,11 +1,27 @@
-"""Helpers shared by the tests: running the real commands."""
+"""Helpers shared by the tests: running the real commands, waiting, private servers."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pymysql
+import pytest
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
+
+from tests.conftest import sample_bucket
 
 BIN = Path(sys.executable).parent
 
@@ -49,3 +65,278 @@ def burst_workers(count: int, env: dict[str, str]) -> list[subprocess.CompletedP
         out, err = proc.communicate(timeout=600)
         results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     return results
+
+
+def burst_workers_ok(count: int, env: dict[str, str], tail: int = 3000) -> None:
+    """Run `kmdb-work --burst` processes side by side; each must exit 0 (else its stderr's tail)."""
+    for result in burst_workers(count, env):
+        assert result.returncode == 0, result.stderr[-tail:]
+
+
+def start_logged(command: str, *args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start a kmdb console script whose stdout and stderr go to log (shown when a wait fails).
+
+    The log is appended to: processes started with the same log share it.
+    """
+    with log.open("a") as out:
+        return subprocess.Popen(
+            [str(BIN / command), *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on just now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(
+    condition: Callable[[], object],
+    timeout: float = 120,
+    every: float = 0.2,
+    shown: Path | list[Path] | None = None,
+    what: str = "",
+) -> None:
+    """Poll condition until it is true; past the deadline, fail with the logs in shown."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(every)
+    # The log of the process waited on, when there is one, says why it did not get there.
+    logs = [shown] if isinstance(shown, Path) else shown or []
+    said = "\n".join(f"--- {log}\n{log.read_text()[-4000:]}" for log in logs if log.exists())
+    raise AssertionError(f"timed out waiting{' for ' + what if what else ''}\n{said}")
+
+
+_engines: dict[str, Engine] = {}
+
+
+def lines_imported(url: str) -> int:
+    """Lines committed so far by the revisions' parts that are running."""
+    # One engine per database: a new engine per poll made polls slow enough, on a cold
+    # machine, to miss the seconds in which a revision is running.
+    engine = _engines.setdefault(url, create_engine(url, poolclass=NullPool))
+    with engine.connect() as conn:
+        return conn.execute(
+            # Parts record their progress with each chunk they commit.
+            text(
+                "SELECT COALESCE(SUM(lines_done - start_line + 1), 0) FROM revision_parts "
+                "WHERE status = 'running'"
+            )
+        ).scalar_one()
+
+
+def kill_with_children(pid: int) -> None:
+    """SIGKILL a process and any process it started (none should outlive it)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    for child in children:
+        os.kill(child, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+
+
+class _PrivateServer:
+    """A server process of the test's own."""
+
+    process: subprocess.Popen | None = None
+
+    def kill(self) -> None:
+        """A crash, not a clean shutdown: what it has not written to disk is gone."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        """Kill it if it still runs: at a test's end, nothing of it is kept."""
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
+
+class PrivateMariaDB(_PrivateServer):
+    """A MariaDB server of the test's own, on its own port, that the test may stop and start.
+
+    extra_server_args go to mariadbd, e.g. "--local-infile=0"; the shared server's
+    settings are not the tests' to change.
+    """
+
+    def __init__(self, folder: Path, *extra_server_args: str) -> None:
+        self.folder = folder
+        self.extra_server_args = extra_server_args
+        self.port = free_port()
+        subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={folder / 'data'}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}/kmdb"
+
+    def start(self) -> None:
+        """Start the server, wait until it answers, and make the kmdb database if missing."""
+        self.process = subprocess.Popen(
+            [
+                "mariadbd",
+                "--no-defaults",
+                f"--datadir={self.folder / 'data'}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.folder / 'sock'}",
+                "--user=root",
+                "--innodb-buffer-pool-size=64M",
+                *self.extra_server_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def up() -> bool:
+            try:
+                pymysql.connect(host="127.0.0.1", port=self.port, user="root").close()
+                return True
+            except pymysql.MySQLError:
+                return False
+
+        wait_for(up, timeout=60)
+        with pymysql.connect(
+            host="127.0.0.1", port=self.port, user="root", autocommit=True
+        ) as conn:
+            conn.cursor().execute("CREATE DATABASE IF NOT EXISTS kmdb")
+
+
+@contextmanager
+def running_mariadb(folder: Path, *extra_server_args: str) -> Iterator[PrivateMariaDB]:
+    """A PrivateMariaDB started for the with block (the test skipped where there is no mariadbd)."""
+    if shutil.which("mariadbd") is None:
+        pytest.skip("needs mariadbd")
+    server = PrivateMariaDB(folder, *extra_server_args)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class PrivateRedis(_PrivateServer):
+    """A redis-server of the test's own, on its own port, that the test may kill and start.
+
+    extra_args go to redis-server (e.g. "--appendonly", "yes"); with password, it asks
+    for it.
+    """
+
+    def __init__(self, folder: Path, *extra_args: str, password: str | None = None) -> None:
+        folder.mkdir()
+        self.port = free_port()
+        self.password = password
+        self.args = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--save",
+            "",
+            *extra_args,
+        ]
+        if password is not None:
+            self.args += ["--requirepass", password]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server and wait until it answers."""
+        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)
+
+        def up() -> bool:
+            client = Redis(
+                host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=1
+            )
+            try:
+                return bool(client.ping())
+            except RedisError:
+                return False
+
+        wait_for(up, timeout=30, every=0.05)
+
+
+def kmdb_env(
+    cli_env: dict[str, str],
+    database_url: str,
+    queue: str | None = None,
+    s3_env: dict[str, str] | None = None,
+    **settings: str,
+) -> dict[str, str]:
+    """The environment of a kmdb command on this database (and queue, and moto's S3), with
+    settings such as KMDB_BATCH_SIZE="100" on top."""
+    env = {**cli_env, **(s3_env or {}), "DATABASE_URL": database_url}
+    if queue is not None:
+        env["KMDB_QUEUE"] = queue
+    return {**env, **settings}
+
+
+def start_ui(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """Start `kmdb-ui` on a free port; return the process (its output piped) and the port."""
+    port = free_port()
+    ui = subprocess.Popen(
+        [str(BIN / "kmdb-ui"), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return ui, port
+
+
+def stop_ui(ui: subprocess.Popen) -> str:
+    """Stop `kmdb-ui` as Ctrl-C does (killed if it lingers); return what it printed."""
+    ui.send_signal(signal.SIGINT)
+    try:
+        output, _ = ui.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        ui.kill()
+        output, _ = ui.communicate()
+    return output
+
+
+def enqueue_sample(
+    folder: Path, env: dict[str, str], lines: int, prefix: str = "", **sample: int
+) -> tuple[str, dict[str, str]]:
+    """Write a sample export to folder, upload it to a new bucket, and run kmdb-flush and
+    kmdb-import (no worker) with env and that AWS_BUCKET; return the bucket and the env."""
+    bucket = sample_bucket(folder, lines, prefix=prefix, **sample)
+    env = {**env, "AWS_BUCKET": bucket}
+    run("kmdb-flush", env=env)
+    run("kmdb-import", env=env)
+    return bucket, env
+
+
+def queue_left(q: Queue) -> dict[str, int]:
+    """What a queue still holds, registry by registry (none cleaned up first)."""
+    return {
+        "queued": q.count,
+        "started": q.started_job_registry.get_job_count(cleanup=False),
+        "deferred": q.deferred_job_registry.get_job_count(cleanup=False),
+        "ready": q.ready_job_registry.get_job_count(cleanup=False),
+    }
+
+
+NOTHING_LEFT = {"queued": 0, "started": 0, "deferred": 0, "ready": 0}

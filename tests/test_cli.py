@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import tomllib
 import uuid
 from pathlib import Path
@@ -14,7 +13,7 @@ from sqlalchemy import create_engine, inspect, make_url, text
 
 from kmdb.sample import write_sample
 from tests.conftest import REDIS_URL, _mysql_admin, sample_bucket
-from tests.helpers import run
+from tests.helpers import free_port, run
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
@@ -98,19 +97,13 @@ def _imported(mysql_url: str, cli_env: dict[str, str], tmp_path: Path) -> dict[s
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_flush_with_redis_unreachable_changes_nothing(
     mysql_url: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     env = _imported(mysql_url, cli_env, tmp_path)
     before = _row_counts(mysql_url)
     assert before["events"] > 0
-    unreachable = f"redis://127.0.0.1:{_free_port()}/7"
+    unreachable = f"redis://127.0.0.1:{free_port()}/7"
     result = run("kmdb-flush", env={**env, "KMDB_REDIS_URL": unreachable}, check=False)
     assert result.returncode == 2
     assert result.stderr.startswith(f"Error: Cannot reach Redis at {unreachable}")
@@ -132,7 +125,7 @@ def test_flush_with_the_database_unreachable_keeps_the_queue(
     run("kmdb-import", "--source", str(tmp_path / "export"), env=env)
     jobs = _queued(redis_queue)
     assert jobs
-    down = f"mysql+pymysql://root@127.0.0.1:{_free_port()}/kmdb"
+    down = f"mysql+pymysql://root@127.0.0.1:{free_port()}/kmdb"
     result = run("kmdb-flush", env={**env, "DATABASE_URL": down}, check=False)
     assert result.returncode == 2
     assert result.stderr.startswith("Error: Cannot connect to the database at")

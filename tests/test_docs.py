@@ -40,6 +40,7 @@ from tests.conftest import (
     REDIS_URL,
     _mysql_admin,
     _unavailable,
+    new_mysql_database,
     sample_bucket,
 )
 
@@ -215,9 +216,7 @@ def test_every_example_runs_as_written(
         admin = _mysql_admin()
     except pymysql.MySQLError as exc:
         _unavailable("MariaDB", exc)
-    database = f"kmdb_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+    database, _ = new_mysql_database()
     bucket = DOC_BUCKET
     if DOC_BUCKET in doc.read_text():
         # The docs' bucket: the 20,000-line sample of the quick start, on moto's S3 server.

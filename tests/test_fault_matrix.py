@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,15 +29,8 @@ from kmdb import queues
 from kmdb.faults import STAGES
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from tests.conftest import (
-    MYSQL_HOST,
-    MYSQL_PASSWORD,
-    MYSQL_PORT,
-    MYSQL_USER,
-    REDIS_URL,
-    _mysql_admin,
-)
-from tests.helpers import BIN, burst_workers, run
+from tests.conftest import REDIS_URL, drop_mysql_database, new_mysql_database
+from tests.helpers import NOTHING_LEFT, burst_workers, queue_left, run, start_logged, wait_for
 from tests.model import assert_same, dump, expected, read_export
 
 KILL, TERM, INT, POOL = "kill -9", "SIGTERM", "SIGINT", "kmdb-pool SIGTERM"
@@ -65,42 +56,17 @@ def databases(tmp_path: Path) -> Iterator[dict[str, list[str]]]:
     """Fresh database URLs, made on demand per kind: made[kind] lists them."""
     made: dict[str, list[str]] = {"mysql": [], "sqlite": []}
     yield made
-    if made["mysql"]:
-        admin = _mysql_admin()
-        with admin.cursor() as cursor:
-            for url in made["mysql"]:
-                cursor.execute(f"DROP DATABASE IF EXISTS `{url.rsplit('/', 1)[1]}`")
-        admin.close()
+    for url in made["mysql"]:
+        drop_mysql_database(url.rsplit("/", 1)[1])
 
 
 def _new_database(kind: str, folder: Path, made: dict[str, list[str]]) -> str:
     if kind == "sqlite":
         url = f"sqlite:///{folder / 'kmdb.sqlite3'}"
     else:
-        name = f"kmdb_test_{uuid.uuid4().hex[:12]}"
-        admin = _mysql_admin()
-        with admin.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        admin.close()
-        auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
-        url = f"mysql+pymysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
+        _, url = new_mysql_database()
     made[kind].append(url)
     return url
-
-
-def _wait_for(condition, timeout: float, what: str, logs: list[Path]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    said = "\n".join(f"--- {log}\n{log.read_text()[-3000:]}" for log in logs if log.exists())
-    raise AssertionError(f"timed out waiting for {what}\n{said}")
-
-
-def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("w") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _stop_and_resume(url: str, stage: str, stop: str, folder: Path, cli_env: dict[str, str]):
@@ -127,12 +93,14 @@ def _stop_and_resume(url: str, stage: str, stop: str, folder: Path, cli_env: dic
         paused = {**env, "KMDB_PAUSE_AT": stage, "KMDB_PAUSE_DIR": str(pauses)}
         logs = [folder / "worker-0.log", folder / "worker-1.log"]
         if stop == POOL:
-            processes = [_start([str(BIN / "kmdb-pool"), "-n", "2"], paused, logs[0])]
+            processes = [start_logged("kmdb-pool", "-n", "2", env=paused, log=logs[0])]
         else:
-            processes = [_start([str(BIN / "kmdb-work"), "--burst"], paused, log) for log in logs]
+            processes = [start_logged("kmdb-work", "--burst", env=paused, log=log) for log in logs]
         reached = pauses / f"{stage}.reached"
         try:
-            _wait_for(lambda: reached.exists() and reached.read_text(), 90, stage, logs)
+            wait_for(
+                lambda: reached.exists() and reached.read_text(), 90, 0.05, shown=logs, what=stage
+            )
             target = processes[0].pid if stop == POOL else int(reached.read_text())
             if stop != POOL:
                 assert target in [p.pid for p in processes]
@@ -140,7 +108,13 @@ def _stop_and_resume(url: str, stage: str, stop: str, folder: Path, cli_env: dic
             # Burst workers left alone finish what they can (planning a dead one's
             # work again); the stopped ones leave.
             for process in processes:
-                _wait_for(lambda p=process: p.poll() is not None, 180, "the workers' exit", logs)
+                wait_for(
+                    lambda p=process: p.poll() is not None,
+                    180,
+                    0.05,
+                    shown=logs,
+                    what="the workers' exit",
+                )
         finally:
             for process in processes:
                 if process.poll() is None:
@@ -166,13 +140,7 @@ def _stop_and_resume(url: str, stage: str, stop: str, folder: Path, cli_env: dic
 
         assert_same(dump(create_engine(url)), expected(read_export(export)))
         q = queues.queue(settings, queues.connect(settings))
-        left = {
-            "queued": q.count,
-            "started": q.started_job_registry.get_job_count(cleanup=False),
-            "deferred": q.deferred_job_registry.get_job_count(cleanup=False),
-            "ready": q.ready_job_registry.get_job_count(cleanup=False),
-        }
-        assert left == {"queued": 0, "started": 0, "deferred": 0, "ready": 0}
+        assert queue_left(q) == NOTHING_LEFT
         failed = []
         for job in Job.fetch_many(q.failed_job_registry.get_job_ids(), connection=q.connection):
             if job is None:

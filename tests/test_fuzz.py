@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ from kmdb.parse import Record, Rejection, decode_line, parse_line
 from kmdb.run import import_inline, new_revisions, summary
 from kmdb.settings import Settings
 from kmdb.source import LocalSource
-from tests.conftest import MYSQL_HOST, MYSQL_PASSWORD, MYSQL_PORT, MYSQL_USER, _mysql_admin
+from tests.conftest import _mysql_admin, drop_mysql_database, new_mysql_database
 from tests.conftest import _unavailable as unavailable
 from tests.model import assert_same, dump, expected, read_export
 
@@ -83,26 +82,19 @@ def fresh_database(
     backend: str, folder: Path, batch_size: int = 50_000
 ) -> Iterator[tuple[Engine, Settings]]:
     """A new, empty database (a SQLite file, or a MariaDB database dropped after)."""
-    admin = None
+    name = None
     if backend == "sqlite":
         url = f"sqlite:///{folder / 'kmdb.sqlite3'}"
     else:
-        name = f"kmdb_fuzz_{uuid.uuid4().hex[:12]}"
-        admin = _mysql_admin()
-        with admin.cursor() as cursor:
-            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
-        url = f"mysql+pymysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
+        name, url = new_mysql_database("kmdb_fuzz")
     settings = Settings(database_url=url, batch_size=batch_size, tmp_dir=str(folder / "tmp"))
     engine = make_engine(settings)
     try:
         yield engine, settings
     finally:
         engine.dispose()
-        if admin is not None:
-            with admin.cursor() as cursor:
-                cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-            admin.close()
+        if name is not None:
+            drop_mysql_database(name)
 
 
 def write_files(folder: Path, files: dict[int, list[bytes]], final_newline: bool) -> None:

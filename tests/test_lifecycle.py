@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
-from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
@@ -23,10 +21,21 @@ from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from kmdb.source import LocalSource
 from kmdb.workers import KmdbWorker
-from tests.conftest import REDIS_URL, sample_bucket
-from tests.helpers import BIN, burst_workers, run
+from tests.conftest import REDIS_URL
+from tests.helpers import (
+    BIN,
+    PrivateRedis,
+    burst_workers_ok,
+    enqueue_sample,
+    free_port,
+    kmdb_env,
+    lines_imported,
+    run,
+    running_mariadb,
+    start_logged,
+    wait_for,
+)
 from tests.model import assert_same, dump, expected, read_export
-from tests.test_faults import PrivateMariaDB, _lines_imported, _wait_for
 
 
 @pytest.fixture
@@ -105,24 +114,13 @@ def test_a_worker_stopped_mid_import_says_where_exits_0_and_the_next_one_goes_on
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 30_000, seed=31, lines_per_revision=30_000)
-    env = {
-        **cli_env,
-        **s3_env,
-        "DATABASE_URL": mysql_url,
-        "KMDB_QUEUE": redis_queue,
-        "AWS_BUCKET": bucket,
-        "KMDB_BATCH_SIZE": "100",  # small chunks: the part runs long enough to be stopped
-    }
-    run("kmdb-flush", env=env)
-    run("kmdb-import", env=env)
+    # Small chunks: the part runs long enough to be stopped.
+    env = kmdb_env(cli_env, mysql_url, redis_queue, s3_env, KMDB_BATCH_SIZE="100")
+    _, env = enqueue_sample(folder, env, 30_000, seed=31, lines_per_revision=30_000)
     log = tmp_path / "worker.log"
-    with log.open("w") as out:
-        worker = subprocess.Popen(
-            [str(BIN / "kmdb-work"), "--burst"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    worker = start_logged("kmdb-work", "--burst", env=env, log=log)
     try:
-        _wait_for(lambda: _lines_imported(mysql_url) >= 1_000, every=0.05, shown=log)
+        wait_for(lambda: lines_imported(mysql_url) >= 1_000, every=0.05, shown=log)
         worker.send_signal(sig)
         worker.wait(timeout=120)
     finally:
@@ -139,8 +137,7 @@ def test_a_worker_stopped_mid_import_says_where_exits_0_and_the_next_one_goes_on
     # The stopped job waits at the front of the queue: kmdb-import has nothing to add,
     # and the next worker goes on from the last commit.
     assert "Already queued or running: 1 revisions (1)" in run("kmdb-import", env=env).stdout
-    (result,) = burst_workers(1, env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    burst_workers_ok(1, env)
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
     status = run("kmdb-status", env=env).stdout
     assert "1 known, 1 imported, 0 in progress, 0 failed, 0 stopped" in status, status
@@ -161,7 +158,7 @@ def test_an_inline_import_stopped_says_where_exits_0_and_a_rerun_goes_on(
         text=True,
     )
     try:
-        _wait_for(lambda: _lines_so_far(mysql_url) >= 1_000, every=0.05)
+        wait_for(lambda: _lines_so_far(mysql_url) >= 1_000, every=0.05)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -181,60 +178,9 @@ def test_an_inline_import_stopped_says_where_exits_0_and_a_rerun_goes_on(
 def _lines_so_far(url: str) -> int:
     """Lines committed by running parts; 0 while the import has not made its tables yet."""
     try:
-        return _lines_imported(url)
+        return lines_imported(url)
     except ProgrammingError:
         return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class PrivateRedis:
-    """A redis-server of the test's own that writes every change to disk: killed and started
-    again, it comes back with its queue, as a restarted production Redis does."""
-
-    def __init__(self, folder: Path) -> None:
-        folder.mkdir()
-        self.port = _free_port()
-        self.args = [
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(folder),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ]
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)
-
-        def up() -> bool:
-            try:
-                return bool(Redis.from_url(self.url, socket_connect_timeout=1).ping())
-            except RedisError:
-                return False
-
-        _wait_for(up, timeout=30, every=0.1)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
 
 
 def _after(seconds: float, condition: Callable[[], bool]) -> Callable[[], bool]:
@@ -256,39 +202,36 @@ def _stop(worker: subprocess.Popen) -> None:
 def test_workers_ride_out_a_redis_outage_mid_import(
     mysql_url: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    server = PrivateRedis(tmp_path / "redis")
+    # It writes every change to disk: killed and started again, it comes back with its
+    # queue, as a restarted production Redis does.
+    server = PrivateRedis(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
     server.start()
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 60_000, seed=33, lines_per_revision=15_000)
-    env = {
-        **cli_env,
-        **s3_env,
-        "DATABASE_URL": mysql_url,
-        "AWS_BUCKET": bucket,
-        "KMDB_REDIS_URL": server.url,
-        "KMDB_BATCH_SIZE": "100",
-        "KMDB_WORKERS": "2",
-    }
+    env = kmdb_env(
+        cli_env,
+        mysql_url,
+        None,
+        s3_env,
+        KMDB_REDIS_URL=server.url,
+        KMDB_BATCH_SIZE="100",
+        KMDB_WORKERS="2",
+    )
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
     workers: list[subprocess.Popen] = []
     try:
-        run("kmdb-flush", env=env)
-        run("kmdb-import", env=env)
+        _, env = enqueue_sample(folder, env, 60_000, seed=33, lines_per_revision=15_000)
         # Two burst workers and a plain one (as kmdb-pool runs): none may quit on the outage.
         for i, log in enumerate(logs):
-            with log.open("w") as out:
-                args = [str(BIN / "kmdb-work")] + (["--burst"] if i < 2 else [])
-                workers.append(
-                    subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-                )
-        _wait_for(lambda: _lines_imported(mysql_url) >= 1_000, every=0.05, shown=logs[0])
+            args = ["--burst"] if i < 2 else []
+            workers.append(start_logged("kmdb-work", *args, env=env, log=log))
+        wait_for(lambda: lines_imported(mysql_url) >= 1_000, every=0.05, shown=logs[0])
         server.kill()
 
         def waiting() -> bool:
             return any("Redis does not answer" in log.read_text() for log in logs)
 
         # Jobs end meanwhile: their workers wait to record it, the idle ones to dequeue.
-        _wait_for(_after(8, waiting), timeout=60, shown=logs[0])
+        wait_for(_after(8, waiting), timeout=60, shown=logs[0])
         assert all(w.poll() is None for w in workers), [log.read_text()[-2000:] for log in logs]
         server.start()
         for w, log in zip(workers[:2], logs, strict=False):
@@ -305,65 +248,43 @@ def test_workers_ride_out_a_redis_outage_mid_import(
         for w in workers:
             if w.poll() is None:
                 w.kill()
-        if server.process and server.process.poll() is None:
-            server.kill()
+        server.stop()
 
 
-@pytest.mark.skipif(shutil.which("mariadbd") is None, reason="needs mariadbd")
 def test_workers_wait_for_a_database_that_is_down_when_they_start(
     redis_queue: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    server = PrivateMariaDB(tmp_path / "mariadb")
-    server.start()
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 8_000, seed=34, lines_per_revision=2_000)
-    env = {
-        **cli_env,
-        **s3_env,
-        "DATABASE_URL": server.url,
-        "AWS_BUCKET": bucket,
-        "KMDB_QUEUE": redis_queue,
-        "KMDB_WORKERS": "2",
-    }
-    logs = [tmp_path / "burst.log", tmp_path / "plain.log"]
-    workers: list[subprocess.Popen] = []
-    try:
-        run("kmdb-flush", env=env)
-        run("kmdb-import", env=env)
-        server.kill()
-        # A burst worker needs the database before its first job; a plain one at its
-        # first job (jobs._retrying). Both wait for it instead of failing.
-        for log, args in zip(logs, [["--burst"], []], strict=True):
-            with log.open("w") as out:
-                workers.append(
-                    subprocess.Popen(
-                        [str(BIN / "kmdb-work"), *args],
-                        env=env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-
-        def waiting() -> bool:
-            burst, plain = (log.read_text() for log in logs)
-            return "Waiting for the database" in burst and "Lost the database" in plain
-
-        _wait_for(_after(4, waiting), timeout=60, shown=logs[1])
-        server.start()
-        workers[0].wait(timeout=300)
-        assert workers[0].returncode == 0, logs[0].read_text()[-3000:]
-        q = Queue(redis_queue, connection=Redis.from_url(REDIS_URL))
-        _wait_for(lambda: not q.count and not q.started_job_registry.count, timeout=120)
-        _stop(workers[1])
-        assert workers[1].returncode == 0, logs[1].read_text()[-3000:]
-        assert q.failed_job_registry.count == 0, [log.read_text()[-3000:] for log in logs]
-        assert_same(dump(create_engine(server.url)), expected(read_export(folder)))
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-        if server.process and server.process.poll() is None:
+    with running_mariadb(tmp_path / "mariadb") as server:
+        env = kmdb_env(cli_env, server.url, redis_queue, s3_env, KMDB_WORKERS="2")
+        logs = [tmp_path / "burst.log", tmp_path / "plain.log"]
+        workers: list[subprocess.Popen] = []
+        try:
+            _, env = enqueue_sample(folder, env, 8_000, seed=34, lines_per_revision=2_000)
             server.kill()
+            # A burst worker needs the database before its first job; a plain one at its
+            # first job (jobs._retrying). Both wait for it instead of failing.
+            for log, args in zip(logs, [["--burst"], []], strict=True):
+                workers.append(start_logged("kmdb-work", *args, env=env, log=log))
+
+            def waiting() -> bool:
+                burst, plain = (log.read_text() for log in logs)
+                return "Waiting for the database" in burst and "Lost the database" in plain
+
+            wait_for(_after(4, waiting), timeout=60, shown=logs[1])
+            server.start()
+            workers[0].wait(timeout=300)
+            assert workers[0].returncode == 0, logs[0].read_text()[-3000:]
+            q = Queue(redis_queue, connection=Redis.from_url(REDIS_URL))
+            wait_for(lambda: not q.count and not q.started_job_registry.count, timeout=120)
+            _stop(workers[1])
+            assert workers[1].returncode == 0, logs[1].read_text()[-3000:]
+            assert q.failed_job_registry.count == 0, [log.read_text()[-3000:] for log in logs]
+            assert_same(dump(create_engine(server.url)), expected(read_export(folder)))
+        finally:
+            for w in workers:
+                if w.poll() is None:
+                    w.kill()
 
 
 def test_a_pool_stopped_by_sigterm_says_where_each_worker_stopped_and_they_exit_0(
@@ -371,23 +292,14 @@ def test_a_pool_stopped_by_sigterm_says_where_each_worker_stopped_and_they_exit_
 ) -> None:
     folder = tmp_path / "export"
     write_sample(folder, 60_000, seed=35, lines_per_revision=30_000)
-    env = {
-        **cli_env,
-        "DATABASE_URL": mysql_url,
-        "KMDB_QUEUE": redis_queue,
-        "KMDB_BATCH_SIZE": "200",
-        "KMDB_WORKERS": "2",
-    }
+    env = kmdb_env(cli_env, mysql_url, redis_queue, KMDB_BATCH_SIZE="200", KMDB_WORKERS="2")
     run("kmdb-flush", env=env)
     run("kmdb-import", "--source", str(folder), env=env)
     log = tmp_path / "pool.log"
-    with log.open("w") as out:
-        # No Procfile in the test's folder: kmdb's own.
-        pool = subprocess.Popen(
-            [str(BIN / "kmdb-pool"), "-n", "2"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    # No Procfile in the test's folder: kmdb's own.
+    pool = start_logged("kmdb-pool", "-n", "2", env=env, log=log)
     try:
-        _wait_for(lambda: _lines_imported(mysql_url) >= 2_000, every=0.05, shown=log)
+        wait_for(lambda: lines_imported(mysql_url) >= 2_000, every=0.05, shown=log)
         pool.send_signal(signal.SIGTERM)
         pool.wait(timeout=120)
     finally:
@@ -398,8 +310,7 @@ def test_a_pool_stopped_by_sigterm_says_where_each_worker_stopped_and_they_exit_
     assert said.count("Stopped on request after line ") >= 1, said[-3000:]
     # Each worker process is the Procfile's own (exec): honcho sees it leave cleanly.
     assert said.count("stopped (rc=0)") == 2, said[-3000:]
-    for result in burst_workers(2, env):
-        assert result.returncode == 0, result.stderr[-3000:]
+    burst_workers_ok(2, env)
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 
 
@@ -410,7 +321,7 @@ def test_an_outage_longer_than_the_wait_is_one_sentence(
     from kmdb.errors import DatabaseUnavailable, RedisUnavailable
     from kmdb.workers import riding_out_redis
 
-    nowhere = Redis(port=_free_port(), socket_connect_timeout=1)
+    nowhere = Redis(port=free_port(), socket_connect_timeout=1)
     with pytest.raises(RedisUnavailable) as caught:
         riding_out_redis(nowhere.ping, "testing", wait=1)
     assert str(caught.value).startswith("Redis did not answer for 1 s while testing (")

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.exc import OperationalError
 
 from kmdb import schema
 from kmdb.db import create_schema, make_engine
 from kmdb.load import Interner, load_staged, remove_stale_load_files, stage_rows
+from kmdb.sample import write_sample
 from kmdb.settings import Settings
+from tests.helpers import burst_workers, run, running_mariadb
 
 
 def test_concurrent_interning_agrees(engine: Engine) -> None:
@@ -114,3 +117,70 @@ def test_an_inline_import_removes_the_load_files_that_a_killed_one_left(
     import_inline(engine, LocalSource(str(tmp_path / "export")), settings, [])
     engine.dispose()
     assert not left.exists()
+
+
+# --- A server that refuses LOAD DATA LOCAL (MySQL 8's default, MariaDB's --local-infile=0) ---
+
+REFUSED = (
+    "Error: The database server refuses LOAD DATA LOCAL INFILE, which kmdb loads rows with; "
+    "set local_infile=ON in the server's configuration (or SET GLOBAL local_infile = 1) and "
+    "run the import again."
+)
+
+
+@pytest.fixture(scope="module")
+def no_local_infile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A MariaDB server of this module's own started with --local-infile=0; yields its URL."""
+    with running_mariadb(tmp_path_factory.mktemp("mariadb"), "--local-infile=0") as server:
+        yield server.url
+
+
+def _fresh(url: str) -> None:
+    """Empty the private server's kmdb database, so each test starts from none."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS kmdb"))
+        conn.execute(text("CREATE DATABASE kmdb"))
+    engine.dispose()
+
+
+def test_an_inline_import_on_a_server_without_local_infile_is_one_sentence(
+    no_local_infile_server: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    _fresh(no_local_infile_server)
+    write_sample(tmp_path / "export", 1_000, seed=6, lines_per_revision=500)
+    env = {**cli_env, "DATABASE_URL": no_local_infile_server}
+    result = run(
+        "kmdb-import", "--inline", "--source", str(tmp_path / "export"), env=env, check=False
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == REFUSED, result.stderr
+
+
+def test_a_job_on_a_server_without_local_infile_fails_once_with_the_sentence(
+    no_local_infile_server: str, redis_queue: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    _fresh(no_local_infile_server)
+    folder = tmp_path / "export"
+    write_sample(folder, 1_000, seed=7, lines_per_revision=1_000)
+    env = {**cli_env, "DATABASE_URL": no_local_infile_server, "KMDB_QUEUE": redis_queue}
+    run("kmdb-import", "--source", str(folder), env=env)
+    (worker,) = burst_workers(1, env)
+    said = worker.stdout + worker.stderr
+    # Refused is final: the job is not retried while the worker waits out an outage.
+    assert "Lost the database" not in said and "Waiting for the database" not in said, said
+    status = run("kmdb-status", env=env).stdout
+    jobs = next(line for line in status.splitlines() if line.startswith("Jobs on queue"))
+    assert "0 queued, 0 started" in jobs and "0 failed" not in jobs, status
+    assert f"LocalInfileRefused: {REFUSED.removeprefix('Error: ')}" in status, status
+
+
+def test_a_refused_local_infile_is_not_retried() -> None:
+    from kmdb.errors import ConfigError, LocalInfileRefused
+    from kmdb.load import is_transient
+
+    refused = LocalInfileRefused(4166, "disabled the local infile capability")
+    assert isinstance(refused, ConfigError)  # the CLI's exit 2
+    assert (refused.code, refused.reason) == (4166, "disabled the local infile capability")
+    assert not is_transient(refused)

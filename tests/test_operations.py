@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -15,20 +14,19 @@ from sqlalchemy import create_engine, text
 
 from kmdb.parse import Record, parse_line
 from kmdb.sample import write_sample
-from tests.conftest import sample_bucket
-from tests.helpers import BIN, burst_workers, run, start_burst_workers
+from tests.helpers import (
+    BIN,
+    burst_workers_ok,
+    enqueue_sample,
+    kmdb_env,
+    lines_imported,
+    run,
+    start_burst_workers,
+    start_ui,
+    stop_ui,
+    wait_for,
+)
 from tests.model import assert_same, dump, expected, read_export
-from tests.test_faults import _lines_imported, _wait_for
-
-
-def _s3_env(cli_env, s3_env, mysql_url, redis_queue, bucket):
-    return {
-        **cli_env,
-        **s3_env,
-        "DATABASE_URL": mysql_url,
-        "KMDB_QUEUE": redis_queue,
-        "AWS_BUCKET": bucket,
-    }
 
 
 def test_status_and_wait_report_a_failed_revision(
@@ -39,10 +37,8 @@ def test_status_and_wait_report_a_failed_revision(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 4_000, seed=2, lines_per_revision=1_000)
-    env = _s3_env(cli_env, s3_env, mysql_url, redis_queue, bucket)
-    run("kmdb-flush", env=env)
-    run("kmdb-import", env=env)
+    env = kmdb_env(cli_env, mysql_url, redis_queue, s3_env)
+    bucket, env = enqueue_sample(folder, env, 4_000, seed=2, lines_per_revision=1_000)
     # Revision 3 disappears after it was listed: its jobs fail, the rest goes on.
     boto3.client("s3").delete_object(Bucket=bucket, Key="revisions/3.json")
     wait = subprocess.Popen(
@@ -141,12 +137,6 @@ def test_partition_from_index(mysql_url: str, cli_env: dict[str, str], tmp_path:
     assert "events: added 5 partitions, 2012-11-01 to 2012-11-29 (now 6" in out
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_pool_stops_gracefully_and_the_next_run_goes_on(
     mysql_url: str,
     redis_queue: str,
@@ -155,10 +145,8 @@ def test_pool_stops_gracefully_and_the_next_run_goes_on(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 60_000, seed=9, lines_per_revision=30_000)
-    env = {**_s3_env(cli_env, s3_env, mysql_url, redis_queue, bucket), "KMDB_BATCH_SIZE": "300"}
-    run("kmdb-flush", env=env)
-    run("kmdb-import", env=env)
+    env = kmdb_env(cli_env, mysql_url, redis_queue, s3_env, KMDB_BATCH_SIZE="300")
+    _, env = enqueue_sample(folder, env, 60_000, seed=9, lines_per_revision=30_000)
     pool = subprocess.Popen(
         [str(BIN / "kmdb-pool"), "-n", "2"],
         env=env,
@@ -167,7 +155,7 @@ def test_pool_stops_gracefully_and_the_next_run_goes_on(
         text=True,
     )
     try:
-        _wait_for(lambda: _lines_imported(mysql_url) >= 3_000)
+        wait_for(lambda: lines_imported(mysql_url) >= 3_000)
         pool.send_signal(signal.SIGTERM)
         output, _ = pool.communicate(timeout=60)
     finally:
@@ -178,20 +166,12 @@ def test_pool_stops_gracefully_and_the_next_run_goes_on(
     assert "stopped" in states.values(), (states, output[-3000:])
     # Nothing half-written: the next run finishes with exactly the right rows.
     run("kmdb-import", env=env)
-    for result in burst_workers(2, env):
-        assert result.returncode == 0, result.stderr[-3000:]
+    burst_workers_ok(2, env)
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 
 
 def test_ui_serves_the_dashboard(cli_env: dict[str, str], redis_queue: str) -> None:
-    port = _free_port()
-    ui = subprocess.Popen(
-        [str(BIN / "kmdb-ui"), "--port", str(port)],
-        env=cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    ui, port = start_ui(cli_env)
     try:
 
         def answers() -> bool:
@@ -201,13 +181,9 @@ def test_ui_serves_the_dashboard(cli_env: dict[str, str], redis_queue: str) -> N
             except OSError:
                 return False
 
-        _wait_for(answers, timeout=30, every=0.5)
+        wait_for(answers, timeout=30, every=0.5)
     finally:
-        ui.send_signal(signal.SIGINT)
-        try:
-            ui.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            ui.kill()
+        stop_ui(ui)
     time.sleep(0.1)
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -14,14 +11,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from redis import Redis
 from sqlalchemy import make_url
 
 from kmdb.sample import write_sample
 from kmdb.settings import mask_url, url_secrets
 from tests.conftest import _mysql_admin
-from tests.helpers import BIN, run
-from tests.test_cli import _free_port
+from tests.helpers import PrivateRedis, free_port, run, start_ui, stop_ui, wait_for
 
 # Every character that URLs treat specially, and a '!' as in the issue's report.
 PASSWORD = "Pw@S3c!r:t/9x"
@@ -80,28 +75,12 @@ def password_redis(tmp_path: Path) -> Iterator[int]:
     """A private redis-server that asks for PASSWORD, on a free port."""
     if shutil.which("redis-server") is None:
         pytest.skip("needs redis-server")
-    port = _free_port()
-    (tmp_path / "redis").mkdir()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        + ["--dir", str(tmp_path / "redis"), "--requirepass", PASSWORD],
-        stdout=subprocess.DEVNULL,
-    )
-    client = Redis(port=port, password=PASSWORD)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.ping()
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    server = PrivateRedis(tmp_path / "redis", password=PASSWORD)
+    server.start()
     try:
-        yield port
+        yield server.port
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()
 
 
 def test_commands_work_with_passwords_and_never_show_them(
@@ -150,7 +129,7 @@ def test_commands_work_with_passwords_and_never_show_them(
     # Refusals print the URLs too: a wrong password, and one with an unencoded '@'.
     wrong = in_userinfo.replace(ENCODED, quote("x" + PASSWORD, safe=""))
     unencoded = f"mysql://{password_user}:{PASSWORD}@{base}"
-    bad_redis = f"redis://:{ENCODED}@127.0.0.1:{_free_port()}/0"
+    bad_redis = f"redis://:{ENCODED}@127.0.0.1:{free_port()}/0"
     for env_change in (
         {"DATABASE_URL": wrong},
         {"DATABASE_URL": unencoded},
@@ -166,36 +145,27 @@ def test_commands_work_with_passwords_and_never_show_them(
 def test_the_dashboard_gets_the_redis_url_by_environment(
     password_redis: int, cli_env: dict[str, str]
 ) -> None:
-    port = _free_port()
     env = {**cli_env, "KMDB_REDIS_URL": f"redis://:{ENCODED}@127.0.0.1:{password_redis}/0"}
-    ui = subprocess.Popen(
-        [str(BIN / "kmdb-ui"), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    ui, port = start_ui(env)
     try:
-        deadline = time.monotonic() + 30
-        answered = None
-        while answered is None and time.monotonic() < deadline:
+        answered: list[dict] = []
+
+        def answers() -> bool:
             try:
                 # The queues' data needs Redis: it answers only if the password reached it.
                 url = f"http://127.0.0.1:{port}/0/data/queues.json"
                 with urllib.request.urlopen(url, timeout=2) as page:
-                    answered = json.loads(page.read())
+                    answered.append(json.loads(page.read()))
+                    return True
             except OSError:
-                time.sleep(0.2)
-        assert answered is not None and "queues" in answered
+                return False
+
+        wait_for(answers, timeout=30)
+        assert "queues" in answered[0]
         command_line = Path(f"/proc/{ui.pid}/cmdline").read_bytes().decode()
         assert "rq_dashboard" in command_line
         _shows_no_password(command_line)
     finally:
-        ui.send_signal(signal.SIGINT)
-        try:
-            output, _ = ui.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            ui.kill()
-            output, _ = ui.communicate()
+        output = stop_ui(ui)
     assert "rq-dashboard on http://127.0.0.1:" in output
     _shows_no_password(output)

@@ -24,7 +24,7 @@ from kmdb.follow import follow
 from kmdb.sample import write_sample
 from kmdb.schedule import enqueue_import, kmdb_jobs, replan_dead, survey
 from kmdb.settings import Settings
-from tests.helpers import burst_workers
+from tests.helpers import NOTHING_LEFT, burst_workers_ok, queue_left
 from tests.model import assert_same, dump, expected, read_export
 
 
@@ -34,6 +34,27 @@ def _export(tmp_path: Path, engine: Engine) -> tuple[Path, dict[int, int]]:
     write_sample(folder, 3_000, seed=21, lines_per_revision=1_000)
     files = sorted((folder / "revisions").glob("*.json"), key=lambda p: int(p.stem))
     return folder, {int(p.stem): p.stat().st_size for p in files}
+
+
+def _enqueued(
+    settings: Settings, engine: Engine, tmp_path: Path
+) -> tuple[Path, dict[int, int], Redis, Queue]:
+    """A sample export with its import planned: its folder, file sizes, Redis and queue."""
+    folder, sizes = _export(tmp_path, engine)
+    redis = queues.connect(settings)
+    q = queues.queue(settings, redis)
+    enqueue_import(settings, redis, engine, str(folder), sorted(sizes), sizes)
+    return folder, sizes, redis, q
+
+
+def _run_all(
+    settings: Settings, cli_env: dict[str, str], q: Queue, engine: Engine, folder: Path
+) -> None:
+    """A burst worker does what is planned, leaves nothing in the queue, and the rows are
+    the model's."""
+    burst_workers_ok(1, _env(settings, cli_env))
+    assert queue_left(q) == NOTHING_LEFT
+    assert_same(dump(engine), expected(read_export(folder)))
 
 
 def _env(settings: Settings, cli_env: dict[str, str]) -> dict[str, str]:
@@ -74,25 +95,10 @@ def _as_started_by_ghost(q: Queue, job: Job, expires: float = 3600) -> None:
     redis.zadd(q.started_job_registry.key, {f"{job.id}:ghost-execution": time.time() + expires})
 
 
-def _queue_left(q: Queue) -> dict[str, int]:
-    return {
-        "queued": q.count,
-        "started": q.started_job_registry.get_job_count(cleanup=False),
-        "deferred": q.deferred_job_registry.get_job_count(cleanup=False),
-        "ready": q.ready_job_registry.get_job_count(cleanup=False),
-    }
-
-
-NOTHING_LEFT = {"queued": 0, "started": 0, "deferred": 0, "ready": 0}
-
-
 def test_a_settle_killed_before_the_import_is_planned_again_with_the_jobs_source(
     settings: Settings, engine: Engine, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    folder, sizes = _export(tmp_path, engine)
-    redis = queues.connect(settings)
-    q = queues.queue(settings, redis)
-    enqueue_import(settings, redis, engine, str(folder), sorted(sizes), sizes)
+    folder, sizes, redis, q = _enqueued(settings, engine, tmp_path)
     jobs = _by_kind(q)
     for scan in jobs["scan"]:
         _as_finished(q, scan)
@@ -105,20 +111,14 @@ def test_a_settle_killed_before_the_import_is_planned_again_with_the_jobs_source
     assert imports and all(j.args[0] == str(folder) for j in imports)
     assert all(j.meta["source"] == str(folder) for j in kmdb_jobs(q))
 
-    for result in burst_workers(1, _env(settings, cli_env)):
-        assert result.returncode == 0, result.stderr[-3000:]
-    assert _queue_left(q) == NOTHING_LEFT
+    _run_all(settings, cli_env, q, engine, folder)
     assert q.failed_job_registry.get_job_count(cleanup=False) == 0
-    assert_same(dump(engine), expected(read_export(folder)))
 
 
 def test_enqueueing_goes_over_whatever_old_jobs_left_and_clearing_removes_it_all(
     settings: Settings, engine: Engine, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    folder, sizes = _export(tmp_path, engine)
-    redis = queues.connect(settings)
-    q = queues.queue(settings, redis)
-    enqueue_import(settings, redis, engine, str(folder), sorted(sizes), sizes)
+    folder, sizes, redis, q = _enqueued(settings, engine, tmp_path)
     ids = [j.id for j in kmdb_jobs(q) if j.meta["kmdb"] in ("scan", "import")]
     queues.clear(settings, redis)
     # What a dead worker and RQ's later clean-up leave: a failed job whose execution
@@ -134,8 +134,7 @@ def test_enqueueing_goes_over_whatever_old_jobs_left_and_clearing_removes_it_all
 
     plan = enqueue_import(settings, redis, engine, str(folder), sorted(sizes), sizes)
     assert plan.enqueued == sorted(sizes)
-    for result in burst_workers(1, _env(settings, cli_env)):
-        assert result.returncode == 0, result.stderr[-3000:]
+    burst_workers_ok(1, _env(settings, cli_env))
     assert_same(dump(engine), expected(read_export(folder)))
 
     # Orphans of the queue's own: a job hash and an executions list in no registry.
@@ -155,13 +154,9 @@ def test_enqueueing_goes_over_whatever_old_jobs_left_and_clearing_removes_it_all
 def test_a_job_that_rq_moved_to_failed_for_its_dead_worker_is_planned_again(
     settings: Settings, engine: Engine, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    folder, sizes = _export(tmp_path, engine)
-    redis = queues.connect(settings)
-    q = queues.queue(settings, redis)
-    enqueue_import(settings, redis, engine, str(folder), sorted(sizes), sizes)
+    folder, sizes, redis, q = _enqueued(settings, engine, tmp_path)
     jobs = _by_kind(q)
     # Scans, settle and imports run by hand up to the imports, as workers would.
-    env = _env(settings, cli_env)
     for scan in jobs["scan"]:
         _as_started_by_ghost(q, scan, expires=-1)
     # What another worker's clean-up does minutes after the kill (on SQLite, where no
@@ -171,21 +166,15 @@ def test_a_job_that_rq_moved_to_failed_for_its_dead_worker_is_planned_again(
 
     found = survey(settings, q, engine)
     assert sorted(j.id for j in found.dead) == sorted(j.id for j in jobs["scan"])
-    for result in burst_workers(1, env):
-        assert result.returncode == 0, result.stderr[-3000:]
-    assert _queue_left(q) == NOTHING_LEFT
+    _run_all(settings, cli_env, q, engine, folder)
     # It did not fail: its work was planned again, and done.
     assert q.failed_job_registry.get_job_count(cleanup=False) == 0
-    assert_same(dump(engine), expected(read_export(folder)))
 
 
 def test_jobs_waiting_on_jobs_that_will_never_end_are_planned_again(
     settings: Settings, engine: Engine, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    folder, sizes = _export(tmp_path, engine)
-    redis = queues.connect(settings)
-    q = queues.queue(settings, redis)
-    enqueue_import(settings, redis, engine, str(folder), sorted(sizes), sizes)
+    folder, sizes, redis, q = _enqueued(settings, engine, tmp_path)
     jobs = _by_kind(q)
     # A stop after the settle before the import, whose imports were then lost: the
     # settle after the import waits on jobs that no longer exist.
@@ -196,16 +185,12 @@ def test_jobs_waiting_on_jobs_that_will_never_end_are_planned_again(
         redis.delete(job.key)
         redis.zrem(q.deferred_job_registry.key, job.id)
 
-    env = _env(settings, cli_env)
     plan = enqueue_import(settings, redis, engine, str(folder), sorted(sizes), sizes)
     assert plan.stuck == [jobs["settle-after"][0].id]
     # kmdb-import --wait with no worker: it says so instead of waiting for ever.
     with pytest.raises(NoProgress, match="no worker runs them; start kmdb-work"):
         _follow_impatiently(settings, redis, engine)
-    for result in burst_workers(1, env):
-        assert result.returncode == 0, result.stderr[-3000:]
-    assert _queue_left(q) == NOTHING_LEFT
-    assert_same(dump(engine), expected(read_export(folder)))
+    _run_all(settings, cli_env, q, engine, folder)
     assert follow(settings, redis, engine, []) == []
 
 
@@ -220,10 +205,7 @@ def test_a_plan_whose_planner_died_half_way_is_planned_again(
     import socket
     import subprocess
 
-    folder, sizes = _export(tmp_path, engine)
-    redis = queues.connect(settings)
-    q = queues.queue(settings, redis)
-    enqueue_import(settings, redis, engine, str(folder), sorted(sizes), sizes)
+    folder, sizes, redis, q = _enqueued(settings, engine, tmp_path)
     jobs = _by_kind(q)
     # The planner died after the settle before the import: no imports, no settle after.
     for job in jobs["import"] + jobs["settle-after"]:
@@ -241,8 +223,5 @@ def test_a_plan_whose_planner_died_half_way_is_planned_again(
     }
     redis.set(queues.key(settings, "planning"), json.dumps(mark))
 
-    for result in burst_workers(1, _env(settings, cli_env)):
-        assert result.returncode == 0, result.stderr[-3000:]
-    assert _queue_left(q) == NOTHING_LEFT
+    _run_all(settings, cli_env, q, engine, folder)
     assert not redis.exists(queues.key(settings, "planning"))
-    assert_same(dump(engine), expected(read_export(folder)))

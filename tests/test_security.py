@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import struct
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run
+from tests.helpers import run, running_mariadb
 
 # --- A MySQL server that answers every query with a LOAD DATA LOCAL request ------------
 
@@ -222,63 +220,14 @@ def test_a_load_sends_only_the_file_it_is_loading(tmp_path: Path, secret: Path) 
 # --- A server whose sql_mode holds NO_BACKSLASH_ESCAPES --------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def no_backslash_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A MariaDB server of this module's own, started with --sql-mode=NO_BACKSLASH_ESCAPES
     (the shared server's global mode is not the tests' to change); yields its URL."""
-    import pymysql
-
-    if shutil.which("mariadbd") is None:
-        pytest.skip("needs mariadbd")
-    folder = tmp_path_factory.mktemp("mariadb")
-    subprocess.run(
-        [
-            "mariadb-install-db",
-            "--no-defaults",
-            f"--datadir={folder / 'data'}",
-            "--user=root",
-            "--auth-root-authentication-method=normal",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            "mariadbd",
-            "--no-defaults",
-            f"--datadir={folder / 'data'}",
-            f"--port={port}",
-            "--bind-address=127.0.0.1",
-            f"--socket={folder / 'sock'}",
-            "--user=root",
-            "--innodb-buffer-pool-size=64M",
-            "--sql-mode=NO_BACKSLASH_ESCAPES",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with pymysql.connect(host="127.0.0.1", port=port, user="root") as conn:
-                    conn.cursor().execute("CREATE DATABASE IF NOT EXISTS kmdb")
-                break
-            except pymysql.MySQLError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        yield f"mysql+pymysql://root@127.0.0.1:{port}/kmdb"
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    with running_mariadb(
+        tmp_path_factory.mktemp("mariadb"), "--sql-mode=NO_BACKSLASH_ESCAPES"
+    ) as server:
+        yield server.url
 
 
 INJECTION = b'{"_n":"visit","_p":"x\') UNION SELECT SLEEP(4),1,1 -- ","_t":1351187280}'

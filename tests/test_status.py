@@ -16,8 +16,7 @@ from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from kmdb.source import LocalSource
 from kmdb.status import render, report
-from tests.conftest import sample_bucket
-from tests.helpers import burst_workers, run
+from tests.helpers import burst_workers, burst_workers_ok, enqueue_sample, kmdb_env, run
 from tests.model import assert_same, dump, expected, read_export
 
 
@@ -79,16 +78,8 @@ def test_status_hides_failures_whose_work_was_redone(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 4_000, seed=42, lines_per_revision=1_000)
-    env = {
-        **cli_env,
-        **s3_env,
-        "DATABASE_URL": mysql_url,
-        "KMDB_QUEUE": redis_queue,
-        "AWS_BUCKET": bucket,
-    }
-    run("kmdb-flush", env=env)
-    run("kmdb-import", env=env)
+    env = kmdb_env(cli_env, mysql_url, redis_queue, s3_env)
+    bucket, env = enqueue_sample(folder, env, 4_000, seed=42, lines_per_revision=1_000)
     s3 = boto3.client("s3")
     # Revision 3 is away while its jobs run: they fail, the others are imported.
     s3.delete_object(Bucket=bucket, Key="revisions/3.json")
@@ -98,8 +89,7 @@ def test_status_hides_failures_whose_work_was_redone(
     # It is back; the next run imports it, and the old failures are history.
     s3.upload_file(str(folder / "revisions" / "3.json"), bucket, "revisions/3.json")
     run("kmdb-import", env=env)
-    for result in burst_workers(1, env):
-        assert result.returncode == 0, result.stderr[-3000:]
+    burst_workers_ok(1, env)
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
     status = run("kmdb-status", env=env).stdout
     assert "4 known, 4 imported, 0 in progress, 0 failed" in status, status

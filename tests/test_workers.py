@@ -21,7 +21,7 @@ from kmdb import indexes
 from kmdb.sample import write_sample
 from kmdb.workers import KmdbWorker
 from tests.conftest import REDIS_URL, sample_bucket, upload_export
-from tests.helpers import burst_workers, run
+from tests.helpers import burst_workers, burst_workers_ok, kmdb_env, run
 from tests.model import assert_same, dump, expected, read_export
 
 
@@ -36,15 +36,15 @@ def test_s3_export_with_two_workers_on_mariadb(
     bucket = sample_bucket(
         folder, 12_000, seed=21, lines_per_revision=1_500, first_revision=140, prefix="dump/"
     )
-    env = {
-        **cli_env,
-        **s3_env,
-        "DATABASE_URL": mysql_url,
-        "KMDB_QUEUE": redis_queue,
-        "KMDB_BATCH_SIZE": "400",
+    env = kmdb_env(
+        cli_env,
+        mysql_url,
+        redis_queue,
+        s3_env,
+        KMDB_BATCH_SIZE="400",
         # Jobs of two revision files each (small files share jobs up to half a part).
-        "KMDB_PART_SIZE": str(4 * (folder / "revisions" / "140.json").stat().st_size),
-    }
+        KMDB_PART_SIZE=str(4 * (folder / "revisions" / "140.json").stat().st_size),
+    )
     run("kmdb-flush", env=env)
 
     first = run("kmdb-import", "--source", f"s3://{bucket}/dump", env=env)
@@ -61,8 +61,7 @@ def test_s3_export_with_two_workers_on_mariadb(
     ]
     assert queue.count == 4  # nothing enqueued twice
 
-    for result in burst_workers(2, env):
-        assert result.returncode == 0, result.stderr[-2000:]
+    burst_workers_ok(2, env, tail=2000)
     assert queue.failed_job_registry.count == 0
     engine = create_engine(mysql_url)
     assert_same(dump(engine), expected(read_export(folder)))
@@ -81,19 +80,18 @@ def test_one_big_revision_is_imported_in_parts_by_two_workers(
     folder = tmp_path / "export"
     bucket = sample_bucket(folder, 6_000, seed=5, lines_per_revision=6_000)
     size = (folder / "revisions" / "1.json").stat().st_size
-    env = {
-        **cli_env,
-        **s3_env,
-        "DATABASE_URL": mysql_url,
-        "KMDB_QUEUE": redis_queue,
-        "KMDB_BATCH_SIZE": "300",
-        "KMDB_PART_SIZE": str(size // 6 + 1),
-    }
+    env = kmdb_env(
+        cli_env,
+        mysql_url,
+        redis_queue,
+        s3_env,
+        KMDB_BATCH_SIZE="300",
+        KMDB_PART_SIZE=str(size // 6 + 1),
+    )
     run("kmdb-flush", env=env)
     run("kmdb-import", "--source", f"s3://{bucket}", env=env)
     queue = Queue(redis_queue, connection=Redis.from_url(REDIS_URL))
-    for result in burst_workers(2, env):
-        assert result.returncode == 0, result.stderr[-2000:]
+    burst_workers_ok(2, env, tail=2000)
     assert queue.failed_job_registry.count == 0
     finished = Job.fetch_many(
         queue.finished_job_registry.get_job_ids(), connection=queue.connection
@@ -128,13 +126,7 @@ def test_new_revisions_in_a_later_run_re_point_older_rows(
         (folder / "revisions" / name).unlink()
     bucket = f"km-{uuid.uuid4().hex[:8]}"
     upload_export(folder, bucket)
-    env = {
-        **cli_env,
-        **s3_env,
-        "DATABASE_URL": mysql_url,
-        "KMDB_QUEUE": redis_queue,
-        "AWS_BUCKET": bucket,
-    }
+    env = kmdb_env(cli_env, mysql_url, redis_queue, s3_env, AWS_BUCKET=bucket)
     run("kmdb-import", env=env)
     # Planned into empty tables: their indexes are built once, when the import ends.
     assert _missing_indexes(mysql_url) == 5
