@@ -8,6 +8,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
+from rq.registry import BaseRegistry
 
 from kmdb.errors import ConfigError
 from kmdb.settings import Settings, mask_url
@@ -44,15 +45,9 @@ def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-def clear(settings: Settings, redis: Redis) -> int:
-    """Delete kmdb's jobs and keys (never FLUSHDB: the Redis may be shared); return jobs removed.
-
-    Jobs are found in the queue and its registries, and also by their ids, which
-    begin with the queue's name: a job in no registry (half deleted, or left by a
-    crash) goes too, with its executions and results.
-    """
-    q = queue(settings, redis)
-    registries = [
+def registries(q: Queue) -> list[BaseRegistry]:
+    """Every registry RQ keeps for a queue: a job may stand in any of them."""
+    return [
         q.started_job_registry,
         q.finished_job_registry,
         q.failed_job_registry,
@@ -61,8 +56,19 @@ def clear(settings: Settings, redis: Redis) -> int:
         q.scheduled_job_registry,
         q.canceled_job_registry,
     ]
+
+
+def clear(settings: Settings, redis: Redis) -> int:
+    """Delete kmdb's jobs and keys (never FLUSHDB: the Redis may be shared); return jobs removed.
+
+    Jobs are found in the queue and its registries, and also by their ids, which
+    begin with the queue's name: a job in no registry (half deleted, or left by a
+    crash) goes too, with its executions and results.
+    """
+    q = queue(settings, redis)
+    every_registry = registries(q)
     job_ids = {_text(i) for i in redis.lrange(q.key, 0, -1)}
-    for registry in registries:
+    for registry in every_registry:
         for entry in redis.zrange(registry.key, 0, -1):
             # The started registry lists "<job id>:<execution id>".
             job_ids.add(_text(entry).split(":", 1)[0])
@@ -80,7 +86,7 @@ def clear(settings: Settings, redis: Redis) -> int:
         job = Job(job_id, connection=redis)
         keys.update((job.key, job.dependents_key, job.dependencies_key, f"rq:results:{job_id}"))
         keys.add(f"rq:executions:{job_id}")
-    for registry in registries:
+    for registry in every_registry:
         keys.add(registry.key)
     keys.add(f"{q.key}:intermediate")
     keys.update(_text(k) for k in redis.scan_iter(match=key(settings, "*")))

@@ -39,7 +39,7 @@ from rq.job import Dependency, Job
 from rq.results import Result
 from sqlalchemy import Engine, func, select
 
-from kmdb import indexes, schema
+from kmdb import indexes, queues, schema
 from kmdb.db import insert_ignore, is_mysql
 from kmdb.locks import held, is_held
 from kmdb.parts import in_multiples, part_plan, save_plans
@@ -375,15 +375,7 @@ def purge(q: Queue, job_id: str) -> None:
     started = q.started_job_registry
     with redis.pipeline() as pipe:
         pipe.lrem(q.key, 0, job_id)
-        for registry in (
-            q.finished_job_registry,
-            q.failed_job_registry,
-            q.deferred_job_registry,
-            q.ready_job_registry,
-            q.scheduled_job_registry,
-            q.canceled_job_registry,
-            started,
-        ):
+        for registry in queues.registries(q):
             pipe.zrem(registry.key, job_id)
         # The started registry lists executions as "<job id>:<execution id>".
         for execution_id in execution_ids:
