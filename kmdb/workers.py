@@ -44,14 +44,16 @@ def riding_out_redis(action: Callable[[], T], doing: str, wait: float | None = N
     Every step of RQ's bookkeeping is a transaction or an idempotent write, so a
     step that failed on a lost connection can be run again whole.
     """
-    wait = outage_wait() if wait is None else wait
-    deadline = time.monotonic() + wait
+    started = time.monotonic()
     delay = 0.5
     while True:
         try:
             return action()
         except REDIS_DOWN as exc:
-            left = deadline - time.monotonic()
+            # Read only once Redis is lost: this wraps every heartbeat and poll.
+            if wait is None:
+                wait = outage_wait()
+            left = started + wait - time.monotonic()
             if left <= 0:
                 raise RedisUnavailable(
                     f"Redis did not answer for {wait:.0f} s while {doing} ({exc}); check that "
