@@ -126,6 +126,8 @@ def jobs_report(
 
 def _current_failures(engine: Engine, failed: list[Job], settled: bool) -> list[Job]:
     """The failed jobs whose work is still not done, in the registry's order."""
+    if not failed:
+        return []  # the usual case: no need to read every revision's and part's state
     r, p = schema.revisions, schema.revision_parts
     with engine.connect() as conn:
         revisions = {
