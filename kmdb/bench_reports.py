@@ -78,7 +78,7 @@ def _peak_mb() -> float:
 def _has_data(url: str, files: int) -> bool:
     from sqlalchemy import inspect, text
 
-    from kmdb.db import make_engine
+    from kmdb.load.engine import make_engine
     from kmdb.settings import Settings
 
     engine = make_engine(Settings(database_url=url))
@@ -109,7 +109,7 @@ def _create_mysql_database(url: str) -> None:
 def _counts(url: str) -> str:
     from sqlalchemy import text
 
-    from kmdb.db import make_engine
+    from kmdb.load.engine import make_engine
     from kmdb.settings import Settings
 
     engine = make_engine(Settings(database_url=url))

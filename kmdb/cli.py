@@ -133,10 +133,11 @@ def flush() -> None:
 
         DATABASE_URL=mysql+pymysql://root@127.0.0.1/kmdb kmdb flush
     """
-    from kmdb import queues, schema
-    from kmdb.db import make_engine
-    from kmdb.flush import check_can_write, check_redis, contents
-    from kmdb.flush import flush as flush_database
+    from kmdb.load import schema
+    from kmdb.load.engine import make_engine
+    from kmdb.load.flush import check_can_write, check_redis, contents
+    from kmdb.load.flush import flush as flush_database
+    from kmdb.orchestrate import queues
 
     settings = _settings("database_url", "redis_url", "queue")
     where = mask_url(settings.database_url)
@@ -204,8 +205,8 @@ def partition(
 
         kmdb partition --min-date 2014-01-01 --max-date 2014-03-01 --days 7
     """
-    from kmdb.db import create_schema, is_mysql, make_engine
-    from kmdb.partition import apply, plan_all
+    from kmdb.load.engine import create_schema, is_mysql, make_engine
+    from kmdb.load.partition import apply, plan_all
 
     settings = _settings()
     engine = make_engine(settings)
@@ -215,8 +216,8 @@ def partition(
     min_from = "--min-date" if min_date else "KMDB_MIN_DATE"
     if from_index:
         from kmdb.errors import PartitionError
-        from kmdb.partition import dates_from_index
-        from kmdb.source import open_source
+        from kmdb.extract.framing import open_source
+        from kmdb.load.partition import dates_from_index
 
         index = open_source(source, settings).read_text("index.csv")
         if index is None:
@@ -267,15 +268,15 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
 
         kmdb import --inline --source ./sample
     """
-    from kmdb.db import create_schema, make_engine
-    from kmdb.source import open_source
+    from kmdb.extract.framing import open_source
+    from kmdb.load.engine import create_schema, make_engine
 
     settings = _settings(every=True)
     engine = make_engine(settings)
     create_schema(engine)
     src = open_source(source, settings)
     if inline:
-        from kmdb.importer import Stopped, stopping_on_signals
+        from kmdb.pipeline.import_pass import Stopped, stopping_on_signals
 
         try:
             with stopping_on_signals():
@@ -283,9 +284,9 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
         except Stopped as exc:  # Ctrl-C or SIGTERM: not a failure, the next run goes on
             click.echo(f"{exc} Run kmdb-import again to go on from there.")
         return
-    from kmdb import queues
-    from kmdb.run import new_revisions
-    from kmdb.schedule import enqueue_import
+    from kmdb.orchestrate import queues
+    from kmdb.orchestrate.graph import enqueue_import
+    from kmdb.pipeline.inline import new_revisions
 
     redis = queues.connect(settings)
     todo = new_revisions(engine, src, settings)
@@ -311,7 +312,7 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
         if plan.settle is not None:
             click.echo("Enqueued a settle step for aliases left by an interrupted one.")
     if wait:
-        from kmdb.follow import follow
+        from kmdb.orchestrate.follow import follow
 
         failed = follow(settings, redis, engine, enqueued + active)
         if failed:
@@ -340,7 +341,7 @@ def _import_inline(engine: Any, src: Any, settings: Settings) -> None:
 
     from tqdm import tqdm
 
-    from kmdb.run import import_inline, new_revisions, summary
+    from kmdb.pipeline.inline import import_inline, new_revisions, summary
 
     # As in a worker (kmdb.workers.warm_up), and here because this process exists for
     # this import only: the collector's full passes would otherwise walk every loaded
@@ -378,7 +379,7 @@ def work(burst: bool) -> None:
 
         kmdb work --burst
     """
-    from kmdb.workers import work as run_worker
+    from kmdb.orchestrate.workers import work as run_worker
 
     settings = _settings(every=True)
     logging.getLogger().setLevel(logging.INFO)
@@ -400,9 +401,9 @@ def status(as_json: bool) -> None:
     """
     import json
 
-    from kmdb import queues
-    from kmdb.db import open_existing
-    from kmdb.status import render, report
+    from kmdb.load.engine import open_existing
+    from kmdb.orchestrate import queues
+    from kmdb.orchestrate.status import render, report
 
     settings = _settings()
     # A status creates nothing: without a database it says so.
@@ -430,9 +431,9 @@ def realias() -> None:
 
         kmdb realias
     """
-    from kmdb.db import open_existing
-    from kmdb.flush import check_can_write
-    from kmdb.people import settle
+    from kmdb.load.engine import open_existing
+    from kmdb.load.flush import check_can_write
+    from kmdb.load.settle import settle
 
     settings = _settings()
     engine = open_existing(settings)
@@ -466,7 +467,7 @@ def pool(workers: int | None, procfile: str | None) -> None:
 
         KMDB_WORKERS=4 kmdb pool
     """
-    from kmdb.workers import pool_command
+    from kmdb.orchestrate.workers import pool_command
 
     settings = _settings(every=True)
     command = pool_command(settings, workers, procfile)
@@ -575,8 +576,8 @@ def _report_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def _show_report(
     build: Callable[..., dict[str, Any]], fmt: str, chart: str | None, **options: Any
 ) -> None:
-    from kmdb.db import make_engine
     from kmdb.errors import ReportError
+    from kmdb.load.engine import make_engine
     from kmdb.reports import FORMATS, check_chart, draw, render
 
     if fmt not in FORMATS:

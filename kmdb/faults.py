@@ -28,7 +28,7 @@ def pause(stage: str) -> None:
         fd = os.open(folder / f"{stage}.reached", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return
-    from kmdb.importer import STOP
+    from kmdb.pipeline.import_pass import STOP
 
     with _job_lock():
         with os.fdopen(fd, "w") as out:
@@ -43,8 +43,8 @@ def _job_lock():
     """Hold the running job's lock while paused: the job must look alive, as it would be."""
     from rq import get_current_job
 
-    from kmdb.locks import LockBusy, LockSet
-    from kmdb.schedule import lock_of
+    from kmdb.load.locks import LockBusy, LockSet
+    from kmdb.orchestrate.graph import lock_of
 
     job = get_current_job()
     what = lock_of(job) if job is not None else None
@@ -52,7 +52,7 @@ def _job_lock():
         yield
         return
     from kmdb import settings as settings_module
-    from kmdb.db import make_engine
+    from kmdb.load.engine import make_engine
 
     engine = make_engine(settings_module.from_env())
     locks = LockSet(engine)

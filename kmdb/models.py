@@ -36,9 +36,9 @@ from sqlalchemy.orm import (
     remote,
 )
 
-from kmdb import schema
-from kmdb.db import make_engine
 from kmdb.errors import KmdbError
+from kmdb.load import schema
+from kmdb.load.engine import make_engine
 from kmdb.settings import Settings, from_env, load_dotenv_file, normalize_database_url
 
 __all__ = ["Base", "DetachedError", "Event", "Key", "Property", "User", "session"]

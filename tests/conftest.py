@@ -15,8 +15,8 @@ import pytest
 from redis import Redis
 from sqlalchemy import Engine
 
-from kmdb import queues
-from kmdb.db import make_engine
+from kmdb.load.engine import make_engine
+from kmdb.orchestrate import queues
 from kmdb.settings import Settings
 
 MYSQL_HOST = os.environ.get("KMDB_TEST_MYSQL_HOST", "127.0.0.1")

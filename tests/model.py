@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from kmdb.parse import Record, Rejection, parse_line
+from kmdb.transform.parse import Record, Rejection, parse_line
 
 
 @dataclass

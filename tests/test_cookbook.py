@@ -21,13 +21,13 @@ from typing import Any, NamedTuple
 from sqlalchemy import Engine, select
 from sqlalchemy.sql import alias
 
-from kmdb import schema
-from kmdb.db import create_schema
-from kmdb.run import import_inline, new_revisions
+from kmdb.extract.framing import LocalSource
+from kmdb.load import schema
+from kmdb.load.engine import create_schema
+from kmdb.load.views import VIEWS, create_views
+from kmdb.pipeline.inline import import_inline, new_revisions
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from kmdb.source import LocalSource
-from kmdb.views import VIEWS, create_views
 from tests.model import assert_same, dump, expected, read_export
 
 COOKBOOK = Path(__file__).resolve().parents[1] / "docs" / "cookbook.md"

@@ -8,9 +8,9 @@ from pathlib import Path
 import boto3
 from sqlalchemy import create_engine, text
 
+from kmdb.extract.framing import S3Source
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from kmdb.source import S3Source
 from tests.helpers import burst_workers, run
 from tests.model import assert_same, dump, expected, read_export
 

@@ -243,7 +243,7 @@ def test_every_example_runs_as_written(
                     + "\n".join(expected)
                 )
     finally:
-        from kmdb.queues import clear, connect
+        from kmdb.orchestrate.queues import clear, connect
         from kmdb.settings import Settings
 
         settings = Settings(redis_url=REDIS_URL, queue=session.queue)

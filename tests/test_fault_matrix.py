@@ -25,8 +25,8 @@ from rq.job import Job
 from rq.results import Result
 from sqlalchemy import create_engine
 
-from kmdb import queues
 from kmdb.faults import STAGES
+from kmdb.orchestrate import queues
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from tests.conftest import REDIS_URL, drop_mysql_database, new_mysql_database

@@ -29,12 +29,12 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from kmdb.db import create_schema, make_engine
-from kmdb.importer import ID_BASE, Counts
-from kmdb.parse import Record, Rejection, decode_line, parse_line
-from kmdb.run import import_inline, new_revisions, summary
+from kmdb.extract.framing import LocalSource
+from kmdb.load.engine import create_schema, make_engine
+from kmdb.pipeline.import_pass import ID_BASE, Counts
+from kmdb.pipeline.inline import import_inline, new_revisions, summary
 from kmdb.settings import Settings
-from kmdb.source import LocalSource
+from kmdb.transform.parse import Record, Rejection, decode_line, parse_line
 from tests.conftest import _mysql_admin, drop_mysql_database, new_mysql_database
 from tests.conftest import _unavailable as unavailable
 from tests.model import assert_same, dump, expected, read_export

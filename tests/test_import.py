@@ -14,16 +14,16 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, text
 
-from kmdb import importer
-from kmdb.db import create_schema
-from kmdb.flush import flush
-from kmdb.importer import import_revision, scan_revision
-from kmdb.parse import Record, parse_line
-from kmdb.people import settle
-from kmdb.run import import_inline, new_revisions, summary
+from kmdb.extract.framing import LocalSource
+from kmdb.load.engine import create_schema
+from kmdb.load.flush import flush
+from kmdb.load.settle import settle
+from kmdb.pipeline import import_pass as importer
+from kmdb.pipeline.import_pass import import_revision, scan_revision
+from kmdb.pipeline.inline import import_inline, new_revisions, summary
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from kmdb.source import LocalSource
+from kmdb.transform.parse import Record, parse_line
 from tests.model import assert_same, dump, expected, read_export
 
 
@@ -68,7 +68,7 @@ def test_filters_apply(engine: Engine, settings: Settings, tmp_path: Path) -> No
     people = [
         r.p
         for raw in lines[1]
-        if (r := __import__("kmdb.parse").parse.parse_line(raw)) and hasattr(r, "p")
+        if (r := parse_line(raw)) and hasattr(r, "p")
     ]
     ignored = frozenset(people[:3])
     with engine.begin() as conn:
@@ -307,9 +307,9 @@ def test_an_interrupted_import_resumes_exactly(
 ) -> None:
     folder = tmp_path / "export"
     write_sample(folder, 4_000, seed=11, lines_per_revision=4_000)
-    monkeypatch.setattr("kmdb.source.CHUNK", 4096)
+    monkeypatch.setattr("kmdb.extract.framing.CHUNK", 4096)
     # Streamed, not read ahead whole: the reads then stop between commits.
-    monkeypatch.setattr("kmdb.source.READ_AHEAD_SPAN", 0)
+    monkeypatch.setattr("kmdb.extract.framing.READ_AHEAD_SPAN", 0)
     settings = settings.replace(batch_size=97)
     create_schema(engine)
     with pytest.raises(Interrupted):  # in the alias scan
@@ -344,7 +344,7 @@ def test_revisions_beyond_the_id_range_are_refused(
     engine: Engine, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from kmdb.errors import KmdbError
-    from kmdb.importer import MAX_REVISION
+    from kmdb.pipeline.import_pass import MAX_REVISION
 
     folder = write_export(
         tmp_path / "export",
@@ -447,7 +447,7 @@ def test_any_order_and_split_gives_the_same_rows(
 def test_timestamps_are_utc_datetime_literals(t: int) -> None:
     import time
 
-    from kmdb.importer import timestamp
+    from kmdb.pipeline.import_pass import timestamp
 
     assert timestamp(t) == time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
 
@@ -486,7 +486,7 @@ def _check_part_plans(engine: Engine, folder: Path) -> int:
 def test_revisions_in_parts_give_the_same_rows(
     engine: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("kmdb.source.CHUNK", 512)
+    monkeypatch.setattr("kmdb.extract.framing.CHUNK", 512)
     folder = tmp_path / "export"
     write_sample(folder, 3_000, seed=4, lines_per_revision=1_000, bad_every=40)
     settings = settings.replace(part_size=4_000, batch_size=70)
@@ -532,7 +532,7 @@ def test_settling_in_small_pages_gives_the_same_people(
 ) -> None:
     # Sightings are merged a page at a time; a pair seen again on a later page,
     # earlier in time, must move its alias's time back.
-    monkeypatch.setattr("kmdb.people.PAGE", 7)
+    monkeypatch.setattr("kmdb.load.settle.PAGE", 7)
     folder = tmp_path / "export"
     write_sample(folder, 2_000, seed=9, lines_per_revision=1_000)
     pairs = [
@@ -572,7 +572,7 @@ def _one_alias_on_mariadb(
     mysql_url: str, tmp_path: Path, revision: int
 ) -> tuple[Engine, Settings, LocalSource]:
     """A MariaDB schema and an export of one revision: an alias line, then an event."""
-    from kmdb.db import make_engine
+    from kmdb.load.engine import make_engine
 
     settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
     engine = make_engine(settings)
@@ -592,8 +592,8 @@ def test_a_scan_leaves_its_sightings_when_another_merge_runs(
     monkeypatch.setattr(importer, "SCAN_MERGE_MIN", 1)
     import threading
 
-    from kmdb.locks import held
-    from kmdb.people import SETTLE_LOCK
+    from kmdb.load.locks import held
+    from kmdb.load.settle import SETTLE_LOCK
 
     engine, settings, source = _one_alias_on_mariadb(mysql_url, tmp_path, 1)
     found: list[int] = []
@@ -651,7 +651,9 @@ def test_a_job_that_fails_leaves_the_files_it_did_not_reach_pending(
 ) -> None:
     folder = tmp_path / "export"
     write_sample(folder, 1_200, seed=7, lines_per_revision=400)
-    monkeypatch.setattr("kmdb.source.READ_AHEAD_SPAN", 0)  # streamed: the failure comes in order
+    monkeypatch.setattr(
+        "kmdb.extract.framing.READ_AHEAD_SPAN", 0
+    )  # streamed: the failure comes in order
     settings = settings.replace(batch_size=100)
     create_schema(engine)
     importer.scan_revisions(engine, LocalSource(str(folder)), [1, 2, 3], settings)
@@ -679,7 +681,7 @@ def test_a_scan_holds_its_revision_lock_while_it_merges(
     # a big file's merge takes seconds, and merging after the locks were let go had a
     # waiting worker plan a live scan's graph again.
     monkeypatch.setattr(importer, "SCAN_MERGE_MIN", 1)
-    from kmdb.locks import is_held
+    from kmdb.load.locks import is_held
 
     engine, settings, source = _one_alias_on_mariadb(mysql_url, tmp_path, 7)
     seen: list[bool | None] = []
@@ -703,8 +705,8 @@ def test_an_import_that_scans_first_holds_its_first_lock_meanwhile(
 ) -> None:
     # An import job scans a revision its scan job did not (one that failed, say); on a
     # big file that takes long, and with its first lock free meanwhile it looked dead.
-    from kmdb.locks import is_held
-    from kmdb.parts import plan_parts
+    from kmdb.load.locks import is_held
+    from kmdb.load.parts import plan_parts
 
     engine, settings, source = _one_alias_on_mariadb(mysql_url, tmp_path, 4)
     [part] = plan_parts(engine, source, 4, settings)

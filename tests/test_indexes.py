@@ -7,14 +7,14 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert
 
-from kmdb import indexes, schema
-from kmdb.db import create_schema
-from kmdb.flush import flush
-from kmdb.people import settle
-from kmdb.run import import_inline
+from kmdb.extract.framing import open_source
+from kmdb.load import indexes, schema
+from kmdb.load.engine import create_schema
+from kmdb.load.flush import flush
+from kmdb.load.settle import settle
+from kmdb.pipeline.inline import import_inline
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from kmdb.source import open_source
 from tests.model import assert_same, dump, expected, read_export
 
 ALL = sorted(str(ix.name) for t in indexes.PUT_OFF for ix in t.indexes)

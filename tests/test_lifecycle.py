@@ -16,11 +16,11 @@ from rq import Queue
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
-from kmdb.importer import STOP, Stopped, scan_revisions
+from kmdb.extract.framing import LocalSource
+from kmdb.orchestrate.workers import KmdbWorker
+from kmdb.pipeline.import_pass import STOP, Stopped, scan_revisions
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from kmdb.source import LocalSource
-from kmdb.workers import KmdbWorker
 from tests.conftest import REDIS_URL
 from tests.helpers import (
     BIN,
@@ -80,8 +80,8 @@ def test_a_stopped_job_goes_back_to_the_queue_and_is_no_failure(
 def test_a_scan_stopped_on_request_marks_its_revision_stopped(
     sqlite_url: str, tmp_path: Path, stop_flag: None
 ) -> None:
-    from kmdb.db import create_schema, make_engine
-    from kmdb.run import import_inline
+    from kmdb.load.engine import create_schema, make_engine
+    from kmdb.pipeline.inline import import_inline
 
     folder = tmp_path / "export"
     write_sample(folder, 3_000, seed=4, lines_per_revision=3_000)
@@ -317,9 +317,9 @@ def test_a_pool_stopped_by_sigterm_says_where_each_worker_stopped_and_they_exit_
 def test_an_outage_longer_than_the_wait_is_one_sentence(
     monkeypatch: pytest.MonkeyPatch, cli_env: dict[str, str]
 ) -> None:
-    from kmdb import jobs
     from kmdb.errors import DatabaseUnavailable, RedisUnavailable
-    from kmdb.workers import riding_out_redis
+    from kmdb.orchestrate import jobs
+    from kmdb.orchestrate.workers import riding_out_redis
 
     nowhere = Redis(port=free_port(), socket_connect_timeout=1)
     with pytest.raises(RedisUnavailable) as caught:

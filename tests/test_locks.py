@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from kmdb.locks import LockBusy, LockSet, is_held
+from kmdb.load.locks import LockBusy, LockSet, is_held
 
 pytestmark = pytest.mark.mysql
 

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from kmdb.db import create_schema
+from kmdb.extract.framing import LocalSource
+from kmdb.load.engine import create_schema
 from kmdb.models import DetachedError, Event, Key, Property, User, session
-from kmdb.run import import_inline, new_revisions
+from kmdb.pipeline.inline import import_inline, new_revisions
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from kmdb.source import LocalSource
 from tests.model import expected, read_export
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import boto3
 from sqlalchemy import create_engine, text
 
-from kmdb.parse import Record, parse_line
 from kmdb.sample import write_sample
+from kmdb.transform.parse import Record, parse_line
 from tests.helpers import (
     BIN,
     burst_workers_ok,
@@ -190,9 +190,9 @@ def test_ui_serves_the_dashboard(cli_env: dict[str, str], redis_queue: str) -> N
 def test_rate_and_eta_follow_the_running_revisions(sqlite_url: str) -> None:
     import datetime as dt
 
-    from kmdb.db import create_schema
+    from kmdb.load.engine import create_schema
+    from kmdb.orchestrate.status import render, report
     from kmdb.settings import Settings
-    from kmdb.status import render, report
 
     engine = create_engine(sqlite_url)
     create_schema(engine)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmdb.parse import (
+from kmdb.transform.parse import (
     MAX_CHARS,
     MAX_T,
     RESERVED_KEYS,

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from kmdb.errors import PartitionError
-from kmdb.partition import MAX_PARTITIONS, boundaries, plan
+from kmdb.load.partition import MAX_PARTITIONS, boundaries, plan
 
 D = dt.date
 
@@ -47,7 +47,7 @@ def test_first_partitioning_needs_a_min_date() -> None:
 
 
 def test_partitioning_refuses_sqlite() -> None:
-    from kmdb.partition import partition
+    from kmdb.load.partition import partition
 
     with pytest.raises(PartitionError, match="MySQL feature"):
         partition(create_engine("sqlite://"), D(2014, 1, 1), D(2014, 3, 1), 7)

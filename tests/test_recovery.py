@@ -17,12 +17,12 @@ from rq import Queue
 from rq.job import Job
 from sqlalchemy import Engine
 
-from kmdb import queues
-from kmdb.db import create_schema
 from kmdb.errors import NoProgress
-from kmdb.follow import follow
+from kmdb.load.engine import create_schema
+from kmdb.orchestrate import queues
+from kmdb.orchestrate.follow import follow
+from kmdb.orchestrate.graph import enqueue_import, kmdb_jobs, replan_dead, survey
 from kmdb.sample import write_sample
-from kmdb.schedule import enqueue_import, kmdb_jobs, replan_dead, survey
 from kmdb.settings import Settings
 from tests.helpers import NOTHING_LEFT, burst_workers_ok, queue_left
 from tests.model import assert_same, dump, expected, read_export
@@ -123,7 +123,9 @@ def test_enqueueing_goes_over_whatever_old_jobs_left_and_clearing_removes_it_all
     queues.clear(settings, redis)
     # What a dead worker and RQ's later clean-up leave: a failed job whose execution
     # expired while the job still lists it (RQ's Job.delete then raises ValueError) ...
-    old = Job.create("kmdb.jobs.settle_job", connection=redis, id=ids[0], origin=settings.queue)
+    old = Job.create(
+        "kmdb.orchestrate.jobs.settle_job", connection=redis, id=ids[0], origin=settings.queue
+    )
     old.meta = {"kmdb": "scan", "revisions": [1]}
     old.save()
     old.set_status("failed")
@@ -140,7 +142,9 @@ def test_enqueueing_goes_over_whatever_old_jobs_left_and_clearing_removes_it_all
     # Orphans of the queue's own: a job hash and an executions list in no registry.
     redis.hset(f"rq:job:{settings.queue}-import-9-0", "status", "queued")
     redis.zadd(f"rq:executions:{settings.queue}-settle-after-0123", {"x": 1})
-    other = Job.create("kmdb.jobs.settle_job", connection=redis, id="not-kmdbs", origin="other")
+    other = Job.create(
+        "kmdb.orchestrate.jobs.settle_job", connection=redis, id="not-kmdbs", origin="other"
+    )
     other.save()
     try:
         queues.clear(settings, redis)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kmdb.db import create_schema, make_engine
-from kmdb.run import import_inline, new_revisions
+from kmdb.extract.framing import LocalSource
+from kmdb.load.engine import create_schema, make_engine
+from kmdb.pipeline.inline import import_inline, new_revisions
 from kmdb.settings import Settings
-from kmdb.source import LocalSource
 from tests import reports_oracle as oracle
 from tests.helpers import run
 

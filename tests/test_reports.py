@@ -8,13 +8,13 @@ import pytest
 from sqlalchemy import Engine
 
 from kmdb import reports
-from kmdb.db import create_schema, make_engine
 from kmdb.errors import ReportError
+from kmdb.extract.framing import LocalSource
+from kmdb.load.engine import create_schema, make_engine
+from kmdb.pipeline.inline import import_inline, new_revisions
 from kmdb.reports import common
 from kmdb.reports.common import Periods, amount, day_number, money
-from kmdb.run import import_inline, new_revisions
 from kmdb.settings import Settings
-from kmdb.source import LocalSource
 from tests import reports_oracle as oracle
 
 RANGES = [

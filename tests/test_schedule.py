@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kmdb.parts import part_plan
-from kmdb.schedule import groups
+from kmdb.load.parts import part_plan
+from kmdb.orchestrate.graph import groups
 
 BUDGET = 1000
 

@@ -190,7 +190,7 @@ def test_a_load_sends_only_the_file_it_is_loading(tmp_path: Path, secret: Path) 
     """Even a file kmdb wrote itself, staged for a later load, is not sent for another."""
     import pymysql
 
-    from kmdb.db import sending
+    from kmdb.load.engine import sending
 
     server = RogueMySQL(str(secret))
     try:
@@ -245,7 +245,7 @@ def test_an_import_on_a_no_backslash_escapes_server_stores_hostile_lines_as_data
 ) -> None:
     from sqlalchemy import text
 
-    from kmdb.db import make_engine
+    from kmdb.load.engine import make_engine
     from kmdb.sample import write_sample
     from kmdb.settings import Settings
     from tests.model import assert_same, dump, expected, read_export
@@ -272,9 +272,9 @@ def test_the_interner_binds_names_whatever_the_session_mode(mysql_url: str) -> N
     backslash-escaped quote would end the string literal."""
     from sqlalchemy import create_engine, text
 
-    from kmdb import schema
-    from kmdb.db import create_schema
-    from kmdb.load import Interner
+    from kmdb.load import schema
+    from kmdb.load.bulk import Interner
+    from kmdb.load.engine import create_schema
 
     engine = create_engine(
         mysql_url,

@@ -12,12 +12,13 @@ import boto3
 import pytest
 from sqlalchemy import Engine
 
-from kmdb import importer, private
-from kmdb.db import create_schema
-from kmdb.people import settle
+from kmdb.extract import private
+from kmdb.extract.framing import S3Source
+from kmdb.extract.stash import Stash, remove_stale
+from kmdb.load.engine import create_schema
+from kmdb.load.settle import settle
+from kmdb.pipeline import import_pass as importer
 from kmdb.settings import Settings
-from kmdb.source import S3Source
-from kmdb.stash import Stash, remove_stale
 from tests.conftest import sample_bucket
 from tests.model import assert_same, dump, expected, read_export
 

@@ -10,12 +10,12 @@ import boto3
 import pymysql
 from sqlalchemy import create_engine, text
 
-from kmdb.db import make_engine
-from kmdb.run import import_inline
+from kmdb.extract.framing import LocalSource
+from kmdb.load.engine import make_engine
+from kmdb.orchestrate.status import render, report
+from kmdb.pipeline.inline import import_inline
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from kmdb.source import LocalSource
-from kmdb.status import render, report
 from tests.helpers import burst_workers, burst_workers_ok, enqueue_sample, kmdb_env, run
 from tests.model import assert_same, dump, expected, read_export
 

@@ -17,9 +17,9 @@ from rq import Queue
 from rq.job import Job
 from sqlalchemy import create_engine
 
-from kmdb import indexes
+from kmdb.load import indexes
+from kmdb.orchestrate.workers import KmdbWorker
 from kmdb.sample import write_sample
-from kmdb.workers import KmdbWorker
 from tests.conftest import REDIS_URL, sample_bucket, upload_export
 from tests.helpers import burst_workers, burst_workers_ok, kmdb_env, run
 from tests.model import assert_same, dump, expected, read_export
@@ -286,8 +286,8 @@ FIRST_ATTEMPT_FAILED = threading.Event()
 
 def flaky_job() -> str:
     """A job whose first attempt loses the database (retried after jobs.BACKOFF)."""
-    from kmdb import jobs
     from kmdb.errors import DatabaseUnavailable
+    from kmdb.orchestrate import jobs
 
     def attempt() -> str:
         if not FIRST_ATTEMPT_FAILED.is_set():
@@ -303,9 +303,9 @@ def test_a_job_waiting_to_retry_keeps_its_lock_so_that_it_does_not_look_dead(
 ) -> None:
     # Other workers call a started job dead when its first lock is free; the attempt
     # that failed let go of its locks, so the job holds its first one while it waits.
-    from kmdb import jobs
-    from kmdb.locks import is_held
-    from kmdb.people import SETTLE_LOCK
+    from kmdb.load.locks import is_held
+    from kmdb.load.settle import SETTLE_LOCK
+    from kmdb.orchestrate import jobs
 
     monkeypatch.setenv("DATABASE_URL", mysql_url)
     monkeypatch.setattr(jobs, "BACKOFF", (1.5,))

@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import Engine, select, text
 
-from kmdb import schema
 from kmdb.errors import KmdbError, ReportError
+from kmdb.load import schema
 
 DAY = 86_400
 EPOCH = dt.date(1970, 1, 1)
@@ -31,7 +31,7 @@ def engine_for(database: Engine | str) -> Engine:
     from sqlalchemy import inspect
 
     if isinstance(database, str):
-        from kmdb.db import make_engine
+        from kmdb.load.engine import make_engine
         from kmdb.settings import Settings
 
         database = make_engine(Settings(database_url=database))

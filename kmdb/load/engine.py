@@ -13,8 +13,8 @@ from sqlalchemy import Engine, Insert, Table, create_engine, event, insert, insp
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from kmdb import schema
 from kmdb.errors import ConfigError, DatabaseUnavailable, NoDatabase
+from kmdb.load import schema
 from kmdb.settings import Settings, mask_url
 
 
@@ -154,7 +154,7 @@ def create_schema(engine: Engine, rebuild: bool = False) -> list[str]:
     A table of imported data left by an older kmdb is dropped and made anew with
     rebuild=True (kmdb-flush empties it anyway); otherwise it is an error.
     """
-    from kmdb.views import VIEWS, create_views
+    from kmdb.load.views import VIEWS, create_views
 
     outdated = outdated_tables(engine)
     if outdated:

@@ -10,11 +10,11 @@ from rq.job import Job
 from sqlalchemy import Connection, Engine, Table, exists, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from kmdb import indexes, schema
-from kmdb.db import is_mysql
-from kmdb.parts import progress
-from kmdb.queues import queue
-from kmdb.schedule import live_jobs
+from kmdb.load import indexes, schema
+from kmdb.load.engine import is_mysql
+from kmdb.load.parts import progress
+from kmdb.orchestrate.graph import live_jobs
+from kmdb.orchestrate.queues import queue
 from kmdb.settings import Settings
 
 ERRORS_SHOWN = 5

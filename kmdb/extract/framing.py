@@ -13,10 +13,10 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any, Protocol
 
-from kmdb import private
 from kmdb.errors import ConfigError, KmdbError, NotPrivate, SourceError
+from kmdb.extract import private
+from kmdb.extract.stash import Stash
 from kmdb.settings import Settings
-from kmdb.stash import Stash
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, text
 
-from kmdb import schema
-from kmdb.db import is_mysql
 from kmdb.errors import PartitionDatesError, PartitionError
+from kmdb.load import schema
+from kmdb.load.engine import is_mysql
 
 # Both MariaDB 10.11 and MySQL 8 allow at most 8192 partitions per table.
 MAX_PARTITIONS = 8192

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
-from kmdb import schema
-from kmdb.parse import Record
+from kmdb.load import schema
+from kmdb.transform.parse import Record
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ import time
 
 from sqlalchemy import Connection, Engine, Index, Table, inspect, select
 
-from kmdb import schema
-from kmdb.db import is_mysql
 from kmdb.faults import pause
+from kmdb.load import schema
+from kmdb.load.engine import is_mysql
 
 log = logging.getLogger(__name__)
 

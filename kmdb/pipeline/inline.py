@@ -9,10 +9,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, func, select
 
-from kmdb import indexes, schema, stash
-from kmdb.db import create_schema
 from kmdb.errors import NoRevisions, SourceError
-from kmdb.importer import (
+from kmdb.extract import stash
+from kmdb.extract.framing import Source, find_new, revision_names
+from kmdb.load import indexes, schema
+from kmdb.load.bulk import is_transient
+from kmdb.load.engine import create_schema
+from kmdb.load.settle import settle
+from kmdb.pipeline.import_pass import (
     MAX_REVISION,
     Counts,
     Unreadable,
@@ -20,10 +24,7 @@ from kmdb.importer import (
     revision_states,
     scan_revision,
 )
-from kmdb.load import is_transient
-from kmdb.people import settle
 from kmdb.settings import Settings
-from kmdb.source import Source, find_new, revision_names
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from kmdb.parse import is_numeric
+from kmdb.transform.parse import is_numeric
 
 T = TypeVar("T")
 

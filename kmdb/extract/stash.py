@@ -28,9 +28,9 @@ import os
 import threading
 from pathlib import Path
 
-from kmdb import private
 from kmdb.errors import NotPrivate
-from kmdb.load import STALE_AFTER, remove_old_files, remove_stale_load_files
+from kmdb.extract import private
+from kmdb.load.bulk import STALE_AFTER, remove_old_files, remove_stale_load_files
 
 log = logging.getLogger(__name__)
 

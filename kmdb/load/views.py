@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-from kmdb.db import is_mysql
+from kmdb.load.engine import is_mysql
 
 VIEWS = ["named_events", "named_properties", "named_users"]
 

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, Table, bindparam, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from kmdb import schema
-from kmdb.db import is_mysql, sending
 from kmdb.errors import LocalInfileRefused
+from kmdb.load import schema
+from kmdb.load.engine import is_mysql, sending
 
 log = logging.getLogger(__name__)
 

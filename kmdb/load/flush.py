@@ -13,9 +13,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
-from kmdb import indexes, queues, schema
-from kmdb.db import create_schema, is_mysql
 from kmdb.errors import ConfigError
+from kmdb.load import indexes, schema
+from kmdb.load.engine import create_schema, is_mysql
+from kmdb.orchestrate import queues
 from kmdb.settings import Settings, mask_url
 
 

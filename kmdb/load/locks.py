@@ -12,8 +12,8 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, text
 
-from kmdb.db import is_mysql
 from kmdb.errors import KmdbError
+from kmdb.load.engine import is_mysql
 
 # How long a job waits for another worker that holds its revision.
 LOCK_WAIT = 6 * 3600

@@ -17,13 +17,14 @@ from rq.job import Job
 from rq.worker import WorkerStatus
 from sqlalchemy import Engine
 
-from kmdb import queues, stash
 from kmdb import settings as settings_module
-from kmdb.db import make_engine
 from kmdb.errors import DatabaseUnavailable, RedisUnavailable
-from kmdb.importer import STOP, Stopped
-from kmdb.load import is_transient
-from kmdb.schedule import pending, replan_dead
+from kmdb.extract import stash
+from kmdb.load.bulk import is_transient
+from kmdb.load.engine import make_engine
+from kmdb.orchestrate import queues
+from kmdb.orchestrate.graph import pending, replan_dead
+from kmdb.pipeline.import_pass import STOP, Stopped
 from kmdb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,8 @@ def warm_up() -> None:
     """
     import gc
 
-    import kmdb.jobs  # noqa: F401  (what every job runs; kmdb-import names it only)
-    from kmdb.importer import prepare_clock
+    import kmdb.orchestrate.jobs  # noqa: F401  (what every job runs; kmdb-import names it only)
+    from kmdb.pipeline.import_pass import prepare_clock
 
     prepare_clock()
     try:
@@ -363,11 +364,13 @@ def pool_command(settings: Settings, workers: int | None, procfile: str | None) 
     import sys
     from pathlib import Path
 
+    import kmdb
+
     count = workers or settings.pool_size()
     if procfile is None:
         # The project's own Procfile when run from a checkout, else the one kmdb ships.
         local = Path("Procfile")
-        procfile = str(local if local.is_file() else Path(__file__).with_name("Procfile"))
+        procfile = str(local if local.is_file() else Path(kmdb.__file__).with_name("Procfile"))
     # The Procfile names kmdb-work; make sure it is found even from an unactivated venv.
     scripts = str(Path(sys.executable).parent)
     if scripts not in os.environ.get("PATH", "").split(os.pathsep):

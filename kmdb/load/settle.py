@@ -35,11 +35,11 @@ from sqlalchemy import (
     update,
 )
 
-from kmdb import indexes, schema
-from kmdb.db import insert_ignore, is_mysql
-from kmdb.identity import canonical_key, people
-from kmdb.load import bulk_insert, retrying
-from kmdb.locks import LockBusy, held
+from kmdb.load import indexes, schema
+from kmdb.load.bulk import bulk_insert, retrying
+from kmdb.load.engine import insert_ignore, is_mysql
+from kmdb.load.locks import LockBusy, held
+from kmdb.transform.identity import canonical_key, people
 
 log = logging.getLogger(__name__)
 BATCH = 1000

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from kmdb import schema
-from kmdb.db import insert_ignore
 from kmdb.errors import SourceError
+from kmdb.extract.framing import Source
+from kmdb.load import schema
+from kmdb.load.engine import insert_ignore
 from kmdb.settings import Settings
-from kmdb.source import Source
 
 
 def now() -> dt.datetime:

@@ -39,12 +39,13 @@ from rq.job import Dependency, Job
 from rq.results import Result
 from sqlalchemy import Engine, func, select
 
-from kmdb import indexes, queues, schema
-from kmdb.db import insert_ignore, is_mysql
-from kmdb.locks import held, is_held
-from kmdb.parts import in_multiples, part_plan, save_plans
-from kmdb.people import SETTLE_LOCK
-from kmdb.queues import key, queue
+from kmdb.load import indexes, schema
+from kmdb.load.engine import insert_ignore, is_mysql
+from kmdb.load.locks import held, is_held
+from kmdb.load.parts import in_multiples, part_plan, save_plans
+from kmdb.load.settle import SETTLE_LOCK
+from kmdb.orchestrate import queues
+from kmdb.orchestrate.queues import key, queue
 from kmdb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,9 @@ PLAN_LOCK = "plan"
 PLAN_WAIT = 120
 
 # Jobs are named, not imported: kmdb-import then need not load the import code itself.
-SCAN_JOB = "kmdb.jobs.scan_revisions_job"
-SETTLE_JOB = "kmdb.jobs.settle_job"
-IMPORT_JOB = "kmdb.jobs.import_parts_job"
+SCAN_JOB = "kmdb.orchestrate.jobs.scan_revisions_job"
+SETTLE_JOB = "kmdb.orchestrate.jobs.settle_job"
+IMPORT_JOB = "kmdb.orchestrate.jobs.import_parts_job"
 # Revision files smaller than KMDB_PART_SIZE / GROUP_SHARE share jobs of about that size
 # (see groups): half a part, so that two workers still get jobs enough to finish together.
 GROUP_SHARE = 2

@@ -16,20 +16,20 @@ from rq import get_current_job
 from sqlalchemy import Engine
 
 from kmdb import settings as settings_module
-from kmdb.db import make_engine
+from kmdb.extract.framing import open_source
 from kmdb.faults import pause
-from kmdb.importer import (
+from kmdb.load.bulk import is_transient
+from kmdb.load.engine import make_engine
+from kmdb.load.locks import LockSet
+from kmdb.load.settle import Settled, settle
+from kmdb.orchestrate.graph import lock_of
+from kmdb.pipeline.import_pass import (
     Counts,
     import_part,
     import_parts,
     import_revision,
     scan_revisions,
 )
-from kmdb.load import is_transient
-from kmdb.locks import LockSet
-from kmdb.people import Settled, settle
-from kmdb.schedule import lock_of
-from kmdb.source import open_source
 
 log = logging.getLogger(__name__)
 _engines: dict[str, Engine] = {}
@@ -58,7 +58,7 @@ def _retrying(action: Callable[[], T]) -> T:
     other failure (bad configuration, a missing file) fails the job at once. A
     database that is down from the job's start is waited for the same way.
     """
-    from kmdb.workers import outage_wait
+    from kmdb.orchestrate.workers import outage_wait
 
     bound = outage_wait()
     waited = 0.0

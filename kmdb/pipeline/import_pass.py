@@ -27,12 +27,17 @@ from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Connection, Engine, func, select, update
 
-from kmdb import filters as filters_module
-from kmdb import schema
-from kmdb.db import insert_ignore, is_mysql
 from kmdb.errors import KmdbError, SourceError
-from kmdb.identity import alias_pair
-from kmdb.load import (
+from kmdb.extract.framing import (
+    LineStarts,
+    ReadAhead,
+    Source,
+    batch_sizes,
+    line_batches,
+    matching_lines,
+)
+from kmdb.load import schema
+from kmdb.load.bulk import (
     TABLES,
     Interner,
     Staged,
@@ -42,9 +47,9 @@ from kmdb.load import (
     retrying,
     stage_rows,
 )
-from kmdb.locks import LockSet
-from kmdb.parse import Record, Rejection, parse_fields
-from kmdb.parts import (
+from kmdb.load.engine import insert_ignore, is_mysql
+from kmdb.load.locks import LockSet
+from kmdb.load.parts import (
     now,
     part_key,
     plan_parts,
@@ -53,16 +58,11 @@ from kmdb.parts import (
     sum_parts,
     update_many,
 )
-from kmdb.people import merge_sightings
+from kmdb.load.settle import merge_sightings
 from kmdb.settings import Settings
-from kmdb.source import (
-    LineStarts,
-    ReadAhead,
-    Source,
-    batch_sizes,
-    line_batches,
-    matching_lines,
-)
+from kmdb.transform import filters as filters_module
+from kmdb.transform.identity import alias_pair
+from kmdb.transform.parse import Record, Rejection, parse_fields
 
 log = logging.getLogger(__name__)
 

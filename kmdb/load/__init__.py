@@ -1,0 +1,1 @@
+"""The database: engines, schema, views, indexes, partitions, locks, bulk writes, people, progress."""
