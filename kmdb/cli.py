@@ -1,9 +1,12 @@
-"""The command line: parse options, call the library, print, exit. Nothing else lives here."""
+"""The command line: parse options, call the library, print. Nothing else lives here.
+
+Each command is also a console script of its own (kmdb-import is kmdb import);
+how a command ends on a failure is kmdb.console's and kmdb.errors' to say.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import os
 import sys
@@ -11,107 +14,27 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from sqlalchemy.exc import DBAPIError
 
-from kmdb import settings as settings_module
-from kmdb.errors import ConfigError, KmdbError
-from kmdb.settings import Settings, mask_url, url_secrets
-
-
-class _Masked:
-    """A text stream that writes every known password as ***.
-
-    URLs are masked where kmdb prints them; this catches the rest (a driver's
-    message, a traceback, a library's log line) whatever prints it.
-    """
-
-    def __init__(self, stream: Any, secrets: list[str]) -> None:
-        self.stream = stream
-        self.secrets = secrets
-
-    def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError("a text stream takes str")
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return int(self.stream.write(text))
-
-    def __getattr__(self, name: str) -> Any:
-        # No .buffer: click would write bytes to it, past the masking.
-        if name == "buffer":
-            raise AttributeError(name)
-        return getattr(self.stream, name)
+from kmdb.console import TRACEBACK, date_option, exit_now, friendly, load_settings
+from kmdb.errors import ConfigError, JobsFailed
+from kmdb.report_commands import report
+from kmdb.settings import Settings, mask_url
 
 
-def _mask_output() -> None:
-    """Mask the passwords of DATABASE_URL, KMDB_REDIS_URL and AWS in all this process prints."""
-    secrets = [
-        s
-        for name in ("DATABASE_URL", "KMDB_REDIS_URL")
-        for s in url_secrets(os.environ.get(name, ""))
-    ]
-    secrets += [os.environ.get(n, "") for n in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
-    # Shorter ones would mask common words too; mask_url still hides them in URLs.
-    secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-    if not secrets:
-        return
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        setattr(
-            sys, name, _Masked(stream.stream if isinstance(stream, _Masked) else stream, secrets)
-        )
-
-
-def _settings(*uses: str, every: bool = False) -> Settings:
-    """The settings, with those named (or, with every, all of them) checked now.
-
-    The others are checked where they are read: a command stops only for a bad
-    setting it uses. Commands that run imports use nearly all, so check all first.
-    """
-    settings_module.load_dotenv_file()
-    _mask_output()
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    settings = settings_module.from_env()
-    if uses or every:
-        settings.check(*uses)
-    return settings
-
-
-def friendly(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn kmdb's errors into one sentence on stderr and an exit status, not a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ConfigError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
-        except KmdbError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(1)
-        except DBAPIError as exc:
-            reason = exc.orig.args[-1] if exc.orig is not None and exc.orig.args else exc
-            click.echo(f"Error: the database refused a statement: {reason}.", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-def _date_option(name: str, envvar: str, help_text: str) -> Callable[..., Any]:
-    def parse(_ctx: Any, _param: Any, value: str | None) -> dt.date | None:
-        if value is None:
-            return None
-        try:
-            return dt.date.fromisoformat(value)
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not a date like 2014-01-31.") from None
-
-    return click.option(name, type=str, callback=parse, help=f"{help_text} (default ${envvar}).")
+def _want_tracebacks(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[TRACEBACK] = True
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kmdb")
+@click.option(
+    "--traceback",
+    is_flag=True,
+    expose_value=False,
+    callback=_want_tracebacks,
+    help="Show the whole trace of a failure, not one sentence (or set KMDB_DEBUG=1).",
+)
 def cli() -> None:
     """kmdb: import KISSmetrics Data Export dumps into MySQL or SQLite.
 
@@ -120,6 +43,9 @@ def cli() -> None:
 
         DATABASE_URL=sqlite:///kmdb.sqlite3 kmdb import --inline --source ./sample
     """
+
+
+cli.add_command(report)
 
 
 @cli.command()
@@ -135,11 +61,12 @@ def flush() -> None:
     """
     from kmdb.load import schema
     from kmdb.load.engine import make_engine
-    from kmdb.load.flush import check_can_write, check_redis, contents
+    from kmdb.load.flush import check_can_write, contents
     from kmdb.load.flush import flush as flush_database
     from kmdb.orchestrate import queues
+    from kmdb.orchestrate.queues import check_redis
 
-    settings = _settings("database_url", "redis_url", "queue")
+    settings = load_settings("database_url", "redis_url", "queue")
     where = mask_url(settings.database_url)
     engine = make_engine(settings)
     try:
@@ -180,8 +107,8 @@ def flush() -> None:
 
 
 @cli.command()
-@_date_option("--min-date", "KMDB_MIN_DATE", "Start of the first partition, e.g. 2013-01-01")
-@_date_option("--max-date", "KMDB_MAX_DATE", "Last date to have its own partition")
+@date_option("--min-date", "KMDB_MIN_DATE", "Start of the first partition, e.g. 2013-01-01")
+@date_option("--max-date", "KMDB_MAX_DATE", "Last date to have its own partition")
 @click.option(
     "--days",
     type=click.IntRange(min=1),
@@ -205,10 +132,11 @@ def partition(
 
         kmdb partition --min-date 2014-01-01 --max-date 2014-03-01 --days 7
     """
-    from kmdb.load.engine import create_schema, is_mysql, make_engine
+    from kmdb.load.database import create_schema
+    from kmdb.load.engine import is_mysql, make_engine
     from kmdb.load.partition import apply, plan_all
 
-    settings = _settings()
+    settings = load_settings()
     engine = make_engine(settings)
     if not is_mysql(engine):
         click.echo("Partitioning is a MySQL feature; SQLite needs none, so nothing was changed.")
@@ -216,7 +144,7 @@ def partition(
     min_from = "--min-date" if min_date else "KMDB_MIN_DATE"
     if from_index:
         from kmdb.errors import PartitionError
-        from kmdb.extract.framing import open_source
+        from kmdb.extract.export import open_source
         from kmdb.load.partition import dates_from_index
 
         index = open_source(source, settings).read_text("index.csv")
@@ -268,25 +196,24 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
 
         kmdb import --inline --source ./sample
     """
-    from kmdb.extract.framing import open_source
-    from kmdb.load.engine import create_schema, make_engine
+    from kmdb.extract.export import open_source
+    from kmdb.load.database import create_schema
+    from kmdb.load.engine import make_engine
 
-    settings = _settings(every=True)
+    settings = load_settings(every=True)
     engine = make_engine(settings)
     create_schema(engine)
     src = open_source(source, settings)
     if inline:
-        from kmdb.pipeline.import_pass import Stopped, stopping_on_signals
+        from kmdb.stop import stopping_on_signals
 
-        try:
-            with stopping_on_signals():
-                _import_inline(engine, src, settings)
-        except Stopped as exc:  # Ctrl-C or SIGTERM: not a failure, the next run goes on
-            click.echo(f"{exc} Run kmdb-import again to go on from there.")
+        # Ctrl-C or SIGTERM stops after the chunk in flight: no failure (kmdb.errors.exit_status).
+        with stopping_on_signals():
+            _import_inline(engine, src, settings)
         return
     from kmdb.orchestrate import queues
     from kmdb.orchestrate.graph import enqueue_import
-    from kmdb.pipeline.inline import new_revisions
+    from kmdb.pipeline.discovery import new_revisions
 
     redis = queues.connect(settings)
     todo = new_revisions(engine, src, settings)
@@ -316,7 +243,7 @@ def import_(source: str | None, inline: bool, wait: bool) -> None:
 
         failed = follow(settings, redis, engine, enqueued + active)
         if failed:
-            raise KmdbError(f"{len(failed)} jobs failed: {', '.join(failed)}; see kmdb-status.")
+            raise JobsFailed(len(failed), failed)
         click.echo("All jobs done.")
     elif enqueued:
         click.echo("Run kmdb-work (or kmdb-pool) to import them.")
@@ -341,7 +268,8 @@ def _import_inline(engine: Any, src: Any, settings: Settings) -> None:
 
     from tqdm import tqdm
 
-    from kmdb.pipeline.inline import import_inline, new_revisions, summary
+    from kmdb.pipeline.discovery import new_revisions
+    from kmdb.pipeline.inline import import_inline, summary
 
     # As in a worker (kmdb.workers.warm_up), and here because this process exists for
     # this import only: the collector's full passes would otherwise walk every loaded
@@ -381,12 +309,11 @@ def work(burst: bool) -> None:
     """
     from kmdb.orchestrate.workers import work as run_worker
 
-    settings = _settings(every=True)
+    settings = load_settings(every=True)
     logging.getLogger().setLevel(logging.INFO)
     _done, failed = run_worker(settings, burst)
     if failed:
-        click.echo(f"Error: {failed} jobs failed; see kmdb-status.", err=True)
-        sys.exit(1)
+        raise JobsFailed(failed)
 
 
 @cli.command()
@@ -401,11 +328,11 @@ def status(as_json: bool) -> None:
     """
     import json
 
-    from kmdb.load.engine import open_existing
+    from kmdb.load.database import open_existing
     from kmdb.orchestrate import queues
     from kmdb.orchestrate.status import render, report
 
-    settings = _settings()
+    settings = load_settings()
     # A status creates nothing: without a database it says so.
     engine = open_existing(settings)
     try:
@@ -431,11 +358,11 @@ def realias() -> None:
 
         kmdb realias
     """
-    from kmdb.load.engine import open_existing
+    from kmdb.load.database import open_existing
     from kmdb.load.flush import check_can_write
     from kmdb.load.settle import settle
 
-    settings = _settings()
+    settings = load_settings()
     engine = open_existing(settings)
     check_can_write(engine, mask_url(settings.database_url), "recompute people")
     result = settle(engine, full=True)
@@ -469,7 +396,7 @@ def pool(workers: int | None, procfile: str | None) -> None:
     """
     from kmdb.orchestrate.workers import pool_command
 
-    settings = _settings(every=True)
+    settings = load_settings(every=True)
     command = pool_command(settings, workers, procfile)
     click.echo(
         f"Starting {command[-1].split('=')[1]} workers with honcho ({' '.join(command[2:])})"
@@ -492,7 +419,7 @@ def ui(port: int) -> None:
 
     if importlib.util.find_spec("rq_dashboard") is None:
         raise ConfigError("rq-dashboard is not installed; run pip install 'kmdb[ui]'.")
-    settings = _settings()
+    settings = load_settings()
     click.echo(f"rq-dashboard on http://127.0.0.1:{port}/ for {mask_url(settings.redis_url)}")
     command = [
         sys.executable,
@@ -527,16 +454,13 @@ def sample(
     """
     from kmdb.sample import write_sample
 
-    try:
-        stats = write_sample(
-            folder,
-            lines,
-            seed=seed,
-            lines_per_revision=lines_per_revision,
-            first_revision=first_revision,
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    stats = write_sample(
+        folder,
+        lines,
+        seed=seed,
+        lines_per_revision=lines_per_revision,
+        first_revision=first_revision,
+    )
     last = stats.first_revision + stats.revisions - 1
     click.echo(
         f"Wrote {stats.lines:,} lines in revisions {stats.first_revision}-{last} to {folder} "
@@ -544,209 +468,10 @@ def sample(
     )
 
 
-# --- Reports ------------------------------------------------------------------
-
-
-@cli.group()
-def report() -> None:
-    """KM's reports over the imported data: funnel, cohort, revenue, abtest.
-
-    Each takes --from/--to (days, inclusive, UTC), --format table|json|csv and
-    --chart FILE.png|FILE.svg (needs pip install 'kmdb[charts]'). See docs/reports.md.
-    """
-
-
-def _report_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(
-        [
-            click.option("--from", "from_", metavar="DAY", help="First day, e.g. 2013-01-01."),
-            click.option("--to", metavar="DAY", help="Last day, included."),
-            click.option(
-                "--format", "fmt", default="table", show_default=True, help="table, json or csv."
-            ),
-            click.option(
-                "--chart", metavar="FILE", help="Also draw the report to FILE.png or FILE.svg."
-            ),
-        ]
-    ):
-        command = option(command)
-    return command
-
-
-def _show_report(
-    build: Callable[..., dict[str, Any]], fmt: str, chart: str | None, **options: Any
-) -> None:
-    from kmdb.errors import ReportError
-    from kmdb.load.engine import make_engine
-    from kmdb.reports import FORMATS, check_chart, draw, render
-
-    if fmt not in FORMATS:
-        raise ReportError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}.")
-    if chart:
-        check_chart(chart)
-    data = build(make_engine(_settings()), **options)
-    click.echo(render(data, fmt))
-    if chart:
-        draw(data, chart)
-        click.echo(f"Chart written to {chart}.", err=True)
-
-
-@report.command(name="funnel")
-@click.argument("steps", nargs=-1, required=True)
-@click.option("--skips", is_flag=True, help="Count people who skipped steps at the steps they did.")
-@click.option("--by", metavar="KEY", help="Segment by this property's value.")
-@click.option(
-    "--attribution",
-    default="first",
-    show_default=True,
-    help="first, last, first-in-range, last-in-range or at-entry.",
-)
-@_report_options
-@friendly
-def report_funnel(
-    steps: tuple[str, ...],
-    skips: bool,
-    by: str | None,
-    attribution: str,
-    fmt: str,
-    chart: str | None,
-    **range_: Any,
-) -> None:
-    """People who did STEP, then the next STEP, and so on.
-
-    Example:
-
-        kmdb report funnel 'visited site' 'signed up' purchased --from 2013-01-01
-    """
-    from kmdb.reports import funnel
-
-    _show_report(
-        funnel,
-        fmt,
-        chart,
-        steps=list(steps),
-        mode="skips" if skips else "strict",
-        by=by,
-        attribution=attribution,
-        **range_,
-    )
-
-
-@report.command(name="cohort")
-@click.argument("first")
-@click.argument("return_", metavar="RETURN")
-@click.option("--period", default="week", show_default=True, help="Cohorts by day, week or month.")
-@click.option("--bucket", default="week", show_default=True, help="Returns by day or week.")
-@click.option("--buckets", default=8, show_default=True, type=int, help="How many buckets.")
-@click.option(
-    "--count",
-    default="first",
-    show_default=True,
-    help="first: the earliest return only; every: each bucket with a return.",
-)
-@_report_options
-@friendly
-def report_cohort(
-    first: str,
-    return_: str,
-    period: str,
-    bucket: str,
-    buckets: int,
-    count: str,
-    fmt: str,
-    chart: str | None,
-    **range_: Any,
-) -> None:
-    """Retention: people by when they first did FIRST, and when they did RETURN after.
-
-    Example:
-
-        kmdb report cohort 'signed up' purchased --period month --bucket week
-    """
-    from kmdb.reports import cohort
-
-    _show_report(
-        cohort,
-        fmt,
-        chart,
-        first=first,
-        return_=return_,
-        period=period,
-        bucket=bucket,
-        buckets=buckets,
-        count=count,
-        **range_,
-    )
-
-
-@report.command(name="revenue")
-@click.option(
-    "--property",
-    "property_",
-    default="billing amount",
-    show_default=True,
-    help="The property holding amounts.",
-)
-@click.option("--period", default="month", show_default=True, help="day, week or month.")
-@click.option(
-    "--churn-days",
-    default=30,
-    show_default=True,
-    type=int,
-    help="Days without a payment after which a paying person churns.",
-)
-@_report_options
-@friendly
-def report_revenue(
-    property_: str, period: str, churn_days: int, fmt: str, chart: str | None, **range_: Any
-) -> None:
-    """Revenue, refunds, paying, new and churned people per period.
-
-    Example:
-
-        kmdb report revenue --property amount --period month
-    """
-    from kmdb.reports import revenue
-
-    _show_report(
-        revenue, fmt, chart, property=property_, period=period, churn_days=churn_days, **range_
-    )
-
-
-@report.command(name="abtest")
-@click.option("--property", "property_", required=True, help="The experiment's property.")
-@click.option("--goal", required=True, help="The event that counts as converting.")
-@click.option("--baseline", help="The variant to compare with (default: the biggest).")
-@_report_options
-@friendly
-def report_abtest(
-    property_: str, goal: str, baseline: str | None, fmt: str, chart: str | None, **range_: Any
-) -> None:
-    """Each variant's conversion rate, and how sure it is to beat the baseline.
-
-    Example:
-
-        kmdb report abtest --property plan --goal purchased
-    """
-    from kmdb.reports import abtest
-
-    _show_report(abtest, fmt, chart, property=property_, goal=goal, baseline=baseline, **range_)
-
-
 # Commands that end by leaving the process at once: once boto3, RQ and SQLAlchemy
 # are loaded, the interpreter's own teardown takes half a second, which a burst
 # worker (and the kmdb-import before it) would add to every import's wall time.
 _QUICK_EXIT = {"work", "import"}
-
-
-def _exit_now(code: object) -> None:
-    if code is not None and not isinstance(code, int):
-        click.echo(str(code), err=True)
-        code = 1
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code or 0)
 
 
 def _standalone(name: str) -> Callable[[], None]:
@@ -761,7 +486,7 @@ def _standalone(name: str) -> Callable[[], None]:
             )
         except SystemExit as exc:
             if name in _QUICK_EXIT:
-                _exit_now(exc.code)
+                exit_now(exc.code)
             raise
 
     return run

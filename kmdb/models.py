@@ -1,6 +1,6 @@
 """ORM classes on the imported tables, for ad-hoc questions from a Python shell or a notebook.
 
-The classes map the Core tables of kmdb.schema, so the schema is defined once:
+The classes map the Core tables of kmdb.load.schema, so the schema is defined once:
 
     >>> from sqlalchemy import func, select
     >>> from kmdb.models import Event, User, session
@@ -36,7 +36,7 @@ from sqlalchemy.orm import (
     remote,
 )
 
-from kmdb.errors import KmdbError
+from kmdb.errors import DetachedError
 from kmdb.load import schema
 from kmdb.load.engine import make_engine
 from kmdb.settings import Settings, from_env, load_dotenv_file, normalize_database_url
@@ -46,12 +46,8 @@ __all__ = ["Base", "DetachedError", "Event", "Key", "Property", "User", "session
 _events, _properties, _keys, _users = schema.events, schema.properties, schema.keys, schema.users
 
 
-class DetachedError(KmdbError):
-    """A method that queries was called on an object that belongs to no session."""
-
-
 class Base(DeclarativeBase):
-    """The mapped classes share kmdb.schema's metadata: no second definition of the tables."""
+    """The mapped classes share kmdb.load.schema's metadata: no second definition of the tables."""
 
     metadata = schema.metadata
 

@@ -21,11 +21,12 @@ from typing import Any, NamedTuple
 from sqlalchemy import Engine, select
 from sqlalchemy.sql import alias
 
-from kmdb.extract.framing import LocalSource
+from kmdb.extract.local import LocalSource
 from kmdb.load import schema
-from kmdb.load.engine import create_schema
+from kmdb.load.database import create_schema
 from kmdb.load.views import VIEWS, create_views
-from kmdb.pipeline.inline import import_inline, new_revisions
+from kmdb.pipeline.discovery import new_revisions
+from kmdb.pipeline.inline import import_inline
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from tests.model import assert_same, dump, expected, read_export

@@ -8,7 +8,7 @@ from pathlib import Path
 import boto3
 from sqlalchemy import create_engine, text
 
-from kmdb.extract.framing import S3Source
+from kmdb.extract.s3 import S3Source
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from tests.helpers import burst_workers, run

@@ -29,12 +29,15 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from kmdb.extract.framing import LocalSource
-from kmdb.load.engine import create_schema, make_engine
-from kmdb.pipeline.import_pass import ID_BASE, Counts
-from kmdb.pipeline.inline import import_inline, new_revisions, summary
+from kmdb.extract.local import LocalSource
+from kmdb.load.database import create_schema
+from kmdb.load.engine import make_engine
+from kmdb.load.ledger import Counts
+from kmdb.pipeline.discovery import new_revisions
+from kmdb.pipeline.inline import import_inline, summary
 from kmdb.settings import Settings
 from kmdb.transform.parse import Record, Rejection, decode_line, parse_line
+from kmdb.transform.rows import ID_BASE
 from tests.conftest import _mysql_admin, drop_mysql_database, new_mysql_database
 from tests.conftest import _unavailable as unavailable
 from tests.model import assert_same, dump, expected, read_export

@@ -14,13 +14,19 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, text
 
-from kmdb.extract.framing import LocalSource
-from kmdb.load.engine import create_schema
+from kmdb.errors import ConcurrentImport, Unreadable
+from kmdb.extract.local import LocalSource
+from kmdb.load.database import create_schema
 from kmdb.load.flush import flush
+from kmdb.load.ledger import Part
 from kmdb.load.settle import settle
-from kmdb.pipeline import import_pass as importer
-from kmdb.pipeline.import_pass import import_revision, scan_revision
-from kmdb.pipeline.inline import import_inline, new_revisions, summary
+from kmdb.pipeline import import_pass, scan_pass
+from kmdb.pipeline.chunks import Segment
+from kmdb.pipeline.discovery import new_revisions
+from kmdb.pipeline.import_pass import import_parts, import_revision
+from kmdb.pipeline.inline import import_inline, summary
+from kmdb.pipeline.scan_pass import scan_revision, scan_revisions
+from kmdb.pipeline.steps import Importer, Prepared
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from kmdb.transform.parse import Record, parse_line
@@ -65,11 +71,7 @@ def test_filters_apply(engine: Engine, settings: Settings, tmp_path: Path) -> No
     write_sample(folder, 3_000, seed=5, lines_per_revision=1_000)
     lines = read_export(folder)
     create_schema(engine)
-    people = [
-        r.p
-        for raw in lines[1]
-        if (r := parse_line(raw)) and hasattr(r, "p")
-    ]
+    people = [r.p for raw in lines[1] if (r := parse_line(raw)) and hasattr(r, "p")]
     ignored = frozenset(people[:3])
     with engine.begin() as conn:
         for name in sorted(ignored):
@@ -134,7 +136,7 @@ def test_a_settle_recomputes_people_from_aliases_that_scans_merged(
     # A scan folds its sightings into aliases itself; the settle after it must still
     # see that people changed, even when it finds no sightings left, and a settle
     # with nothing new must leave people alone.
-    monkeypatch.setattr(importer, "SCAN_MERGE_MIN", 1)
+    monkeypatch.setattr(scan_pass, "SCAN_MERGE_MIN", 1)
     folder = tmp_path / "export"
     write_export(
         folder,
@@ -307,9 +309,9 @@ def test_an_interrupted_import_resumes_exactly(
 ) -> None:
     folder = tmp_path / "export"
     write_sample(folder, 4_000, seed=11, lines_per_revision=4_000)
-    monkeypatch.setattr("kmdb.extract.framing.CHUNK", 4096)
+    monkeypatch.setattr("kmdb.extract.local.CHUNK", 4096)
     # Streamed, not read ahead whole: the reads then stop between commits.
-    monkeypatch.setattr("kmdb.extract.framing.READ_AHEAD_SPAN", 0)
+    monkeypatch.setattr("kmdb.extract.read_ahead.READ_AHEAD_SPAN", 0)
     settings = settings.replace(batch_size=97)
     create_schema(engine)
     with pytest.raises(Interrupted):  # in the alias scan
@@ -344,7 +346,7 @@ def test_revisions_beyond_the_id_range_are_refused(
     engine: Engine, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from kmdb.errors import KmdbError
-    from kmdb.pipeline.import_pass import MAX_REVISION
+    from kmdb.transform.rows import MAX_REVISION
 
     folder = write_export(
         tmp_path / "export",
@@ -447,7 +449,7 @@ def test_any_order_and_split_gives_the_same_rows(
 def test_timestamps_are_utc_datetime_literals(t: int) -> None:
     import time
 
-    from kmdb.pipeline.import_pass import timestamp
+    from kmdb.transform.rows import timestamp
 
     assert timestamp(t) == time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
 
@@ -486,7 +488,7 @@ def _check_part_plans(engine: Engine, folder: Path) -> int:
 def test_revisions_in_parts_give_the_same_rows(
     engine: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("kmdb.extract.framing.CHUNK", 512)
+    monkeypatch.setattr("kmdb.extract.local.CHUNK", 512)
     folder = tmp_path / "export"
     write_sample(folder, 3_000, seed=4, lines_per_revision=1_000, bad_every=40)
     settings = settings.replace(part_size=4_000, batch_size=70)
@@ -589,11 +591,10 @@ def test_a_scan_leaves_its_sightings_when_another_merge_runs(
 ) -> None:
     # Scans do not queue up behind each other's merges: one that finds the settle
     # lock taken leaves its sightings, and the settle step folds them in.
-    monkeypatch.setattr(importer, "SCAN_MERGE_MIN", 1)
+    monkeypatch.setattr(scan_pass, "SCAN_MERGE_MIN", 1)
     import threading
 
-    from kmdb.load.locks import held
-    from kmdb.load.settle import SETTLE_LOCK
+    from kmdb.load.locks import SETTLE_LOCK, held
 
     engine, settings, source = _one_alias_on_mariadb(mysql_url, tmp_path, 1)
     found: list[int] = []
@@ -629,19 +630,17 @@ def test_small_files_share_chunks_and_a_missing_one_does_not_stop_the_others(
     source = LocalSource(str(folder))
     create_schema(engine)
     parts = [(n, 0) for n in range(1, 6)]
-    importer.scan_revisions(engine, source, [n for n, _ in parts], settings)
+    scan_revisions(engine, source, [n for n, _ in parts], settings)
     settle(engine, before_import=True)
     (folder / "revisions" / "3.json").rename(tmp_path / "3.json")
     chunks: list[int] = []
-    with pytest.raises(importer.Unreadable, match=r"1 of 5 parts could not be read: revision 3"):
-        importer.import_parts(
-            engine, source, parts, settings, on_chunk=lambda c: chunks.append(c.lines)
-        )
+    with pytest.raises(Unreadable, match=r"1 of 5 parts could not be read: revision 3"):
+        import_parts(engine, source, parts, settings, on_chunk=lambda c: chunks.append(c.lines))
     assert _part_statuses(engine) == {1: "done", 2: "done", 3: "failed", 4: "done", 5: "done"}
     # Four files of 400 lines went in, in chunks that span files.
     assert sum(chunks) == 1_600 and max(chunks) > 400
     (tmp_path / "3.json").rename(folder / "revisions" / "3.json")
-    importer.import_parts(engine, source, parts, settings)
+    import_parts(engine, source, parts, settings)
     settle(engine)
     assert_same(dump(engine), expected(read_export(folder)))
 
@@ -652,11 +651,11 @@ def test_a_job_that_fails_leaves_the_files_it_did_not_reach_pending(
     folder = tmp_path / "export"
     write_sample(folder, 1_200, seed=7, lines_per_revision=400)
     monkeypatch.setattr(
-        "kmdb.extract.framing.READ_AHEAD_SPAN", 0
+        "kmdb.extract.read_ahead.READ_AHEAD_SPAN", 0
     )  # streamed: the failure comes in order
     settings = settings.replace(batch_size=100)
     create_schema(engine)
-    importer.scan_revisions(engine, LocalSource(str(folder)), [1, 2, 3], settings)
+    scan_revisions(engine, LocalSource(str(folder)), [1, 2, 3], settings)
 
     class BrokenSecond(LocalSource):
         def chunks(self, revision: int, offset: int = 0, end: int | None = None):
@@ -665,7 +664,7 @@ def test_a_job_that_fails_leaves_the_files_it_did_not_reach_pending(
             yield from super().chunks(revision, offset, end)
 
     with pytest.raises(Interrupted):
-        importer.import_parts(engine, BrokenSecond(str(folder)), [(1, 0), (2, 0), (3, 0)], settings)
+        import_parts(engine, BrokenSecond(str(folder)), [(1, 0), (2, 0), (3, 0)], settings)
     assert _part_statuses(engine) == {1: "done", 2: "failed", 3: "pending"}
     with engine.connect() as conn:
         revisions = dict(conn.execute(text("SELECT number, status FROM revisions")).all())
@@ -677,21 +676,21 @@ def test_a_job_that_fails_leaves_the_files_it_did_not_reach_pending(
 def test_a_scan_holds_its_revision_lock_while_it_merges(
     mysql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Other workers call a started job dead when its first lock is free (schedule.is_dead);
+    # Other workers call a started job dead when its first lock is free (kmdb.orchestrate.liveness.is_dead);
     # a big file's merge takes seconds, and merging after the locks were let go had a
     # waiting worker plan a live scan's graph again.
-    monkeypatch.setattr(importer, "SCAN_MERGE_MIN", 1)
+    monkeypatch.setattr(scan_pass, "SCAN_MERGE_MIN", 1)
     from kmdb.load.locks import is_held
 
     engine, settings, source = _one_alias_on_mariadb(mysql_url, tmp_path, 7)
     seen: list[bool | None] = []
-    merge = importer.merge_sightings
+    merge = scan_pass.merge_sightings
 
     def merge_and_look(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         seen.append(is_held(engine, "revision:7"))
         return merge(*args, **kwargs)
 
-    monkeypatch.setattr(importer, "merge_sightings", merge_and_look)
+    monkeypatch.setattr(scan_pass, "merge_sightings", merge_and_look)
     assert scan_revision(engine, source, 7, settings) == 1
     assert seen == [True]
     assert is_held(engine, "revision:7") is False
@@ -711,21 +710,21 @@ def test_an_import_that_scans_first_holds_its_first_lock_meanwhile(
     engine, settings, source = _one_alias_on_mariadb(mysql_url, tmp_path, 4)
     [part] = plan_parts(engine, source, 4, settings)
     seen: list[bool | None] = []
-    scan = importer.scan_revision
+    scan = import_pass.scan_revision
 
     def scan_and_look(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         seen.append(is_held(engine, f"revision:4:part:{part['part']}"))
         return scan(*args, **kwargs)
 
-    monkeypatch.setattr(importer, "scan_revision", scan_and_look)
-    counts = importer.import_part(engine, source, 4, part["part"], settings)
+    monkeypatch.setattr(import_pass, "scan_revision", scan_and_look)
+    counts = import_parts(engine, source, [(4, part["part"])], settings)
     assert seen == [True]
     assert counts.events == 1
     assert is_held(engine, f"revision:4:part:{part['part']}") is False
     engine.dispose()
 
 
-def _chunk_of_two_files(engine: Engine, settings: Settings, folder: Path) -> importer.Prepared:
+def _chunk_of_two_files(engine: Engine, settings: Settings, folder: Path) -> Prepared:
     """A chunk with all of revision 1 (its lines and its end) and the first line of revision 2."""
     write_export(
         folder,
@@ -736,16 +735,16 @@ def _chunk_of_two_files(engine: Engine, settings: Settings, folder: Path) -> imp
     )
     source = LocalSource(str(folder))
     create_schema(engine)
-    importer.scan_revisions(engine, source, [1, 2], settings)
+    scan_revisions(engine, source, [1, 2], settings)
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT * FROM revision_parts ORDER BY revision")).mappings()
-        one, two = (importer.Part.of(dict(row)) for row in rows)
+        one, two = (Part.of(dict(row)) for row in rows)
     lines = {n: (folder / "revisions" / f"{n}.json").read_bytes().split(b"\n") for n in (1, 2)}
-    return importer.Importer(engine, settings).prepare(
+    return Importer(engine, settings).prepare(
         [
-            importer.Segment(one, 1, lines[1][:2], one.end_byte),
-            importer.Segment(one, 0, [], 0),
-            importer.Segment(two, 1, lines[2][:1], len(lines[2][0]) + 1),
+            Segment(one, 1, lines[1][:2], one.end_byte),
+            Segment(one, 0, [], 0),
+            Segment(two, 1, lines[2][:1], len(lines[2][0]) + 1),
         ]
     )
 
@@ -772,7 +771,7 @@ def test_a_chunk_moves_all_its_parts_in_one_commit_and_a_retry_writes_nothing_tw
     engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
     prepared = _chunk_of_two_files(engine, settings, tmp_path / "export")
-    chunk_importer = importer.Importer(engine, settings)
+    chunk_importer = Importer(engine, settings)
     chunk_importer._commit(prepared)
     assert _progress(engine) == [(1, 2, 2, 1, "done"), (2, 1, 1, 1, "pending")]
     assert (_count(engine, "events"), _count(engine, "properties")) == (3, 2)
@@ -788,8 +787,8 @@ def test_a_chunk_whose_part_another_worker_moved_writes_nothing(
     prepared = _chunk_of_two_files(engine, settings, tmp_path / "export")
     with engine.begin() as conn:
         conn.execute(text("UPDATE revision_parts SET lines_done = 2 WHERE revision = 2"))
-    with pytest.raises(importer.ConcurrentImport, match=r"Revision 2 \(part 0\) was moved past"):
-        importer.Importer(engine, settings)._commit(prepared)
+    with pytest.raises(ConcurrentImport, match=r"Revision 2 \(part 0\) was moved past"):
+        Importer(engine, settings)._commit(prepared)
     # Revision 1's move was in the same statement and transaction: it did not happen either.
     assert _progress(engine) == [(1, 0, 0, 0, "pending"), (2, 2, 0, 0, "pending")]
     assert (_count(engine, "events"), _count(engine, "properties")) == (0, 0)
@@ -809,7 +808,7 @@ def test_the_cycle_collector_is_off_between_chunks_and_run_every_few_chunks(
     folder = tmp_path / "export"
     write_sample(folder, 3_000, seed=8, lines_per_revision=3_000)
     settings = settings.replace(batch_size=100)
-    monkeypatch.setattr(importer, "COLLECT_EVERY", 4)
+    monkeypatch.setattr(import_pass, "COLLECT_EVERY", 4)
     create_schema(engine)
     source = LocalSource(str(folder))
     scan_revision(engine, source, 1, settings)
@@ -822,7 +821,7 @@ def test_the_cycle_collector_is_off_between_chunks_and_run_every_few_chunks(
     def on_chunk(_counts: object) -> None:
         nonlocal made
         enabled.append(gc.isenabled())
-        late.extend(n for n in range(made - 2 * importer.COLLECT_EVERY) if n not in freed)
+        late.extend(n for n in range(made - 2 * import_pass.COLLECT_EVERY) if n not in freed)
         _Cycle(freed, made)
         made += 1
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert
 
-from kmdb.extract.framing import open_source
+from kmdb.extract.export import open_source
 from kmdb.load import indexes, schema
-from kmdb.load.engine import create_schema
+from kmdb.load.database import create_schema
 from kmdb.load.flush import flush
 from kmdb.load.settle import settle
 from kmdb.pipeline.inline import import_inline

@@ -16,11 +16,13 @@ from rq import Queue
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
-from kmdb.extract.framing import LocalSource
+from kmdb.errors import Stopped
+from kmdb.extract.local import LocalSource
 from kmdb.orchestrate.workers import KmdbWorker
-from kmdb.pipeline.import_pass import STOP, Stopped, scan_revisions
+from kmdb.pipeline.scan_pass import scan_revisions
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
+from kmdb.stop import STOP
 from tests.conftest import REDIS_URL
 from tests.helpers import (
     BIN,
@@ -48,7 +50,7 @@ def stop_flag() -> Iterator[None]:
 
 def stopping_job() -> None:
     """A job that is asked to stop mid-way, as a worker's SIGTERM does."""
-    raise Stopped("Stopped on request after line 7 of revision 3.")
+    raise Stopped(3, 7)
 
 
 def test_a_stopped_job_goes_back_to_the_queue_and_is_no_failure(
@@ -80,7 +82,8 @@ def test_a_stopped_job_goes_back_to_the_queue_and_is_no_failure(
 def test_a_scan_stopped_on_request_marks_its_revision_stopped(
     sqlite_url: str, tmp_path: Path, stop_flag: None
 ) -> None:
-    from kmdb.load.engine import create_schema, make_engine
+    from kmdb.load.database import create_schema
+    from kmdb.load.engine import make_engine
     from kmdb.pipeline.inline import import_inline
 
     folder = tmp_path / "export"
@@ -263,7 +266,7 @@ def test_workers_wait_for_a_database_that_is_down_when_they_start(
             _, env = enqueue_sample(folder, env, 8_000, seed=34, lines_per_revision=2_000)
             server.kill()
             # A burst worker needs the database before its first job; a plain one at its
-            # first job (jobs._retrying). Both wait for it instead of failing.
+            # first job (kmdb.orchestrate.jobs._retrying). Both wait for it instead of failing.
             for log, args in zip(logs, [["--burst"], []], strict=True):
                 workers.append(start_logged("kmdb-work", *args, env=env, log=log))
 

@@ -13,8 +13,10 @@ from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.exc import OperationalError
 
 from kmdb.load import schema
-from kmdb.load.bulk import Interner, load_staged, remove_stale_load_files, stage_rows
-from kmdb.load.engine import create_schema, make_engine
+from kmdb.load.bulk import load_staged, remove_stale_load_files, stage_rows
+from kmdb.load.database import create_schema
+from kmdb.load.engine import make_engine
+from kmdb.load.interning import Interner
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from tests.helpers import burst_workers, run, running_mariadb
@@ -103,7 +105,7 @@ def test_load_data_local_sends_only_kmdbs_own_files(mysql_url: str, tmp_path: Pa
 def test_an_inline_import_removes_the_load_files_that_a_killed_one_left(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    from kmdb.extract.framing import LocalSource
+    from kmdb.extract.local import LocalSource
     from kmdb.pipeline.inline import import_inline
 
     staging = tmp_path / "staging"
@@ -177,8 +179,7 @@ def test_a_job_on_a_server_without_local_infile_fails_once_with_the_sentence(
 
 
 def test_a_refused_local_infile_is_not_retried() -> None:
-    from kmdb.errors import ConfigError, LocalInfileRefused
-    from kmdb.load.bulk import is_transient
+    from kmdb.errors import ConfigError, LocalInfileRefused, is_transient
 
     refused = LocalInfileRefused(4166, "disabled the local infile capability")
     assert isinstance(refused, ConfigError)  # the CLI's exit 2

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from kmdb.load.locks import LockBusy, LockSet, is_held
+from kmdb.errors import LockBusy
+from kmdb.load.locks import LockSet, is_held
 
 pytestmark = pytest.mark.mysql
 

@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from kmdb.extract.framing import LocalSource
-from kmdb.load.engine import create_schema
+from kmdb.extract.local import LocalSource
+from kmdb.load.database import create_schema
 from kmdb.models import DetachedError, Event, Key, Property, User, session
-from kmdb.pipeline.inline import import_inline, new_revisions
+from kmdb.pipeline.discovery import new_revisions
+from kmdb.pipeline.inline import import_inline
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from tests.model import expected, read_export

@@ -190,7 +190,7 @@ def test_ui_serves_the_dashboard(cli_env: dict[str, str], redis_queue: str) -> N
 def test_rate_and_eta_follow_the_running_revisions(sqlite_url: str) -> None:
     import datetime as dt
 
-    from kmdb.load.engine import create_schema
+    from kmdb.load.database import create_schema
     from kmdb.orchestrate.status import render, report
     from kmdb.settings import Settings
 

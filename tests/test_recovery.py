@@ -18,10 +18,11 @@ from rq.job import Job
 from sqlalchemy import Engine
 
 from kmdb.errors import NoProgress
-from kmdb.load.engine import create_schema
+from kmdb.load.database import create_schema
 from kmdb.orchestrate import queues
 from kmdb.orchestrate.follow import follow
-from kmdb.orchestrate.graph import enqueue_import, kmdb_jobs, replan_dead, survey
+from kmdb.orchestrate.graph import enqueue_import, replan_dead
+from kmdb.orchestrate.liveness import kmdb_jobs, survey
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from tests.helpers import NOTHING_LEFT, burst_workers_ok, queue_left

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from kmdb.extract.framing import LocalSource
-from kmdb.load.engine import create_schema, make_engine
-from kmdb.pipeline.inline import import_inline, new_revisions
+from kmdb.extract.local import LocalSource
+from kmdb.load.database import create_schema
+from kmdb.load.engine import make_engine
+from kmdb.pipeline.discovery import new_revisions
+from kmdb.pipeline.inline import import_inline
 from kmdb.settings import Settings
 from tests import reports_oracle as oracle
 from tests.helpers import run

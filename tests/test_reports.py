@@ -9,9 +9,11 @@ from sqlalchemy import Engine
 
 from kmdb import reports
 from kmdb.errors import ReportError
-from kmdb.extract.framing import LocalSource
-from kmdb.load.engine import create_schema, make_engine
-from kmdb.pipeline.inline import import_inline, new_revisions
+from kmdb.extract.local import LocalSource
+from kmdb.load.database import create_schema
+from kmdb.load.engine import make_engine
+from kmdb.pipeline.discovery import new_revisions
+from kmdb.pipeline.inline import import_inline
 from kmdb.reports import common
 from kmdb.reports.common import Periods, amount, day_number, money
 from kmdb.settings import Settings

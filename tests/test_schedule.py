@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kmdb.load.parts import part_plan
-from kmdb.orchestrate.graph import groups
+from kmdb.orchestrate.packing import groups
 
 BUDGET = 1000
 

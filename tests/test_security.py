@@ -154,7 +154,7 @@ def _assert_nothing_sent(server: RogueMySQL, secret: Path, what: str) -> None:
 
 def test_make_engine_sends_no_file_a_server_asks_for(rogue: RogueMySQL, secret: Path) -> None:
     _python(
-        "from kmdb.db import make_engine; from kmdb.settings import Settings; "
+        "from kmdb.load.engine import make_engine; from kmdb.settings import Settings; "
         f"make_engine(Settings(database_url={rogue.url!r}))"
     )
     _assert_nothing_sent(rogue, secret, "make_engine")
@@ -273,8 +273,8 @@ def test_the_interner_binds_names_whatever_the_session_mode(mysql_url: str) -> N
     from sqlalchemy import create_engine, text
 
     from kmdb.load import schema
-    from kmdb.load.bulk import Interner
-    from kmdb.load.engine import create_schema
+    from kmdb.load.database import create_schema
+    from kmdb.load.interning import Interner
 
     engine = create_engine(
         mysql_url,

@@ -8,13 +8,9 @@ from collections.abc import Iterator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmdb.extract.framing import (
-    LineStarts,
-    batch_sizes,
-    line_batches,
-    matching_lines,
-    revision_names,
-)
+from kmdb.extract.framing import LineStarts, line_batches, matching_lines
+from kmdb.extract.names import revision_names
+from kmdb.pipeline.chunks import batch_sizes
 
 line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"."))
 file_lines = st.lists(

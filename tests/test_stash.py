@@ -13,11 +13,13 @@ import pytest
 from sqlalchemy import Engine
 
 from kmdb.extract import private
-from kmdb.extract.framing import S3Source
+from kmdb.extract.s3 import S3Source
 from kmdb.extract.stash import Stash, remove_stale
-from kmdb.load.engine import create_schema
+from kmdb.load.database import create_schema
+from kmdb.load.ledger import revision_states
 from kmdb.load.settle import settle
-from kmdb.pipeline import import_pass as importer
+from kmdb.pipeline.import_pass import import_parts
+from kmdb.pipeline.scan_pass import scan_revisions
 from kmdb.settings import Settings
 from tests.conftest import sample_bucket
 from tests.model import assert_same, dump, expected, read_export
@@ -64,8 +66,8 @@ def test_the_import_reads_what_the_scan_kept_instead_of_s3(
     source = S3Source(f"s3://{bucket}", settings)
     # As kmdb-import does: the sizes of listed files are recorded with their revisions.
     assert source.list_revisions() == [1, 2, 3]
-    importer.revision_states(engine, [1, 2, 3], {n: source.size(n) for n in (1, 2, 3)})
-    importer.scan_revisions(engine, source, [1, 2, 3], settings)
+    revision_states(engine, [1, 2, 3], {n: source.size(n) for n in (1, 2, 3)})
+    scan_revisions(engine, source, [1, 2, 3], settings)
     settle(engine, before_import=True)
     kept = Stash(settings.tmp_dir, f"{s3_env['AWS_ENDPOINT_URL']}|{bucket}|")
     assert sorted(p.name for p in kept.folder.iterdir()) == ["1.json", "2.json", "3.json"]
@@ -73,7 +75,7 @@ def test_the_import_reads_what_the_scan_kept_instead_of_s3(
     for n in (1, 2, 3):
         boto3.client("s3").delete_object(Bucket=bucket, Key=f"revisions/{n}.json")
     parts = [(n, 0) for n in (1, 2, 3)]
-    importer.import_parts(engine, S3Source(f"s3://{bucket}", settings), parts, settings)
+    import_parts(engine, S3Source(f"s3://{bucket}", settings), parts, settings)
     settle(engine)
     assert_same(dump(engine), expected(read_export(folder)))
     assert list(kept.folder.iterdir()) == []
@@ -84,11 +86,11 @@ def _import_from_s3(engine: Engine, settings: Settings, bucket: str, revisions: 
     create_schema(engine)
     source = S3Source(f"s3://{bucket}", settings)
     assert source.list_revisions() == revisions
-    importer.revision_states(engine, revisions, {n: source.size(n) for n in revisions})
-    importer.scan_revisions(engine, source, revisions, settings)
+    revision_states(engine, revisions, {n: source.size(n) for n in revisions})
+    scan_revisions(engine, source, revisions, settings)
     settle(engine, before_import=True)
     parts = [(n, 0) for n in revisions]
-    importer.import_parts(engine, S3Source(f"s3://{bucket}", settings), parts, settings)
+    import_parts(engine, S3Source(f"s3://{bucket}", settings), parts, settings)
     settle(engine)
 
 

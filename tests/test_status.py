@@ -10,7 +10,7 @@ import boto3
 import pymysql
 from sqlalchemy import create_engine, text
 
-from kmdb.extract.framing import LocalSource
+from kmdb.extract.local import LocalSource
 from kmdb.load.engine import make_engine
 from kmdb.orchestrate.status import render, report
 from kmdb.pipeline.inline import import_inline

@@ -218,7 +218,7 @@ def test_a_worker_keeps_its_loaded_modules_out_of_the_collectors_sight() -> None
     # The collector's full passes walked every loaded module's objects while an import
     # piled up rows (a third of its CPU time); warm_up freezes them before the first job.
     code = (
-        "import gc; from kmdb.workers import warm_up; "
+        "import gc; from kmdb.orchestrate.workers import warm_up; "
         "before = gc.get_freeze_count(); warm_up(); print(before, gc.get_freeze_count())"
     )
     out = subprocess.run(
@@ -285,7 +285,7 @@ FIRST_ATTEMPT_FAILED = threading.Event()
 
 
 def flaky_job() -> str:
-    """A job whose first attempt loses the database (retried after jobs.BACKOFF)."""
+    """A job whose first attempt loses the database (retried after jobs.OUTAGE's first pause)."""
     from kmdb.errors import DatabaseUnavailable
     from kmdb.orchestrate import jobs
 
@@ -303,12 +303,12 @@ def test_a_job_waiting_to_retry_keeps_its_lock_so_that_it_does_not_look_dead(
 ) -> None:
     # Other workers call a started job dead when its first lock is free; the attempt
     # that failed let go of its locks, so the job holds its first one while it waits.
-    from kmdb.load.locks import is_held
-    from kmdb.load.settle import SETTLE_LOCK
+    from kmdb.load.locks import SETTLE_LOCK, is_held
     from kmdb.orchestrate import jobs
+    from kmdb.retry import Backoff
 
     monkeypatch.setenv("DATABASE_URL", mysql_url)
-    monkeypatch.setattr(jobs, "BACKOFF", (1.5,))
+    monkeypatch.setattr(jobs, "OUTAGE", Backoff((1.5,)))
     FIRST_ATTEMPT_FAILED.clear()
     engine = create_engine(mysql_url)
     redis = Redis.from_url(REDIS_URL)

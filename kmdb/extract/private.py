@@ -4,16 +4,25 @@ KMDB_TMP_DIR is /tmp by default, where anyone may create a folder of the name km
 would use, or plant files in it. So kmdb keeps copies in KMDB_TMP_DIR/kmdb-<uid>,
 which it makes with mode 0700 and uses only while it is a real folder (not a
 symlink), owned by this user and closed to everyone else; files in it are 0600.
+Files of kmdb's own that nobody took (a killed process's) are removed once stale.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from kmdb.errors import NotPrivate
+
+# A file of kmdb's own (a load file, a kept copy) that nothing took for this many
+# seconds is a leftover: a load file lives for the seconds its load takes, and a
+# kept copy until the import that follows its scan.
+STALE_AFTER = 3600.0
 
 
 def root(tmp_dir: str | None) -> Path:
@@ -96,3 +105,22 @@ def read_size(path: Path) -> int | None:
     if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid() or found.st_mode & 0o077:
         return None
     return found.st_size
+
+
+def remove_old_files(folder: str, older_than: float, named: re.Pattern[str] | None = None) -> int:
+    """Delete the files in folder (named so, if given) not changed for older_than seconds;
+    return how many. A folder that cannot be read has none."""
+    cutoff = time.time() - older_than
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if named is not None and not named.fullmatch(entry.name):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+    return removed

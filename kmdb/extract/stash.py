@@ -1,9 +1,9 @@
 """Small revision files kept on local disk between their scan and their import.
 
 Every revision file is read twice: by its scan (for aliases), then by its
-import. For a small file each read is a GET, whose fixed cost (some 2 ms of
-CPU here, as much again in an S3 emulator, and a round trip to S3) is most of
-what reading it costs. So a scan that reads a small file whole keeps its bytes
+import. For a small file each read is a GET, whose fixed cost (the request's
+CPU on both sides and a round trip to S3) is most of what reading it costs.
+So a scan that reads a small file whole keeps its bytes
 in KMDB_TMP_DIR/kmdb-stash, and the import that reads it next on the same
 machine takes them from there and removes them. An import on another machine
 reads the file from S3 as before. Revision files never change once written,
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from kmdb.errors import NotPrivate
 from kmdb.extract import private
-from kmdb.load.bulk import STALE_AFTER, remove_old_files, remove_stale_load_files
+from kmdb.extract.private import STALE_AFTER, remove_old_files
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +146,3 @@ def remove_stale(tmp_dir: str | None, older_than: float = STALE_AFTER) -> int:
     if removed:
         log.info("Removed %s kept revision files that no import took.", removed)
     return removed
-
-
-def remove_leftovers(tmp_dir: str | None) -> None:
-    """What others left in KMDB_TMP_DIR: load files of killed processes, kept files no
-    import took (a worker or inline import calls it as it starts)."""
-    remove_stale_load_files(tmp_dir)
-    remove_stale(tmp_dir)

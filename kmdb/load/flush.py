@@ -1,23 +1,21 @@
 """Emptying the imported data (the filter tables are configuration and stay).
 
-Everything a flush needs is checked before anything changes: the database and
-Redis answer, and the database user may create, index, empty and drop tables.
+Everything a flush needs is checked before anything changes: the database
+answers, and its user may create, index, empty and drop tables (the command
+checks Redis too, kmdb.orchestrate.queues.check_redis).
 """
 
 from __future__ import annotations
 
 import os
 
-from redis import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from kmdb.errors import ConfigError
 from kmdb.load import indexes, schema
-from kmdb.load.engine import create_schema, is_mysql
-from kmdb.orchestrate import queues
-from kmdb.settings import Settings, mask_url
+from kmdb.load.database import create_schema
+from kmdb.load.engine import is_mysql
 
 
 def contents(engine: Engine) -> dict[str, int]:
@@ -61,20 +59,6 @@ def check_can_write(engine: Engine, where: str, what: str = "empty its tables") 
         raise ConfigError(
             f"kmdb may not {what} in the database at {where} ({reason}); nothing was changed. Grant the user CREATE, DROP, INDEX, ALTER, "
             "INSERT, UPDATE, DELETE and SELECT on that database, or use one that has them."
-        ) from None
-
-
-def check_redis(settings: Settings, redis: Redis) -> None:
-    """Raise ConfigError unless kmdb may write and delete its keys in this Redis."""
-    probe = queues.key(settings, "write-check", str(os.getpid()))
-    try:
-        redis.set(probe, b"1", px=60_000)
-        redis.delete(probe)
-    except RedisError as exc:
-        raise ConfigError(
-            f"kmdb may not change its keys in Redis at {mask_url(settings.redis_url)} ({exc}); "
-            "nothing was changed. Check KMDB_REDIS_URL (a primary, not a read-only replica) "
-            "and the user's rights."
         ) from None
 
 

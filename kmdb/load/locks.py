@@ -1,7 +1,9 @@
 """Named locks that die with their holder: MySQL's GET_LOCK, held on a connection of its own.
 
 A worker killed with SIGKILL drops its connection, so its locks are free at once;
-that is how a re-run tells a dead worker's job from a running one.
+that is how a re-run tells a dead worker's job from a running one. The names of
+kmdb's locks are made here, for the passes that take them and for the jobs'
+liveness, which looks at them.
 """
 
 from __future__ import annotations
@@ -12,11 +14,26 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, text
 
-from kmdb.errors import KmdbError
+from kmdb.errors import LockBusy
 from kmdb.load.engine import is_mysql
 
 # How long a job waits for another worker that holds its revision.
 LOCK_WAIT = 6 * 3600
+
+# Held by a settle, and by a scan's merge of sightings (which gives way to a settle).
+SETTLE_LOCK = "settle"
+# Held while a graph of jobs is planned: one planner at a time.
+PLAN_LOCK = "plan"
+
+
+def revision_lock(revision: int) -> str:
+    """The lock a scan holds on a revision it reads."""
+    return f"revision:{revision}"
+
+
+def part_lock(revision: int, part: int) -> str:
+    """The lock an import holds on a part of a revision file."""
+    return f"revision:{revision}:part:{part}"
 
 
 def _database(conn: Connection) -> str:
@@ -43,10 +60,6 @@ def lock_name(conn: Connection, what: str, database: str | None = None) -> str:
     if len(name) > MAX_NAME:
         name = f"kmdb:{_digest(db, 16)}:{_digest(what, 32)}"
     return name
-
-
-class LockBusy(KmdbError):
-    """Another connection holds the lock, and the caller chose not to wait (long enough)."""
 
 
 class LockSet:
@@ -77,9 +90,7 @@ class LockSet:
         name = lock_name(conn, what, self._database)
         got = conn.execute(text("SELECT GET_LOCK(:n, :w)"), {"n": name, "w": wait}).scalar()
         if got != 1:
-            raise LockBusy(
-                f"Could not take the lock {name} within {wait:.0f} s; another worker holds it."
-            )
+            raise LockBusy(name, wait)
         self._names.append(name)
 
     def take_all(self, whats: list[str], wait: float = LOCK_WAIT) -> None:

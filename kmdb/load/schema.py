@@ -83,7 +83,7 @@ users = Table(
     # The users.id of this identity's person (its canonical identity); NULL while it is its own.
     # Not indexed: the settle step walks the identities that are not their own person
     # by a scan of users, which costs less than keeping an index on it up to date
-    # (setting 15,000 canonical ids took 0.38 s with one, 0.08 s without).
+    # while a settle sets canonical ids in bulk.
     Column("canonical_id", BigInteger, nullable=True),
     **_mysql,
 )

@@ -35,17 +35,18 @@ from sqlalchemy import (
     update,
 )
 
+from kmdb.errors import LockBusy
 from kmdb.load import indexes, schema
-from kmdb.load.bulk import bulk_insert, retrying
+from kmdb.load.bulk import bulk_insert
 from kmdb.load.engine import insert_ignore, is_mysql
-from kmdb.load.locks import LockBusy, held
+from kmdb.load.locks import SETTLE_LOCK, held
+from kmdb.retry import retrying_lock_conflicts
 from kmdb.transform.identity import canonical_key, people
 
 log = logging.getLogger(__name__)
 BATCH = 1000
 # Alias pairs merged per round: bounds a settle's memory (some 50 MB) on a huge first import.
 PAGE = 50_000
-SETTLE_LOCK = "settle"
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def _intern_names(engine: Engine, full: bool) -> None:
                 conn.execute(stmt)
                 conn.commit()
 
-        retrying(run)
+        retrying_lock_conflicts(run)
 
 
 def _merge_sightings(

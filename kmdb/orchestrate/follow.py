@@ -11,8 +11,9 @@ from sqlalchemy import Engine
 from tqdm import tqdm
 
 from kmdb.errors import NoProgress
-from kmdb.load.parts import progress
-from kmdb.orchestrate.graph import pending, replan_dead, worker_alive
+from kmdb.load.ledger import progress
+from kmdb.orchestrate.graph import replan_dead
+from kmdb.orchestrate.liveness import pending, worker_alive
 from kmdb.orchestrate.queues import queue
 from kmdb.settings import Settings
 

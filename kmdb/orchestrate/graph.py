@@ -1,4 +1,4 @@
-"""The RQ job graph of an import, and telling live jobs from a dead worker's.
+"""The RQ job graph of an import.
 
 One run of kmdb-import enqueues, for the revisions it found:
 
@@ -6,23 +6,13 @@ One run of kmdb-import enqueues, for the revisions it found:
 
 Each arrow is RQ's depends_on, allowing failures: whatever did import still
 gets settled, and a re-run picks up what failed. Job ids are per revision, so a
-revision already queued or running is never enqueued twice.
-
-Any stop must leave a queue that the next plan completes. A plan (kmdb-import,
-a burst worker, kmdb-import --wait) looks for what cannot finish by itself and
-plans it anew, with the rest of the graph that has not started:
-
-- a job left "started" by a worker that died (SIGKILL, a lost machine): its
-  lock is free (MySQL), or its worker's process or key is gone (SQLite);
-- a job that RQ moved to failed because its worker died (AbandonedJobError);
-- a deferred job that waits only on jobs that will never run or end (a
-  dependency stopped, deleted, or failed without its dependents enqueued);
-- the jobs of a plan whose planner died half-way through enqueueing it.
+revision already queued or running is never enqueued twice. A plan also plans
+anew what cannot finish by itself (kmdb.orchestrate.liveness), one planner at a
+time.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import os
@@ -32,35 +22,24 @@ import uuid
 from dataclasses import dataclass, field
 
 from redis import Redis
-from rq import Queue, Worker
-from rq.exceptions import NoSuchJobError
-from rq.executions import ExecutionRegistry
+from rq import Queue
 from rq.job import Dependency, Job
-from rq.results import Result
 from sqlalchemy import Engine, func, select
 
 from kmdb.load import indexes, schema
-from kmdb.load.engine import insert_ignore, is_mysql
-from kmdb.load.locks import held, is_held
-from kmdb.load.parts import in_multiples, part_plan, save_plans
-from kmdb.load.settle import SETTLE_LOCK
-from kmdb.orchestrate import queues
-from kmdb.orchestrate.queues import key, queue
+from kmdb.load.engine import insert_ignore
+from kmdb.load.locks import PLAN_LOCK, held
+from kmdb.load.parts import part_plan, save_plans
+from kmdb.orchestrate.job_meta import parts_of, revisions_of
+from kmdb.orchestrate.liveness import PLAN_WAIT, plan_marker, survey
+from kmdb.orchestrate.packing import groups
+from kmdb.orchestrate.queues import purge, queue
 from kmdb.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Jobs may run for hours on a large revision; RQ's default of 180 s would kill them.
 JOB_TIMEOUT = 24 * 3600
-# A job this young may not have taken its lock yet (a work horse starts in well under a second).
-GRACE = dt.timedelta(seconds=3)
-ACTIVE = ("queued", "started", "deferred", "scheduled")
-# Seconds between the two looks at a free lock before a started job is called dead.
-RECHECK = 0.2
-# The lock held while a graph is planned, and how long to wait for it (seconds).
-PLAN_LOCK = "plan"
-PLAN_WAIT = 120
-
 # Jobs are named, not imported: kmdb-import then need not load the import code itself.
 SCAN_JOB = "kmdb.orchestrate.jobs.scan_revisions_job"
 SETTLE_JOB = "kmdb.orchestrate.jobs.settle_job"
@@ -86,314 +65,6 @@ class Plan:
 def job_id(settings: Settings, kind: str, revision: int, part: int | None = None) -> str:
     """The id of a revision's scan job, or of the import job of one of its parts."""
     return f"{settings.queue}-{kind}-{revision}" + ("" if part is None else f"-{part}")
-
-
-def _revisions_of(job: Job) -> list[int]:
-    """The revisions a scan or import job works on."""
-    meta = job.meta or {}
-    if "revisions" in meta:
-        return list(meta["revisions"])
-    if "parts" in meta:
-        return sorted({revision for revision, _ in meta["parts"]})
-    return [meta["revision"]] if "revision" in meta else []
-
-
-def _parts_of(job: Job) -> list[tuple[int, int | None]]:
-    """The (revision, part) units of an import job (part None: a whole revision)."""
-    meta = job.meta or {}
-    if "parts" in meta:
-        return [(revision, part) for revision, part in meta["parts"]]
-    return [(meta.get("revision"), meta.get("part"))]
-
-
-def lock_of(job: Job) -> str | None:
-    """The lock a live job holds from its start to its end: its first revision's or
-    part's (a settle's is the settle lock); None for jobs that are not kmdb's."""
-    kind = (job.meta or {}).get("kmdb")
-    if kind == "import":
-        revision, part = _parts_of(job)[0]
-        if part is not None:
-            return f"revision:{revision}:part:{part}"
-    if kind in ("scan", "import"):
-        return f"revision:{_revisions_of(job)[0]}"
-    if kind == "settle":
-        return SETTLE_LOCK
-    return None
-
-
-def groups(units: list, sizes: list[int | None], budget: int, multiple: int = 1) -> list[list]:
-    """Consecutive units in groups of about budget bytes; a unit of unknown or larger size alone.
-
-    Small revision files share a job (and its chunks and transactions): a job per
-    file of 2,000 lines spent more time in overhead than in importing. A run of
-    small files is cut into as many groups as its size needs at budget bytes
-    each, all alike in size (a group may pass budget by less than one of its
-    files), so that no short job is left over and workers finish together; more
-    than one group come in a multiple of `multiple` (the pool's workers), where
-    the run has files enough.
-    """
-    grouped: list[list] = []
-    run: list[tuple] = []
-    for unit, size in zip(units, sizes, strict=True):
-        if size is None or size >= budget:
-            grouped += _alike(run, budget, multiple)
-            run = []
-            grouped.append([unit])
-        else:
-            run.append((unit, size))
-    return grouped + _alike(run, budget, multiple)
-
-
-def _alike(run: list[tuple], budget: int, multiple: int) -> list[list]:
-    """(unit, size) pairs in consecutive groups of equal shares: a unit goes to the share
-    in which its middle byte falls."""
-    total = sum(size for _, size in run)
-    count = in_multiples(-(-total // budget), multiple)
-    if not count:
-        return [[unit for unit, _ in run]] if run else []  # empty files: one job for all
-    share = total / count
-    cut: list[list] = [[] for _ in range(count)]
-    before = 0
-    for unit, size in run:
-        cut[min(count - 1, int((before + size / 2) // share))].append(unit)
-        before += size
-    return [group for group in cut if group]
-
-
-def _process_alive(host: str | None, pid: int | None) -> bool | None:
-    """Whether a process of this machine runs (None: not this machine's, or unknown)."""
-    if not pid or host != socket.gethostname():
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            # A killed process not yet reaped by its parent is a zombie: dead all the same.
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-
-def worker_alive(redis: Redis, name: str | None) -> bool:
-    """Whether an RQ worker runs: its key is there and, on this machine, its process."""
-    if not name:
-        return False
-    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=redis)
-    if worker is None:
-        return False
-    return _process_alive(worker.hostname, worker.pid) is not False
-
-
-def is_dead(job: Job, engine: Engine, redis: Redis) -> bool:
-    """Whether a started job's worker is gone (its lock is free, or its worker is gone)."""
-    started = job.started_at
-    if started is not None:
-        started = started.replace(tzinfo=None)
-        if dt.datetime.now(dt.UTC).replace(tzinfo=None) - started < GRACE:
-            return False
-    lock = lock_of(job)
-    held = is_held(engine, lock) if lock else None
-    if held is not None:
-        if held:
-            return False
-        # A job frees its lock a moment before RQ marks it finished: look again.
-        time.sleep(RECHECK)
-        try:
-            if job.get_status(refresh=True) != "started":
-                return False
-        except NoSuchJobError:
-            return False
-        return not is_held(engine, lock)
-    # Without MySQL locks (SQLite, one machine): the worker's process, else its key (which
-    # expires only minutes after its last heartbeat).
-    return not worker_alive(redis, job.worker_name)
-
-
-def kmdb_jobs(q: Queue) -> list[Job]:
-    """kmdb's jobs that are queued, started, deferred, ready or scheduled."""
-    ids = set(q.get_job_ids())
-    registries = (
-        q.started_job_registry,
-        q.deferred_job_registry,
-        q.scheduled_job_registry,
-        q.ready_job_registry,
-    )
-    for registry in registries:
-        ids.update(registry.get_job_ids())
-    return [j for j in Job.fetch_many(sorted(ids), connection=q.connection) if j is not None]
-
-
-def live_jobs(q: Queue, engine: Engine) -> tuple[list[Job], list[Job]]:
-    """(active jobs, started jobs whose worker died)."""
-    active, dead = [], []
-    for job in kmdb_jobs(q):
-        status = job.get_status(refresh=False)
-        if status == "started" and is_dead(job, engine, q.connection):
-            dead.append(job)
-        elif status in ACTIVE or status == "ready_to_enqueue":
-            active.append(job)
-    return active, dead
-
-
-@dataclass
-class Survey:
-    """kmdb's jobs, sorted by whether they can still finish."""
-
-    active: list[Job] = field(default_factory=list)  # queued, running, or waiting on those
-    dead: list[Job] = field(default_factory=list)  # their workers died
-    stuck: list[Job] = field(default_factory=list)  # waiting on jobs that never run or end
-    stale_plan: dict | None = None  # the mark of a planner that died half-way (its jobs: stuck)
-
-
-def _waiting_on_nothing(active: list[Job], redis: Redis) -> set[str]:
-    """Deferred jobs none of whose dependencies is active or waits on an active job.
-
-    RQ enqueues a deferred job when its last dependency ends; one whose dependencies
-    have all ended, or are gone, while it is still deferred will wait for ever.
-    """
-    deferred = {j.id: j for j in active if j.get_status(refresh=False) == "deferred"}
-    hopeful = {j.id for j in active if j.id not in deferred}
-    depends: dict[str, set[str]] = {}
-    for job_id, job in deferred.items():
-        depends[job_id] = {
-            raw.decode() if isinstance(raw, bytes) else raw
-            for raw in redis.smembers(job.dependencies_key)
-        }
-    changed = True
-    while changed:
-        changed = False
-        for job_id in deferred:
-            if job_id not in hopeful and depends[job_id] & hopeful:
-                hopeful.add(job_id)
-                changed = True
-    return set(deferred) - hopeful
-
-
-# Failed jobs already judged, per queue, by id and place in the failed registry (a job
-# planned again under the same id and failing anew has another): each is read once.
-_judged: dict[str, set[tuple[str, float]]] = {}
-
-
-def abandoned_jobs(q: Queue) -> list[Job]:
-    """kmdb's jobs that RQ moved to failed because their worker died."""
-    judged = _judged.setdefault(q.name, set())
-    entries = [
-        (raw.decode() if isinstance(raw, bytes) else raw, score)
-        for raw, score in q.connection.zrange(q.failed_job_registry.key, 0, -1, withscores=True)
-    ]
-    fresh = [entry for entry in entries if entry not in judged]
-    found = []
-    jobs_ = Job.fetch_many([job_id for job_id, _ in fresh], connection=q.connection)
-    for entry, job in zip(fresh, jobs_, strict=True):
-        if job is None or not (job.meta or {}).get("kmdb"):
-            judged.add(entry)
-            continue
-        result = Result.fetch_latest(job)
-        if result is not None and "AbandonedJobError" in (result.exc_string or ""):
-            found.append(job)
-        else:
-            judged.add(entry)
-    return found
-
-
-def survey(settings: Settings, q: Queue, engine: Engine, planning: bool = False) -> Survey:
-    """Sort kmdb's jobs into those that can finish and those to plan again.
-
-    planning: the caller holds the plan lock, so no other planner is at work.
-    """
-    active, dead = live_jobs(q, engine)
-    dead += abandoned_jobs(q)
-    found = Survey(active=active, dead=dead)
-    stale = _stale_plan(settings, q.connection, engine, planning)
-    stuck = _waiting_on_nothing(active, q.connection)
-    if stuck:
-        # RQ enqueues dependents a moment after their last dependency ends: look again.
-        time.sleep(RECHECK)
-        active, _ = live_jobs(q, engine)
-        stuck &= _waiting_on_nothing(active, q.connection)
-        found.active = active
-    if stale is not None:
-        found.stale_plan = stale
-        stuck |= {
-            j.id
-            for j in found.active
-            if (j.meta or {}).get("plan") == stale.get("token")
-            and j.get_status(refresh=False) != "started"
-        }
-    found.stuck = [j for j in found.active if j.id in stuck]
-    found.active = [j for j in found.active if j.id not in stuck]
-    return found
-
-
-def _marker(settings: Settings) -> str:
-    return key(settings, "planning")
-
-
-def _stale_plan(settings: Settings, redis: Redis, engine: Engine, planning: bool) -> dict | None:
-    """The mark of a plan whose planner died half-way through enqueueing it, if any."""
-    raw = redis.get(_marker(settings))
-    if raw is None:
-        return None
-    try:
-        mark = json.loads(raw)
-        if not isinstance(mark, dict):
-            raise TypeError(type(mark))
-    except (ValueError, TypeError):
-        return {}
-    if is_mysql(engine):
-        # Planners hold the plan lock: a mark left while it is free is a dead planner's.
-        if planning or not is_held(engine, PLAN_LOCK):
-            return mark
-        return None
-    alive = _process_alive(mark.get("host"), mark.get("pid"))
-    if alive is False or (alive is None and time.time() - float(mark.get("at", 0)) > PLAN_WAIT):
-        return mark
-    if planning and mark.get("pid") == os.getpid() and mark.get("host") == socket.gethostname():
-        return mark  # this process failed half-way through a plan of its own
-    return None
-
-
-def purge(q: Queue, job_id: str) -> None:
-    """Remove every key and registry entry of a job id, whatever an old job left behind.
-
-    RQ's own Job.delete reads the job first, and fails on what a dead worker or a
-    half-done delete leaves (an execution listed but expired, a hash without
-    fields); this reads nothing but the ids of executions.
-    """
-    redis = q.connection
-    job = Job(job_id, connection=redis)
-    executions = ExecutionRegistry(job_id=job_id, connection=redis)
-    execution_ids = [
-        raw.decode() if isinstance(raw, bytes) else raw
-        for raw in redis.zrange(executions.key, 0, -1)
-    ]
-    started = q.started_job_registry
-    with redis.pipeline() as pipe:
-        pipe.lrem(q.key, 0, job_id)
-        for registry in queues.registries(q):
-            pipe.zrem(registry.key, job_id)
-        # The started registry lists executions as "<job id>:<execution id>".
-        for execution_id in execution_ids:
-            pipe.zrem(started.key, f"{job_id}:{execution_id}")
-            pipe.delete(f"rq:execution:{job_id}:{execution_id}")
-        pipe.delete(
-            job.key,
-            job.dependents_key,
-            job.dependencies_key,
-            Result.get_key(job_id),
-            executions.key,
-        )
-        pipe.execute()
-    for entry in redis.zrange(started.key, 0, -1):
-        text_ = entry.decode() if isinstance(entry, bytes) else entry
-        if text_ == job_id or text_.startswith(job_id + ":"):
-            redis.zrem(started.key, entry)
 
 
 def _enqueue(q: Queue, func, *args, job_id: str, meta: dict, depends_on=None, **kw) -> Job:
@@ -518,7 +189,7 @@ def _enqueue_import(
             + found.stuck
             + [j for j in active if j.get_status(refresh=False) != "started"]
         )
-        revisions = sorted(set(revisions) | {n for j in torn for n in _revisions_of(j)})
+        revisions = sorted(set(revisions) | {n for j in torn for n in revisions_of(j)})
         source = source or _source_of(torn)
         for job in torn:
             purge(q, job.id)
@@ -528,20 +199,20 @@ def _enqueue_import(
         revisions = sorted(set(revisions) | set(found.stale_plan.get("revisions", [])))
         source = source or str(found.stale_plan.get("source") or "")
     if found.stale_plan is not None or torn:
-        redis.delete(_marker(settings))
+        redis.delete(plan_marker(settings))
     running = [j for j in active if j.get_status(refresh=False) == "started"]
     # What live jobs cover: a revision whose scan is queued (its imports wait behind it in
     # a graph left whole), and single parts. A revision is planned again for the parts no
     # live job covers, so that a dead part is not left behind while the revision's other
     # parts run. A running scan's graph was torn down when anything else of it was: its
     # revisions are imported by the new graph, after the scan.
-    scanning = {n for j in active if j.meta.get("kmdb") == "scan" for n in _revisions_of(j)}
+    scanning = {n for j in active if j.meta.get("kmdb") == "scan" for n in revisions_of(j)}
     running_scans = [j for j in running if j.meta.get("kmdb") == "scan"]
-    importing = {unit for j in active if j.meta.get("kmdb") == "import" for unit in _parts_of(j)}
+    importing = {unit for j in active if j.meta.get("kmdb") == "import" for unit in parts_of(j)}
     busy = scanning | {r for r, _ in importing}
     if torn:
         scanning = set()
-    being_scanned = {n for j in running_scans for n in _revisions_of(j)}
+    being_scanned = {n for j in running_scans for n in revisions_of(j)}
     candidates = [r for r in revisions if r not in scanning and (r, None) not in importing]
     if candidates and not source:
         log.warning("No source known for revisions %s; kmdb-import plans them.", candidates)
@@ -585,7 +256,7 @@ def _enqueue_import(
 
     # A planner that dies half-way leaves this mark: the next plan tears its jobs down.
     redis.set(
-        _marker(settings),
+        plan_marker(settings),
         json.dumps(
             {
                 "token": token,
@@ -647,7 +318,7 @@ def _enqueue_import(
         depends_on=_after(imports + running),
         description="settle people after the import",
     )
-    redis.delete(_marker(settings))
+    redis.delete(plan_marker(settings))
     plan.enqueued = todo
     plan.parts = len(imports)
     plan.scans = len(scans)
@@ -692,11 +363,3 @@ def replan_dead(settings: Settings, redis: Redis, engine: Engine) -> Plan | None
     if not found.dead and not found.stuck and found.stale_plan is None:
         return None
     return enqueue_import(settings, redis, engine, "", [])
-
-
-def pending(q: Queue, engine: Engine) -> tuple[int, int]:
-    """(jobs a worker may still get: queued, scheduled, or deferred behind a live job; live started jobs)."""
-    active, _dead = live_jobs(q, engine)
-    started = sum(1 for j in active if j.get_status(refresh=False) == "started")
-    waiting = len(active) - started
-    return waiting, started

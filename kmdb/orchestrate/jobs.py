@@ -2,6 +2,7 @@
 
 A worker builds its settings from its own environment (DATABASE_URL and the
 rest), so every worker of a pool must be started with the same settings.
+kmdb.orchestrate.graph enqueues these functions by their dotted path.
 """
 
 from __future__ import annotations
@@ -9,27 +10,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from rq import get_current_job
 from sqlalchemy import Engine
 
 from kmdb import settings as settings_module
-from kmdb.extract.framing import open_source
+from kmdb.errors import LockBusy, is_transient
+from kmdb.extract.export import open_source
 from kmdb.faults import pause
-from kmdb.load.bulk import is_transient
 from kmdb.load.engine import make_engine
+from kmdb.load.ledger import Counts
 from kmdb.load.locks import LockSet
 from kmdb.load.settle import Settled, settle
-from kmdb.orchestrate.graph import lock_of
-from kmdb.pipeline.import_pass import (
-    Counts,
-    import_part,
-    import_parts,
-    import_revision,
-    scan_revisions,
-)
+from kmdb.orchestrate.job_meta import lock_of
+from kmdb.pipeline.import_pass import import_parts
+from kmdb.pipeline.scan_pass import scan_revisions
+from kmdb.retry import OUTAGE, retrying
 
 log = logging.getLogger(__name__)
 _engines: dict[str, Engine] = {}
@@ -44,9 +42,6 @@ def _engine() -> tuple[Engine, settings_module.Settings]:
     return _engines[settings.database_url], settings
 
 
-# Seconds to wait before each new attempt after a transient failure; the last
-# is repeated until the outage wait (KMDB_OUTAGE_WAIT) is spent.
-BACKOFF = (2, 5, 15, 30, 60, 120)
 # How often a job waiting for the database tries to take its lock again.
 LOCK_RETRY = 1.0
 
@@ -56,38 +51,27 @@ def _retrying(action: Callable[[], T]) -> T:
 
     Imports resume from their last commit, so a new attempt loses nothing; any
     other failure (bad configuration, a missing file) fails the job at once. A
-    database that is down from the job's start is waited for the same way.
+    database that is down from the job's start is waited for the same way, for
+    up to KMDB_OUTAGE_WAIT seconds of waiting in all.
     """
-    from kmdb.orchestrate.workers import outage_wait
-
-    bound = outage_wait()
-    waited = 0.0
-    attempt = 0
-    while True:
-        try:
-            return action()
-        except Exception as exc:
-            if not is_transient(exc) or waited >= bound:
-                raise
-            delay = min(BACKOFF[min(attempt, len(BACKOFF) - 1)], bound - waited)
-            log.warning(
-                "Lost the database or S3 (%s); trying again in %.0f s (for up to %.0f s in all).",
-                exc,
-                delay,
-                bound,
-            )
-            _wait_alive(delay)
-            waited += delay
-            attempt += 1
+    return retrying(
+        action,
+        is_transient,
+        OUTAGE,
+        budget=lambda: settings_module.from_env().outage_wait,
+        say="Lost the database or S3 ({error}); trying again in {pause:.0f} s "
+        "(for up to {budget:.0f} s in all).",
+        wait=_wait_alive,
+    )
 
 
 def _wait_alive(seconds: float) -> None:
     """Sleep between attempts holding the job's first lock, where the database allows.
 
     The attempt that failed let go of its locks, and other workers call a started
-    job whose first lock stays free dead (schedule.is_dead): they would plan its
-    work again while it waits. The database may be what failed: the lock is
-    taken as soon as it answers again.
+    job whose first lock stays free dead (kmdb.orchestrate.liveness.is_dead): they
+    would plan its work again while it waits. The database may be what failed:
+    the lock is taken as soon as it answers again.
     """
     job = get_current_job()
     what = lock_of(job) if job is not None else None
@@ -123,6 +107,26 @@ def _try_lock(what: str) -> LockSet | None:
         return None
 
 
+@contextlib.contextmanager
+def _holding_job_lock() -> Iterator[None]:
+    """Hold the running job's lock while a test pauses it (kmdb.faults): a job that is
+    running looks alive, and a paused one must too."""
+    job = get_current_job()
+    what = lock_of(job) if job is not None else None
+    if what is None:
+        yield
+        return
+    engine = make_engine(settings_module.from_env())
+    locks = LockSet(engine)
+    try:
+        with contextlib.suppress(LockBusy):  # held already: the job looks alive either way
+            locks.take(what, wait=0)
+        yield
+    finally:
+        locks.close()
+        engine.dispose()
+
+
 def _import_result(counts: Counts) -> dict[str, object]:
     return {
         "lines": counts.lines,
@@ -142,7 +146,7 @@ def import_parts_job(source: str, parts: list[list[int]]) -> dict[str, object]:
         engine, settings = _engine()
         return import_parts(engine, open_source(source, settings), units, settings)
 
-    pause("import")
+    pause("import", _holding_job_lock)
     counts = _retrying(run)
     log.info(
         "%s parts of revisions %s-%s: %s lines, %s events",
@@ -162,28 +166,8 @@ def scan_revisions_job(source: str, revisions: list[int]) -> int:
         engine, settings = _engine()
         return scan_revisions(engine, open_source(source, settings), revisions, settings)
 
-    pause("scan")
+    pause("scan", _holding_job_lock)
     return _retrying(run)
-
-
-# Jobs of one revision or part each, as earlier builds enqueued them: kept so that
-# jobs still queued by one run after an upgrade.
-def import_revision_job(source: str, revision: int, part: int | None = None) -> dict[str, object]:
-    """Import one part of a revision file of the export at source (all of it without a part)."""
-
-    def run() -> Counts:
-        engine, settings = _engine()
-        src = open_source(source, settings)
-        if part is None:
-            return import_revision(engine, src, revision, settings)
-        return import_part(engine, src, revision, part, settings)
-
-    return _import_result(_retrying(run))
-
-
-def scan_revision_job(source: str, revision: int) -> int:
-    """First pass: record one revision file's alias lines."""
-    return scan_revisions_job(source, [revision])
 
 
 def settle_job(before_import: bool = False) -> dict[str, int]:
@@ -193,7 +177,7 @@ def settle_job(before_import: bool = False) -> dict[str, int]:
         engine, settings = _engine()
         return settle(engine, tmp_dir=settings.tmp_dir, before_import=before_import)
 
-    pause("settle-before" if before_import else "settle-after")
+    pause("settle-before" if before_import else "settle-after", _holding_job_lock)
     result: Settled = _retrying(run)
     return {
         "new_aliases": result.new_aliases,

@@ -1,14 +1,17 @@
-"""Redis and RQ: the connection, kmdb's queue, and kmdb's own keys."""
+"""Redis and RQ: the connection, kmdb's queue, its jobs' keys, and kmdb's own keys."""
 
 from __future__ import annotations
 
+import os
 import re
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
+from rq.executions import ExecutionRegistry
 from rq.job import Job
 from rq.registry import BaseRegistry
+from rq.results import Result
 
 from kmdb.errors import ConfigError
 from kmdb.settings import Settings, mask_url
@@ -37,7 +40,7 @@ def key(settings: Settings, *parts: str) -> str:
     return ":".join(("kmdb", settings.queue, *parts))
 
 
-# The kinds of kmdb's job ids: "<queue>-<kind>-..." (kmdb.schedule).
+# The kinds of kmdb's job ids: "<queue>-<kind>-..." (kmdb.orchestrate.graph).
 JOB_KINDS = ("scan", "import", "settle")
 
 
@@ -98,3 +101,54 @@ def clear(settings: Settings, redis: Redis) -> int:
                 continue  # another queue's job whose id merely looks like ours
         redis.delete(name)
     return len(job_ids)
+
+
+def purge(q: Queue, job_id: str) -> None:
+    """Remove every key and registry entry of a job id, whatever an old job left behind.
+
+    RQ's own Job.delete reads the job first, and fails on what a dead worker or a
+    half-done delete leaves (an execution listed but expired, a hash without
+    fields); this reads nothing but the ids of executions.
+    """
+    redis = q.connection
+    job = Job(job_id, connection=redis)
+    executions = ExecutionRegistry(job_id=job_id, connection=redis)
+    execution_ids = [
+        raw.decode() if isinstance(raw, bytes) else raw
+        for raw in redis.zrange(executions.key, 0, -1)
+    ]
+    started = q.started_job_registry
+    with redis.pipeline() as pipe:
+        pipe.lrem(q.key, 0, job_id)
+        for registry in registries(q):
+            pipe.zrem(registry.key, job_id)
+        # The started registry lists executions as "<job id>:<execution id>".
+        for execution_id in execution_ids:
+            pipe.zrem(started.key, f"{job_id}:{execution_id}")
+            pipe.delete(f"rq:execution:{job_id}:{execution_id}")
+        pipe.delete(
+            job.key,
+            job.dependents_key,
+            job.dependencies_key,
+            Result.get_key(job_id),
+            executions.key,
+        )
+        pipe.execute()
+    for entry in redis.zrange(started.key, 0, -1):
+        text_ = entry.decode() if isinstance(entry, bytes) else entry
+        if text_ == job_id or text_.startswith(job_id + ":"):
+            redis.zrem(started.key, entry)
+
+
+def check_redis(settings: Settings, redis: Redis) -> None:
+    """Raise ConfigError unless kmdb may write and delete its keys in this Redis."""
+    probe = key(settings, "write-check", str(os.getpid()))
+    try:
+        redis.set(probe, b"1", px=60_000)
+        redis.delete(probe)
+    except RedisError as exc:
+        raise ConfigError(
+            f"kmdb may not change its keys in Redis at {mask_url(settings.redis_url)} ({exc}); "
+            "nothing was changed. Check KMDB_REDIS_URL (a primary, not a read-only replica) "
+            "and the user's rights."
+        ) from None

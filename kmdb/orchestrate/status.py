@@ -12,8 +12,8 @@ from sqlalchemy.exc import DBAPIError
 
 from kmdb.load import indexes, schema
 from kmdb.load.engine import is_mysql
-from kmdb.load.parts import progress
-from kmdb.orchestrate.graph import live_jobs
+from kmdb.load.ledger import progress
+from kmdb.orchestrate.liveness import live_jobs
 from kmdb.orchestrate.queues import queue
 from kmdb.settings import Settings
 

@@ -18,14 +18,15 @@ from rq.worker import WorkerStatus
 from sqlalchemy import Engine
 
 from kmdb import settings as settings_module
-from kmdb.errors import DatabaseUnavailable, RedisUnavailable
-from kmdb.extract import stash
-from kmdb.load.bulk import is_transient
+from kmdb.errors import DatabaseUnavailable, RedisUnavailable, Stopped, is_transient
 from kmdb.load.engine import make_engine
 from kmdb.orchestrate import queues
-from kmdb.orchestrate.graph import pending, replan_dead
-from kmdb.pipeline.import_pass import STOP, Stopped
+from kmdb.orchestrate.graph import replan_dead
+from kmdb.orchestrate.liveness import pending
+from kmdb.pipeline.leftovers import remove_leftovers
+from kmdb.retry import BETWEEN_JOBS, DATABASE_AT_START, REDIS_OUTAGE, retrying
 from kmdb.settings import Settings
+from kmdb.stop import STOP
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,27 +46,24 @@ def riding_out_redis(action: Callable[[], T], doing: str, wait: float | None = N
     Every step of RQ's bookkeeping is a transaction or an idempotent write, so a
     step that failed on a lost connection can be run again whole.
     """
-    started = time.monotonic()
-    delay = 0.5
-    while True:
-        try:
-            return action()
-        except REDIS_DOWN as exc:
-            # Read only once Redis is lost: this wraps every heartbeat and poll.
-            if wait is None:
-                wait = outage_wait()
-            left = started + wait - time.monotonic()
-            if left <= 0:
-                raise RedisUnavailable(
-                    f"Redis did not answer for {wait:.0f} s while {doing} ({exc}); check that "
-                    "redis-server runs, then start the worker again.",
-                    doing=doing,
-                ) from None
-            log.warning(
-                "Redis does not answer (%s) while %s; trying again in %.0f s.", exc, doing, delay
-            )
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, 10)
+
+    def give_up(exc: BaseException, waited: float) -> RedisUnavailable:
+        return RedisUnavailable(
+            f"Redis did not answer for {waited:.0f} s while {doing} ({exc}); check that "
+            "redis-server runs, then start the worker again.",
+            doing=doing,
+        )
+
+    said = doing.replace("{", "{{").replace("}", "}}")
+    return retrying(
+        action,
+        lambda exc: isinstance(exc, REDIS_DOWN),
+        REDIS_OUTAGE,
+        # Read only once Redis is lost: this wraps every heartbeat and poll.
+        budget=outage_wait if wait is None else lambda: wait,
+        say=f"Redis does not answer ({{error}}) while {said}; trying again in {{pause:.0f}} s.",
+        give_up=give_up,
+    )
 
 
 # A burst worker with nothing to do looks this often (seconds) for work that running jobs
@@ -86,9 +84,9 @@ def warm_up() -> None:
     import gc
 
     import kmdb.orchestrate.jobs  # noqa: F401  (what every job runs; kmdb-import names it only)
-    from kmdb.pipeline.import_pass import prepare_clock
+    from kmdb.transform.rows import prepare_times_of_day
 
-    prepare_clock()
+    prepare_times_of_day()
     try:
         import boto3
         import sqlalchemy.dialects.mysql.pymysql  # noqa: F401
@@ -249,7 +247,7 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
     redis = queues.connect(settings)
     q = queues.queue(settings, redis)
     warm_up()
-    stash.remove_leftovers(settings.tmp_dir)
+    remove_leftovers(settings.tmp_dir)
     if not burst:
         worker = _run_worker(q, redis, burst=False)
         return worker.successful_job_count, worker.failed_job_count
@@ -262,17 +260,21 @@ def work(settings: Settings, burst: bool = False) -> tuple[int, int]:
         failed += worker.failed_job_count
         if STOP.is_set():  # SIGINT or SIGTERM: the job in flight stopped after its chunk
             break
-        try:
-            step = riding_out_redis(
-                lambda stuck=confirmed_stuck: _next_step(settings, redis, engine, q, stuck),
-                "looking for work left",
+
+        def look(stuck: bool = confirmed_stuck) -> str:
+            if STOP.is_set():
+                return "quit"
+            return riding_out_redis(
+                lambda: _next_step(settings, redis, engine, q, stuck), "looking for work left"
             )
-        except Exception as exc:
-            if not is_transient(exc) or isinstance(exc, RedisUnavailable):
-                raise
-            log.warning("Waiting for the database (%s)", exc)
-            time.sleep(2)
-            continue
+
+        # The database may be away between jobs: wait for it (Redis was ridden out already).
+        step = retrying(
+            look,
+            lambda exc: is_transient(exc) and not isinstance(exc, RedisUnavailable),
+            BETWEEN_JOBS,
+            say="Waiting for the database ({error})",
+        )
         if step == "again":
             continue
         if step == "settling":
@@ -327,19 +329,13 @@ def _next_step(
 
 def waiting_for_database(settings: Settings) -> Engine:
     """An engine for DATABASE_URL, once the database answers (up to the outage wait)."""
-    wait = outage_wait()
-    deadline = time.monotonic() + wait
-    delay = 1.0
-    while True:
-        try:
-            return make_engine(settings)
-        except DatabaseUnavailable as exc:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise
-            log.warning("Waiting for the database (%s); trying again in %.0f s.", exc, delay)
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, 15)
+    return retrying(
+        lambda: make_engine(settings),
+        lambda exc: isinstance(exc, DatabaseUnavailable),
+        DATABASE_AT_START,
+        budget=outage_wait,
+        say="Waiting for the database ({error}); trying again in {pause:.0f} s.",
+    )
 
 
 def _wait_for_queue(q: Queue, seconds: float) -> None:

@@ -1,96 +1,23 @@
-"""Finding the revisions to import, importing them in this process, and summing up."""
+"""Importing revisions in this process, as the jobs would, and summing up what the database holds."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, func, select
 
-from kmdb.errors import NoRevisions, SourceError
-from kmdb.extract import stash
-from kmdb.extract.framing import Source, find_new, revision_names
+from kmdb.errors import Unreadable, concerns_one_file
+from kmdb.extract.export import Source
 from kmdb.load import indexes, schema
-from kmdb.load.bulk import is_transient
-from kmdb.load.engine import create_schema
+from kmdb.load.database import create_schema
+from kmdb.load.ledger import Counts, revision_states
 from kmdb.load.settle import settle
-from kmdb.pipeline.import_pass import (
-    MAX_REVISION,
-    Counts,
-    Unreadable,
-    import_revision,
-    revision_states,
-    scan_revision,
-)
+from kmdb.pipeline.import_pass import import_revision
+from kmdb.pipeline.leftovers import remove_leftovers
+from kmdb.pipeline.scan_pass import scan_revision
 from kmdb.settings import Settings
-
-log = logging.getLogger(__name__)
-
-
-def new_revisions(engine: Engine, source: Source, settings: Settings) -> list[int]:
-    """Revisions of the source that are not fully imported yet, in numeric order."""
-    r = schema.revisions
-    with engine.connect() as conn:
-        rows = conn.execute(select(r.c.number, r.c.status, r.c.scanned)).all()
-    listed = source.list_revisions()
-    if listed is not None:
-        rows = _forget_vanished(engine, rows, set(listed))
-    statuses = {number: status for number, status, _ in rows}
-    done = {n for n, status in statuses.items() if status == "done"}
-    start = max(done) + 1 if done else max(1, settings.min_revision)
-    found = find_new(source, done, settings, start, set(statuses) - done, listed)
-    if not found and listed == []:
-        raise NoRevisions(source.name, _parent_if_revisions_folder(source))
-    beyond = [n for n in found if n > MAX_REVISION]
-    if beyond:
-        log.warning(
-            "Skipping revisions %s: beyond %s, the largest kmdb can give row ids for.",
-            ", ".join(map(str, beyond)),
-            MAX_REVISION,
-        )
-    return [n for n in found if n <= MAX_REVISION]
-
-
-def _file_alone(exc: BaseException) -> bool:
-    """Whether a failure concerns one revision file alone (it cannot be read, or is gone)."""
-    return isinstance(exc, SourceError) and not is_transient(exc)
-
-
-def _forget_vanished(engine: Engine, rows: list, listed: set[int]) -> list:
-    """Drop the progress rows of revisions that failed before anything of them was
-    imported (not even scanned) and whose file is gone (or was never a revision, as
-    007.json); return the rest.
-
-    Such a row would stay "failed" in kmdb-status for a file no import can read. A
-    pending row is kept: a queued job of its own may be about to say why it fails.
-    """
-    gone = [
-        n for n, status, scanned in rows if n not in listed and status == "failed" and not scanned
-    ]
-    if not gone:
-        return rows
-    r, p = schema.revisions, schema.revision_parts
-    with engine.begin() as conn:
-        conn.execute(delete(p).where(p.c.revision.in_(gone)))
-        conn.execute(delete(r).where(r.c.number.in_(gone)))
-    log.warning(
-        "Forgot revisions %s: their files are no longer in the export, and nothing of them "
-        "was imported.",
-        ", ".join(map(str, gone)),
-    )
-    return [row for row in rows if row[0] not in set(gone)]
-
-
-def _parent_if_revisions_folder(source: Source) -> str | None:
-    """The export's folder when the source given is its revisions/ folder itself."""
-    root = getattr(source, "root", None)
-    if root is None:
-        return None
-    if root.name == "revisions" or any(revision_names(p.name for p in root.iterdir())[0]):
-        return str(root.parent)
-    return None
 
 
 @dataclass(frozen=True)
@@ -161,7 +88,7 @@ def import_inline(
     """
     started = time.perf_counter()
     create_schema(engine)
-    stash.remove_leftovers(settings.tmp_dir)
+    remove_leftovers(settings.tmp_dir)
     total = Counts()
     failures: dict[int, str] = {}
     # The same passes as the RQ jobs: scan every file for aliases, settle people,
@@ -173,7 +100,7 @@ def import_inline(
         try:
             scan_revision(engine, source, revision, settings)
         except Exception as exc:
-            if not _file_alone(exc):
+            if not concerns_one_file(exc):
                 raise
             failures[revision] = str(exc)
     settle(engine, before_import=True)
@@ -182,17 +109,12 @@ def import_inline(
             try:
                 total.add(import_revision(engine, source, revision, settings, on_chunk))
             except Exception as exc:
-                if not _file_alone(exc):
+                if not concerns_one_file(exc):
                     raise
                 failures[revision] = str(exc)
         if on_revision:
             on_revision(revision)
     settle(engine)
     if failures:
-        raise Unreadable(
-            f"{len(failures)} of {len(revisions)} revisions could not be read and were not "
-            f"imported (the others were): {'; '.join(failures.values())} "
-            "See SELECT number, error FROM revisions WHERE status = 'failed'; "
-            "kmdb-import tries them again."
-        )
+        raise Unreadable.of_run(list(failures.values()), len(revisions))
     return total, time.perf_counter() - started

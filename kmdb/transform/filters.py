@@ -1,12 +1,13 @@
-"""The user's filters: ignored users, whitelisted events, blacklisted properties (pure)."""
+"""The user's filters: ignored users, whitelisted events, blacklisted properties.
+
+Applying them to a record is pure; kmdb.load.filter_tables reads them from their
+tables when an import starts.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
-
-from kmdb.load import schema
 from kmdb.transform.parse import Record
 
 
@@ -38,16 +39,3 @@ class Filters:
             if len(kept) != len(record.properties):
                 return Record(record.kind, record.t, record.p, record.n, record.p2, kept)
         return record
-
-
-def load(conn: Connection) -> Filters:
-    """Read the filter tables."""
-
-    def names(table: object) -> frozenset[str]:
-        return frozenset(conn.execute(select(table.c.name)).scalars())  # type: ignore[attr-defined]
-
-    return Filters(
-        names(schema.ignored_users),
-        names(schema.whitelisted_events),
-        names(schema.blacklisted_properties),
-    )

@@ -1,0 +1,246 @@
+"""The steps of a chunk of lines, shared by the two passes of a job.
+
+The scan picks a chunk's alias lines (sightings) and records them; the import
+parses a chunk (parse, filters), interns its names, builds and stages its rows
+(prepare), then loads them and moves its parts' progress in one transaction
+(commit). An Importer holds what a job's chunks share: the filters, the names
+interned so far, and the time spent in each step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, select
+
+from kmdb.errors import ConcurrentImport
+from kmdb.load import schema
+from kmdb.load.bulk import TABLES, Staged, load_staged, stage_rows
+from kmdb.load.engine import is_mysql
+from kmdb.load.filter_tables import read_filters
+from kmdb.load.interning import Interner
+from kmdb.load.ledger import Counts, Move, Part, per_part, progress_sql
+from kmdb.pipeline.chunks import Segment
+from kmdb.retry import retrying_lock_conflicts
+from kmdb.settings import Settings
+from kmdb.transform.identity import alias_pair
+from kmdb.transform.parse import Record, Rejection, parse_fields
+from kmdb.transform.rows import (
+    ID_BASE,
+    REJECTED_TEXT_CHARS,
+    key_names,
+    timestamp,
+    tsv_rows,
+    tuple_rows,
+)
+
+log = logging.getLogger(__name__)
+
+# A job forgets the users it has looked up beyond this many (some 200 bytes each).
+USER_CACHE = 200_000
+# Each revision logs this many rejected lines one by one, then only their count.
+REJECTIONS_LOGGED = 5
+
+
+@dataclass
+class Prepared:
+    """A chunk parsed and staged, waiting for its transaction."""
+
+    counts: Counts
+    staged: list[Staged]
+    moves: list[Move]
+
+
+class Importer:
+    """What the parts of one job share (filters, interned names, timings), and the steps of a chunk."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        with engine.connect() as conn:
+            self.filters = read_filters(conn)
+        self.keys = Interner(engine, schema.keys, "string")
+        self.users = Interner(engine, schema.users, "name", extra="canonical_id")
+        self.counts = Counts()
+        self.rejected: dict[int, int] = {}  # per revision, for the log
+
+    def timed(self, stage: str, since: float) -> float:
+        """Add the time since `since` to a stage's timing; return the time now."""
+        now = time.perf_counter()
+        self.counts.timings[stage] = self.counts.timings.get(stage, 0.0) + now - since
+        return now
+
+    def _reject(self, rejected: list[tuple], revision: int, line_no: int, why: Rejection) -> None:
+        seen = self.rejected.get(revision, 0)
+        if seen < REJECTIONS_LOGGED:
+            log.warning("Revision %s, line %s rejected: %s", revision, line_no, why.reason)
+        self.rejected[revision] = seen + 1
+        rejected.append((revision, line_no, why.reason, why.text[:REJECTED_TEXT_CHARS]))
+
+    def sightings(self, revision: int, numbered: list[tuple[int, bytes]]) -> list[tuple]:
+        """First pass: the alias lines among numbered lines, as alias_sightings rows."""
+        sightings = []
+        for line_no, raw in numbered:
+            parsed = parse_fields(raw)
+            if type(parsed) is not tuple or parsed[0] != "alias":
+                continue
+            record: Record | None = Record(*parsed)
+            if self.filters.active:
+                record = self.filters.keep(record)
+            if record is None or record.p2 is None:
+                continue
+            pair = alias_pair(record.p, record.p2)
+            if pair is not None:
+                sightings.append((revision, line_no, pair[0], pair[1], timestamp(record.t)))
+        return sightings
+
+    def write_sightings(self, sightings: list[tuple], then: Callable[[Connection], None]) -> None:
+        """Record sightings (idempotent) and run then, in one transaction."""
+        # Their names are interned when they are merged into aliases, in one statement.
+        table, columns = TABLES["alias_sightings"]
+        staged = stage_rows(self.engine, table, columns, sightings, self.settings.tmp_dir)
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                # A scan run again after a crash meets its own earlier lines: keep those.
+                load_staged(conn, staged, ignore_duplicates=True)
+                then(conn)
+
+        try:
+            retrying_lock_conflicts(write)
+        finally:
+            staged.discard()
+
+    def _parse(self, segment: Segment, rejected: list[tuple]) -> list[tuple[int, tuple]]:
+        records: list[tuple[int, tuple]] = []
+        filters = self.filters if self.filters.active else None
+        revision = segment.part.revision
+        for line_no, raw in enumerate(segment.raws, segment.first):
+            parsed = parse_fields(raw)
+            if type(parsed) is tuple:
+                if parsed[0] == "alias":  # recorded by the scan
+                    continue
+                if filters is not None and (parsed := filters.keep(Record(*parsed))) is None:
+                    continue
+                records.append((line_no, parsed))
+            elif parsed is not None:
+                self._reject(rejected, revision, line_no, parsed)
+        return records
+
+    def prepare(self, segments: list[Segment]) -> Prepared:
+        """Second pass, in this thread: parse a chunk, intern its names, stage its rows."""
+        started = time.perf_counter()
+        parsed = []
+        rejected: list[tuple] = []
+        for segment in segments:
+            before = len(rejected)
+            parsed.append((segment, self._parse(segment, rejected), len(rejected) - before))
+        now = self.timed("parse", started)
+
+        if len(self.users.cache) > USER_CACHE:
+            self.users.cache.clear()  # memory stays bounded on a revision of many people
+        known = self.users.cache
+        wanted = {
+            p
+            for _, records, _ in parsed
+            for _, (_kind, _t, p, _n, _p2, _props) in records
+            if p not in known
+        }
+        user_ids = self.users.ids(wanted)
+        now = self.timed("identities", now)
+
+        events: list = []
+        properties: list = []
+        moves: list[Move] = []
+        for segment, records, rejections in parsed:
+            part = segment.part
+            seg_events, seg_properties, seq = self._rows(part, records, user_ids)
+            events += seg_events
+            properties += seg_properties
+            # A part's end marker holds no lines: it leaves the part where it is.
+            last = segment.first + len(segment.raws) - 1 if segment.raws else part.lines_done
+            end = segment.end_offset if segment.raws else part.bytes_done
+            counts = Counts(
+                lines=len(segment.raws),
+                events=len(seg_events),
+                properties=len(seg_properties),
+                rejected=rejections,
+                bytes=end - part.bytes_done,
+            )
+            finished = not segment.raws
+            moves.append(Move(part, part.lines_done, last, end, seq, counts, finished))
+            part.lines_done, part.bytes_done, part.properties_done = last, end, seq
+        total = Counts()
+        for move in moves:
+            total.add(move.counts)
+        tmp = self.settings.tmp_dir
+        staged = [
+            stage_rows(self.engine, *TABLES["events"], events, tmp),
+            stage_rows(self.engine, *TABLES["properties"], properties, tmp),
+            stage_rows(self.engine, *TABLES["rejected_lines"], rejected, tmp),
+        ]
+        self.timed("rows", now)
+        return Prepared(total, staged, moves)
+
+    def _rows(
+        self, part: Part, records: list[tuple[int, tuple]], user_ids: dict
+    ) -> tuple[list, list, int]:
+        rows = tsv_rows if is_mysql(self.engine) else tuple_rows
+        base = part.revision * ID_BASE
+        args = (records, base, part.start_byte, part.properties_done)
+        try:
+            # Names of events and properties are few and soon all known: look for new
+            # ones only when a row needs one.
+            return rows(*args, self.keys.cache, user_ids)
+        except KeyError:
+            started = time.perf_counter()
+            self.keys.ids(key_names(records, self.keys.cache))
+            self.timed("identities", started)
+            return rows(*args, self.keys.cache, user_ids)
+
+    def commit(self, prepared: Prepared) -> Counts:
+        """Load a prepared chunk and its parts' progress in one transaction (in the loader thread)."""
+        started = time.perf_counter()
+        try:
+            retrying_lock_conflicts(lambda: self._commit(prepared))
+        finally:
+            for staged in prepared.staged:
+                staged.discard()
+        self.counts.timings["load"] = self.counts.timings.get("load", 0.0) + (
+            time.perf_counter() - started
+        )
+        self.counts.add(prepared.counts)
+        return prepared.counts
+
+    def _commit(self, p: Prepared) -> None:
+        r = schema.revision_parts
+        moves = per_part(p.moves)
+        with self.engine.begin() as conn:
+            # The progress rows are updated first: they lock the parts, so a second
+            # worker on the same part waits here and then finds it moved on. One
+            # statement for all of them: the loader thread waits for the GIL after
+            # each statement, and a chunk of small files moves dozens of parts.
+            moved = conn.exec_driver_sql(progress_sql(moves))
+            if moved.rowcount != len(moves):
+                now_at = [
+                    conn.execute(
+                        select(r.c.lines_done).where(
+                            r.c.revision == m.part.revision, r.c.part == m.part.part
+                        )
+                    ).scalar()
+                    for m in moves
+                ]
+                if moved.rowcount == 0 and now_at[0] == moves[0].to_line:
+                    # A retry after a lost connection: the first attempt did commit.
+                    return
+                # This transaction moved the others: it is rolled back.
+                moved_on = next(
+                    (m for m, at in zip(moves, now_at, strict=True) if at != m.to_line), moves[0]
+                )
+                part = moved_on.part
+                raise ConcurrentImport(part.revision, part.part, moved_on.from_line)
+            for staged in p.staged:
+                load_staged(conn, staged)
