@@ -271,7 +271,7 @@ def _import_inline(engine: Any, src: Any, settings: Settings) -> None:
     from kmdb.pipeline.discovery import new_revisions
     from kmdb.pipeline.inline import import_inline, summary
 
-    # As in a worker (kmdb.workers.warm_up), and here because this process exists for
+    # As in a worker (kmdb.orchestrate.workers.warm_up), and here because this process exists for
     # this import only: the collector's full passes would otherwise walk every loaded
     # module's objects again and again while rows pile up.
     gc.freeze()
@@ -469,8 +469,8 @@ def sample(
 
 
 # Commands that end by leaving the process at once: once boto3, RQ and SQLAlchemy
-# are loaded, the interpreter's own teardown takes half a second, which a burst
-# worker (and the kmdb-import before it) would add to every import's wall time.
+# are loaded, the interpreter's own teardown is slow, and a burst worker (and the
+# kmdb-import before it) would add it to every import's wall time.
 _QUICK_EXIT = {"work", "import"}
 
 

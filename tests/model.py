@@ -1,6 +1,6 @@
 """An independent model of the import contract, and a dump of the database to compare with it.
 
-The model reads lines with kmdb.parse (tested on its own against the contract's
+The model reads lines with kmdb.transform.parse (tested on its own against the contract's
 cases) and applies the filters, alias rules and canonical identities in the
 plainest way possible: no database, no chunks, a graph search for people.
 Both sides are reduced to names, so ids do not matter.

@@ -1,4 +1,4 @@
-"""Tests for kmdb.parse: the contract's rules for one line (sections "A line" 1-7)."""
+"""Tests for kmdb.transform.parse: the contract's rules for one line (sections "A line" 1-7)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 
 def line_batches(
@@ -65,6 +66,13 @@ def line_batches(
         yield first, batch, end + tail
 
 
+class LineStart(NamedTuple):
+    """Where a line starts: its byte offset in the file, and its number (from 1)."""
+
+    byte: int
+    line: int
+
+
 class LineStarts:
     """Where the first line at or after each of some byte offsets starts, found in passing.
 
@@ -76,7 +84,7 @@ class LineStarts:
 
     def __init__(self, offsets: list[int]) -> None:
         self.offsets = sorted(offsets)
-        self.starts: dict[int, tuple[int, int]] = {}
+        self.starts: dict[int, LineStart] = {}
         self.size = 0
 
     def wrap(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -91,21 +99,21 @@ class LineStarts:
                 first = chunk.find(b"\n")
                 if first >= 0:
                     for b in waiting:
-                        self.starts[b] = (position + first + 1, newlines + 2)
+                        self.starts[b] = LineStart(position + first + 1, newlines + 2)
                     waiting = []
             while pending and (pending[0] == 0 or pending[0] - 1 < end):
                 b = pending.pop(0)
                 if b == 0:
-                    self.starts[b] = (0, 1)
+                    self.starts[b] = LineStart(0, 1)
                     continue
                 at = b - 1 - position  # the byte before b, in this chunk
                 before = newlines + chunk.count(b"\n", 0, max(at, 0))
                 if chunk[at : at + 1] == b"\n":
-                    self.starts[b] = (b, before + 2)
+                    self.starts[b] = LineStart(b, before + 2)
                     continue
                 found = chunk.find(b"\n", at)
                 if found >= 0:
-                    self.starts[b] = (position + found + 1, before + 2)
+                    self.starts[b] = LineStart(position + found + 1, before + 2)
                 else:
                     waiting.append(b)
             newlines += chunk.count(b"\n")
@@ -118,7 +126,7 @@ class LineStarts:
         # their number is the one after the last line's.
         lines = newlines + (0 if position == 0 or ends_a_line else 1)
         for b in waiting + pending:
-            self.starts[b] = (position, lines + 1)
+            self.starts[b] = LineStart(position, lines + 1)
 
 
 def matching_lines(

@@ -21,7 +21,7 @@ class ReadAhead:
     """Small spans of revision files, read in threads before they are needed.
 
     A job of many small files would otherwise wait for each file's GET in turn:
-    against S3 (or its emulator) that wait took longer than parsing the file.
+    against S3 that wait is longer than parsing the file.
     `spans` lists (revision, first byte, end) in the order chunks() will ask for
     them, with their sizes in bytes (None: unknown, never read ahead). With
     keep, whole files are handed to the source's `keep` for a later read.

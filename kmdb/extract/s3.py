@@ -24,7 +24,7 @@ _clients: dict[tuple[tuple[str, str], ...], Any] = {}
 def _s3_client() -> Any:
     """boto3's S3 client, made once per process for the AWS settings of the environment.
 
-    Making one costs some 20 ms of CPU, which a worker would pay on every job.
+    Making one costs CPU that a worker would otherwise pay on every job.
     boto3's clients are safe to share between threads.
     """
     import boto3
@@ -33,9 +33,9 @@ def _s3_client() -> Any:
     key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
     if key not in _clients:
         # Adaptive retries back off on throttling (503 SlowDown) as well as on errors.
-        # Checksums only where S3 requires them (as before botocore 1.36): an
-        # object's CRC computed on every GET cost a tenth of a small file's read,
-        # on both sides, and TLS already guards what crosses the network.
+        # Checksums only where S3 requires them (botocore's default since 1.36 is
+        # always): an object's CRC computed on every GET is a large share of a small
+        # file's read, on both sides, and TLS already guards what crosses the network.
         config = Config(
             retries={"max_attempts": 10, "mode": "adaptive"},
             request_checksum_calculation="when_required",

@@ -9,7 +9,7 @@ machine takes them from there and removes them. An import on another machine
 reads the file from S3 as before. Revision files never change once written,
 so a kept copy is the file.
 
-The kept copies are in kmdb's private folder (kmdb.private), files of mode 0600
+The kept copies are in kmdb's private folder (kmdb.extract.private), files of mode 0600
 that nobody else can read or plant; a folder that is not private (a symlink,
 another user's, open to others) is not used, and the import reads from S3. A
 kept copy whose size is not the size S3 listed is not used either.

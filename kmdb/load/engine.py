@@ -42,8 +42,8 @@ SQL_MODE = "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTIO
 # file on it (see sending); whatever else a server asks for is refused.
 _SENDING: dict[int, str] = {}
 # PyMySQL sends a file in 16 KB packets. The loader thread needs the GIL again after
-# each one, which the parsing thread holds for up to 5 ms at a time: with small
-# packets the server waited on Python. Half a megabyte stays far below any server's
+# each one, which the parsing thread holds for milliseconds at a time: with small
+# packets the server waits on Python. Half a megabyte stays far below any server's
 # max_allowed_packet (1 MB at the very least).
 PACKET = 1 << 19
 
@@ -65,7 +65,7 @@ def _send_only_what_is_loading(filename: str | bytes, conn: Any) -> None:
         raise pymysql.err.OperationalError(2068, f"Cannot read load file {name!r}: {exc}") from exc
 
 
-# Installed when kmdb.db is imported: every connection kmdb makes, through make_engine
+# Installed when kmdb.load.engine is imported: every connection kmdb makes, through make_engine
 # or pymysql.connect, is made after that import.
 pymysql.connections._send_local_file = _send_only_what_is_loading
 
@@ -101,7 +101,7 @@ def make_engine(settings: Settings) -> Engine:
         }
         if _is_local(url):
             # TLS to the same machine protects nothing, and PyMySQL builds a TLS
-            # context for every new connection (a fifth of a short job's time).
+            # context for every new connection (a large share of a short job's time).
             kwargs["connect_args"]["ssl_disabled"] = True
         kwargs["pool_pre_ping"] = True
         kwargs["pool_recycle"] = 3600

@@ -268,7 +268,7 @@ class ScanMark:
     def parts_found(self) -> list[tuple[int, int, int, int]]:
         """(part, start byte, start line, end byte) of each of the revision's parts."""
         starts = self.starts
-        ends = [starts.starts[part["first_byte"]][0] for part in self.parts[1:]] + [starts.size]
+        ends = [starts.starts[part["first_byte"]].byte for part in self.parts[1:]] + [starts.size]
         found = []
         for part, end in zip(self.parts, ends, strict=True):
             start_byte, start_line = starts.starts[part["first_byte"]]

@@ -96,9 +96,9 @@ class LockSet:
     def take_all(self, whats: list[str], wait: float = LOCK_WAIT) -> None:
         """Take the locks named by whats, in order: those free at once in one statement.
 
-        A job of many small files took a round trip per lock. Locks are still
-        taken in order, so that two jobs never wait on each other: those after
-        the first busy one are given back, and the rest taken one by one.
+        A round trip per lock would cost a job of many small files dearly. Locks
+        are still taken in order, so that two jobs never wait on each other: those
+        after the first busy one are given back, and the rest taken one by one.
         """
         if not is_mysql(self.engine) or not whats:
             return

@@ -284,7 +284,7 @@ def _enqueue_import(
         for group in groups(to_scan, [(sizes or {}).get(n) for n in to_scan], budget, multiple)
     ]
     if not active:
-        # Into empty tables, indexes are cheaper built once at the end (kmdb.indexes).
+        # Into empty tables, indexes are cheaper built once at the end (kmdb.load.indexes).
         indexes.put_off(engine)
     first_settle = _enqueue(
         q,

@@ -78,8 +78,8 @@ SETTLING = 0.25
 def warm_up() -> None:
     """Load what every job needs once, before the worker takes its first job.
 
-    boto3's S3 model and the clock times of row timestamps, made here, are not
-    made again for each job (a tenth of a second each).
+    boto3's S3 model and the times of day of row timestamps, made here, are not
+    made again for each job (each is a noticeable part of a short job).
     """
     import gc
 
@@ -96,7 +96,7 @@ def warm_up() -> None:
         log.debug("Could not prepare an S3 client in advance: %s", exc)
     # The modules loaded so far live as long as the process. Out of the collector's
     # sight, its full passes no longer walk them while a job allocates rows: that
-    # walking took a third of an import's CPU time.
+    # walking was a large share of an import's CPU time.
     gc.freeze()
 
 
@@ -105,10 +105,10 @@ class KmdbWorker(SimpleWorker):
 
     RQ's default worker forks a work horse for each job. Here a job runs in the
     worker's own process instead: its database connections, compiled statements,
-    S3 client and caches stay warm from one job to the next. Forking cost about
-    a tenth of a second per job, which made an export of many small revision
-    files a fifth slower. A thread keeps the worker's heartbeat going while a
-    job runs, as RQ's forking worker does from its side of the fork.
+    S3 client and caches stay warm from one job to the next, and no fork is paid
+    for per job, which an export of many small revision files would feel. A
+    thread keeps the worker's heartbeat going while a job runs, as RQ's forking
+    worker does from its side of the fork.
 
     On SIGINT or SIGTERM RQ waits for the running job (a warm shutdown), which
     may take hours on a big revision; this one also asks the job to stop: it
@@ -197,11 +197,11 @@ class KmdbWorker(SimpleWorker):
 
     def unsubscribe(self) -> None:
         # RQ sends UNSUBSCRIBE and only then stops its listener thread, which waits
-        # for messages 60 s at a time. When the reply woke the thread first, it went
-        # back to waiting, and RQ's join gave up on it only after a second: a third
-        # of the burst runs that found the queue empty took that second, so a worker
-        # took the imports late after the settle, or quit late after the last job.
-        # Stopped first, the thread leaves as soon as the reply wakes it.
+        # for messages 60 s at a time. When the reply wakes the thread first, it goes
+        # back to waiting, and RQ's join gives up on it only after a second: a burst
+        # run that found the queue empty would then take the imports late after the
+        # settle, or quit late after the last job. Stopped first, the thread leaves
+        # as soon as the reply wakes it.
         if self.pubsub_thread:
             self.pubsub_thread.stop()
         super().unsubscribe()

@@ -108,18 +108,19 @@ class ChunkStream:
             rows = {(row.revision, row.part): dict(row._mapping) for row in conn.execute(query)}
         missing = sorted(wanted - set(rows))
         if missing:
+            revision, number = missing[0]
             raise KmdbError(
-                f"Revision {missing[0][0]} has no part {missing[0][1]}; "
-                "run kmdb-import to plan it again."
+                f"Revision {revision} has no part {number}; run kmdb-import to plan it again."
             )
         parts = []
-        for unit in self.parts:
-            if self.states[unit[0]]["status"] == "done":
+        for revision, number in self.parts:
+            if self.states[revision]["status"] == "done":
                 continue
-            if rows[unit]["status"] == "done":
-                self.already_done.add(unit[0])  # the revision is done if this was its last part
+            row = rows[(revision, number)]
+            if row["status"] == "done":
+                self.already_done.add(revision)  # the revision is done if this was its last part
                 continue
-            parts.append(Part.of(rows[unit]))
+            parts.append(Part.of(row))
         if not parts:
             return parts
         started = now()

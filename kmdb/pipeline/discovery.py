@@ -62,7 +62,7 @@ def _forget_vanished(engine: Engine, rows: list, listed: set[int]) -> list:
         "was imported.",
         ", ".join(map(str, gone)),
     )
-    return [row for row in rows if row[0] not in set(gone)]
+    return [row for row in rows if row.number not in set(gone)]
 
 
 def _parent_if_revisions_folder(source: Source) -> str | None:
@@ -70,6 +70,9 @@ def _parent_if_revisions_folder(source: Source) -> str | None:
     root = getattr(source, "root", None)
     if root is None:
         return None
-    if root.name == "revisions" or any(revision_names(p.name for p in root.iterdir())[0]):
+    if root.name == "revisions":
+        return str(root.parent)
+    numbers, _others = revision_names(p.name for p in root.iterdir())
+    if any(numbers):
         return str(root.parent)
     return None

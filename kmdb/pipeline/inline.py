@@ -57,14 +57,14 @@ def summary(engine: Engine) -> Summary:
         return conn.execute(query.where(*where)).scalar_one()  # type: ignore[arg-type]
 
     with engine.connect() as conn:
-        done = conn.execute(
+        revisions, lines = conn.execute(
             select(func.count(), func.coalesce(func.sum(r.c.lines_done), 0)).where(
                 r.c.status == "done"
             )
         ).one()
         return Summary(
-            revisions=done[0],
-            lines=int(done[1]),
+            revisions=revisions,
+            lines=int(lines),
             events=count(schema.events),
             properties=count(schema.properties),
             people=count(schema.users, schema.users.c.canonical_id.is_(None)),

@@ -94,7 +94,8 @@ class Importer:
                 continue
             pair = alias_pair(record.p, record.p2)
             if pair is not None:
-                sightings.append((revision, line_no, pair[0], pair[1], timestamp(record.t)))
+                name1, name2 = pair
+                sightings.append((revision, line_no, name1, name2, timestamp(record.t)))
         return sightings
 
     def write_sightings(self, sightings: list[tuple], then: Callable[[Connection], None]) -> None:

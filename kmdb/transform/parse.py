@@ -65,7 +65,7 @@ class Rejection:
 # An escaped backslash pair is matched as a unit so that the scan never starts an
 # octal escape at its second backslash: `\\201` is a literal backslash, then "201".
 # Written to begin with the backslash itself: a pattern that starts with a literal
-# lets re skip to the next backslash at once (eight times faster than `\\\\|(...)+`).
+# lets re skip to the next backslash at once (far faster than `\\\\|(...)+`).
 _ESCAPES = re.compile(rb"\\(?:\\|[23][0-7][0-7](?:\\[23][0-7][0-7])*)")
 _OCTAL = re.compile(rb"\\[23][0-7][0-7]")
 
@@ -256,7 +256,7 @@ def parse_fields(raw: bytes) -> tuple | Rejection | None:
     obj: Any = _UNPARSED
     text = None
     if b"\\" not in raw or not _OCTAL.search(raw):
-        try:  # noqa: SIM105 (contextlib.suppress costs a tenth of a parse)
+        try:  # noqa: SIM105 (contextlib.suppress costs more than the parse it guards)
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
