@@ -160,7 +160,9 @@ def test_only_deadlocks_and_lock_waits_are_lock_conflicts() -> None:
 
 def test_a_file_that_cannot_be_read_concerns_that_file_alone_unless_the_network_failed() -> None:
     assert concerns_one_file(SourceError("Cannot read revision 3: NoSuchKey."))
-    assert not concerns_one_file(_caused(SourceError("Cannot read revision 3."), ConnectionResetError()))
+    assert not concerns_one_file(
+        _caused(SourceError("Cannot read revision 3."), ConnectionResetError())
+    )
     assert not concerns_one_file(KmdbError("Revision 3 has no part 1."))
 
 
