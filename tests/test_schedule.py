@@ -93,3 +93,15 @@ def test_a_file_wider_than_a_share_can_leave_it_empty() -> None:
     # Found by the property above: three shares of 706 bytes, the middle bytes of
     # the files fall in the first and the third.
     assert groups([0, 1, 2, 3], [1, 998, 998, 120], BUDGET) == [[0, 1], [2, 3]]
+
+
+def test_the_graph_enqueues_the_job_functions_by_their_paths() -> None:
+    # RQ stores a job's function as a dotted path and a worker imports it from there:
+    # a path that names nothing fails every job of that kind.
+    from rq.utils import import_attribute
+
+    from kmdb.orchestrate import graph, jobs
+
+    assert import_attribute(graph.SCAN_JOB) is jobs.scan_revisions_job
+    assert import_attribute(graph.SETTLE_JOB) is jobs.settle_job
+    assert import_attribute(graph.IMPORT_JOB) is jobs.import_parts_job
