@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from kmdb import reports
 from kmdb.db import create_schema, make_engine
 from kmdb.errors import ReportError
-from kmdb.reports import common
+from kmdb.reports import stream
 from kmdb.reports.common import Periods, amount, day_number, money
 from kmdb.run import import_inline, new_revisions
 from kmdb.settings import Settings
@@ -242,7 +242,7 @@ def test_people_whose_rows_do_not_fit_one_text_are_read_row_by_row(
     engine = make_engine(settings)
     world = imported(engine, settings, tmp_path, 12)
     # MySQL cuts a GROUP_CONCAT at group_concat_max_len; a cut text must not lose rows.
-    monkeypatch.setattr(common, "GROUP_CONCAT_MAX", "40")
+    monkeypatch.setattr(stream, "GROUP_CONCAT_MAX", "40")
     got = reports.funnel(engine, ["a", "b", "c"], by="variant")
     assert got == oracle.funnel(world, ["a", "b", "c"], by="variant")
     got = reports.revenue(engine, property="amount", period="week", churn_days=7)

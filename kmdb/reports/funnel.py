@@ -9,45 +9,47 @@ from typing import Any
 from sqlalchemy import Engine
 
 from kmdb.errors import ReportError
-from kmdb.reports.common import (
-    DateLike,
-    Range,
-    check_choice,
-    engine_for,
+from kmdb.reports.common import DateLike, Range, check_choice, engine_for, make_range, ratio
+from kmdb.reports.stream import (
+    Times,
     find_events,
     find_property,
     joined,
-    make_range,
     person_events,
     person_values,
-    ratio,
 )
 
 MODES = ("strict", "skips")
 ATTRIBUTIONS = ("first", "last", "first-in-range", "last-in-range", "at-entry")
 
 
-def match(rows: Sequence[tuple[int, int]], steps: Sequence[int], skips: bool) -> list[bool]:
-    """Which steps a person's (t, n) rows (sorted by t) reach; all False if they did not enter."""
+def match(times: Times, steps: Sequence[int], skips: bool) -> list[bool]:
+    """Which steps a person reaches; all False if they did not enter.
+
+    steps[j] is the position in times of step j's name.
+    """
     reached = [False] * len(steps)
-    first = next((i for i, (_, n) in enumerate(rows) if n == steps[0]), None)
-    if first is None:
+    entries = times[steps[0]]
+    if not entries:
         return reached
-    times = [t for t, _ in rows]
-    used = {first}
     reached[0] = True
-    low = bisect_left(times, rows[first][0])
+    # Per name, how many of its earliest times earlier steps matched. A step matches
+    # its name's earliest unmatched time at or after the previous match; as those
+    # bounds only grow, the unmatched times at or after any later bound are exactly
+    # those from max(this count, the bound's place), so no set of matches is needed.
+    matched = {steps[0]: 1}
+    previous = entries[0]
     for j in range(1, len(steps)):
-        found = next(
-            (i for i in range(low, len(rows)) if rows[i][1] == steps[j] and i not in used), None
-        )
-        if found is None:
+        name = steps[j]
+        found = times[name]
+        i = max(matched.get(name, 0), bisect_left(found, previous))
+        if i == len(found):
             if skips:
                 continue
             break
-        used.add(found)
+        matched[name] = i + 1
+        previous = found[i]
         reached[j] = True
-        low = bisect_left(times, rows[found][0])
     return reached
 
 
@@ -91,17 +93,18 @@ def funnel(
             missing.append(by)
     counts: dict[str | None, list[int]] = {}
     if not missing:
-        step_ids = [ids[name] for name in steps]
-        people = person_events(engine, ids.values(), within.start, within.end)
+        names = list(ids.values())
+        step_at = [names.index(ids[name]) for name in steps]
+        people = person_events(engine, names, within.start, within.end)
         values = person_values(engine, key, None, None) if key is not None else iter(())
         skips = mode == "skips"
-        for _, rows, props in joined(people, values):
-            reached = match(rows, step_ids, skips)
+        for _, times, props in joined(people, values):
+            reached = match(times, step_at, skips)
             if not reached[0]:
                 continue
             value = None
             if key is not None:
-                entry = next(t for t, n in rows if n == step_ids[0])
+                entry = times[step_at[0]][0]
                 value = attribute(props, attribution, within, entry)
             total = counts.setdefault(value, [0] * len(steps))
             for j, hit in enumerate(reached):
