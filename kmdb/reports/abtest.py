@@ -49,7 +49,9 @@ def abtest(
                 continue
             counts = tally.setdefault(variant, [0, 0])
             counts[0] += 1
-            counts[1] += done is not None and done[0][-1] >= entry
+            if done is not None:
+                _, end, base = done.span(0)
+                counts[1] += done.codes[end - 1] - base >= entry
     order = sorted(tally.items(), key=lambda kv: (-kv[1][0], kv[0]))
     if baseline is None:
         baseline = order[0][0] if order else None

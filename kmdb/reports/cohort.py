@@ -55,18 +55,20 @@ def cohort(
         # Returns count at any time after the anchor, but only within N buckets of it.
         reach = None if end is None else end + buckets * length
         for _, times in person_events(engine, names, within.start, reach):
-            anchors = times[anchor_at]
-            if not anchors or (end is not None and anchors[0] >= end):
+            codes = times.codes
+            first_at, first_end, base = times.span(anchor_at)
+            if first_at == first_end or (end is not None and codes[first_at] - base >= end):
                 continue
-            anchor = anchors[0]
-            returns = times[return_at]
+            anchor = codes[first_at] - base
             # The returns after the anchor and before the end of its last bucket.
-            low = bisect_right(returns, anchor)
-            high = bisect_left(returns, anchor + buckets * length, low)
+            start, stop, base = times.span(return_at)
+            low = bisect_right(codes, base + anchor, start, stop)
+            high = bisect_left(codes, base + anchor + buckets * length, low, stop)
+            after = base + anchor
             if count == "first":
-                hits = [(returns[low] - anchor) // length] if low < high else []
+                hits = [(codes[low] - after) // length] if low < high else []
             else:
-                hits = sorted({(t - anchor) // length for t in returns[low:high]})
+                hits = sorted({(c - after) // length for c in codes[low:high]})
             row = days.setdefault(anchor // DAY, [0] * (buckets + 1))
             row[0] += 1
             for k in hits:

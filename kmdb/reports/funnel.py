@@ -26,29 +26,32 @@ ATTRIBUTIONS = ("first", "last", "first-in-range", "last-in-range", "at-entry")
 def match(times: Times, steps: Sequence[int], skips: bool) -> list[bool]:
     """Which steps a person reaches; all False if they did not enter.
 
-    steps[j] is the position in times of step j's name.
+    steps[j] is the place in times of step j's name.
     """
     reached = [False] * len(steps)
-    entries = times[steps[0]]
-    if not entries:
+    codes = times.codes
+    start, end, base = times.span(steps[0])
+    if start == end:
         return reached
     reached[0] = True
-    # Per name, how many of its earliest times earlier steps matched. A step matches
-    # its name's earliest unmatched time at or after the previous match; as those
-    # bounds only grow, the unmatched times at or after any later bound are exactly
-    # those from max(this count, the bound's place), so no set of matches is needed.
-    matched = {steps[0]: 1}
-    previous = entries[0]
+    # Per name: [its first time no earlier step matched, its end, its base]. A step
+    # matches its name's earliest unmatched time at or after the previous match; as
+    # those bounds only grow, its earlier times are all matched or too early, so
+    # the next unmatched one is the first at or after the bound past those.
+    spans = {steps[0]: [start + 1, end, base]}
+    previous = codes[start] - base
     for j in range(1, len(steps)):
-        name = steps[j]
-        found = times[name]
-        i = max(matched.get(name, 0), bisect_left(found, previous))
-        if i == len(found):
+        span = spans.get(steps[j])
+        if span is None:
+            span = spans[steps[j]] = list(times.span(steps[j]))
+        first, end, base = span
+        i = bisect_left(codes, previous + base, first, end)
+        if i == end:
             if skips:
                 continue
             break
-        matched[name] = i + 1
-        previous = found[i]
+        span[0] = i + 1
+        previous = codes[i] - base
         reached[j] = True
     return reached
 
@@ -104,8 +107,8 @@ def funnel(
                 continue
             value = None
             if key is not None:
-                entry = times[step_at[0]][0]
-                value = attribute(props, attribution, within, entry)
+                start, _, base = times.span(step_at[0])
+                value = attribute(props, attribution, within, times.codes[start] - base)
             total = counts.setdefault(value, [0] * len(steps))
             for j, hit in enumerate(reached):
                 total[j] += hit

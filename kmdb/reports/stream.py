@@ -200,24 +200,20 @@ class Times:
     """A person's times of each event name, from the numbers the server sent for them.
 
     Each number is (1 + the name's place) * SPAN + seconds since year 0, so that once
-    sorted, each name's times are one slice of them, in time order.
+    sorted, each name's times are one slice of codes, in time order: a report finds
+    the times it needs by bisection, without a list per name.
     """
 
-    __slots__ = ("_codes", "_lists")
+    __slots__ = ("codes",)
 
     def __init__(self, codes: list[int]) -> None:
-        self._codes = sorted(codes)
-        self._lists: dict[int, list[int]] = {}
+        self.codes = sorted(codes)
 
-    def __getitem__(self, i: int) -> list[int]:
-        """The times of the i-th name (seconds since 1970), earliest first."""
-        found = self._lists.get(i)
-        if found is None:
-            codes, base = self._codes, (i + 1) * SPAN + TO_SECONDS_1970
-            low = bisect_left(codes, base)
-            found = [c - base for c in codes[low : bisect_left(codes, base + SPAN, low)]]
-            self._lists[i] = found
-        return found
+    def span(self, i: int) -> tuple[int, int, int]:
+        """(start, end, base) of the i-th name: its times are codes[start:end] less base."""
+        codes, base = self.codes, (i + 1) * SPAN + TO_SECONDS_1970
+        start = bisect_left(codes, base)
+        return start, bisect_left(codes, base + SPAN, start), base
 
 
 def person_events(
