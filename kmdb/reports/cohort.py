@@ -56,19 +56,20 @@ def cohort(
         reach = None if end is None else end + buckets * length
         for _, times in person_events(engine, names, within.start, reach):
             codes = times.codes
-            first_at, first_end, base = times.span(anchor_at)
-            if first_at == first_end or (end is not None and codes[first_at] - base >= end):
+            start, stop, base = times.span(anchor_at)
+            if start == stop or (end is not None and codes[start] - base >= end):
                 continue
-            anchor = codes[first_at] - base
-            # The returns after the anchor and before the end of its last bucket.
-            start, stop, base = times.span(return_at)
-            low = bisect_right(codes, base + anchor, start, stop)
-            high = bisect_left(codes, base + anchor + buckets * length, low, stop)
-            after = base + anchor
+            anchor = codes[start] - base
+            # The returns after the anchor and before the end of its last bucket, as
+            # codes: each is `at` more than its time.
+            start, stop, at = times.span(return_at)
+            low = bisect_right(codes, at + anchor, start, stop)
+            high = bisect_left(codes, at + anchor + buckets * length, low, stop)
+            at += anchor
             if count == "first":
-                hits = [(codes[low] - after) // length] if low < high else []
+                hits = [(codes[low] - at) // length] if low < high else []
             else:
-                hits = sorted({(c - after) // length for c in codes[low:high]})
+                hits = sorted({(c - at) // length for c in codes[low:high]})
             row = days.setdefault(anchor // DAY, [0] * (buckets + 1))
             row[0] += 1
             for k in hits:
