@@ -346,3 +346,12 @@ def test_a_database_with_an_older_kmdbs_indexes_gives_the_same_reports_and_gets_
         "properties": sorted([stream.BY_KEY, "properties_event", "properties_user_key_t"]),
     }
     _every_report(engine, world)
+
+
+def test_event_ids_too_big_for_a_code_are_numbered_by_their_place(
+    engine: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = imported(engine, settings, tmp_path, 13)
+    # An id times SPAN must fit 64 bits; past LARGEST_ID the names are numbered 1, 2, ...
+    monkeypatch.setattr(stream, "LARGEST_ID", 0)
+    _every_report(engine, world)

@@ -50,7 +50,7 @@ def abtest(
             counts = tally.setdefault(variant, [0, 0])
             counts[0] += 1
             if done is not None:
-                _, end, base = done.span(0)
+                _, end, base = done.span(ids[goal])
                 counts[1] += done.codes[end - 1] - base >= entry
     order = sorted(tally.items(), key=lambda kv: (-kv[1][0], kv[0]))
     if baseline is None:

@@ -49,20 +49,18 @@ def cohort(
     # Per day of anchor: [people, returned in bucket 0, 1, ...]; days are few, people many.
     days: dict[int, list[int]] = {}
     if not missing:
-        names = list(ids.values())
-        anchor_at, return_at = names.index(ids[first]), names.index(ids[return_])
         end = within.end
         # Returns count at any time after the anchor, but only within N buckets of it.
         reach = None if end is None else end + buckets * length
-        for _, times in person_events(engine, names, within.start, reach):
+        for _, times in person_events(engine, ids.values(), within.start, reach):
             codes = times.codes
-            start, stop, base = times.span(anchor_at)
+            start, stop, base = times.span(ids[first])
             if start == stop or (end is not None and codes[start] - base >= end):
                 continue
             anchor = codes[start] - base
             # The returns after the anchor and before the end of its last bucket, as
             # codes: each is `at` more than its time.
-            start, stop, at = times.span(return_at)
+            start, stop, at = times.span(ids[return_])
             low = bisect_right(codes, at + anchor, start, stop)
             high = bisect_left(codes, at + anchor + buckets * length, low, stop)
             at += anchor

@@ -26,7 +26,7 @@ ATTRIBUTIONS = ("first", "last", "first-in-range", "last-in-range", "at-entry")
 def match(times: Times, steps: Sequence[int], skips: bool) -> list[bool]:
     """Which steps a person reaches; all False if they did not enter.
 
-    steps[j] is the place in times of step j's name.
+    steps[j] is the id of step j's name.
     """
     reached = [False] * len(steps)
     codes = times.codes
@@ -96,18 +96,17 @@ def funnel(
             missing.append(by)
     counts: dict[str | None, list[int]] = {}
     if not missing:
-        names = list(ids.values())
-        step_at = [names.index(ids[name]) for name in steps]
-        people = person_events(engine, names, within.start, within.end)
+        step_ids = [ids[name] for name in steps]
+        people = person_events(engine, step_ids, within.start, within.end)
         values = person_values(engine, key, None, None) if key is not None else iter(())
         skips = mode == "skips"
         for _, times, props in joined(people, values):
-            reached = match(times, step_at, skips)
+            reached = match(times, step_ids, skips)
             if not reached[0]:
                 continue
             value = None
             if key is not None:
-                start, _, base = times.span(step_at[0])
+                start, _, base = times.span(step_ids[0])
                 value = attribute(props, attribution, within, times.codes[start] - base)
             total = counts.setdefault(value, [0] * len(steps))
             for j, hit in enumerate(reached):

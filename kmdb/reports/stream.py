@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -37,6 +37,8 @@ BY_KEY = "properties_key_t_user_value"
 TO_SECONDS_1970 = 62_167_219_200
 # More seconds than from year 0 to the end of 9999: the step between event names' codes.
 SPAN = 10**12
+# The largest event name id whose codes fit a signed 64-bit integer.
+LARGEST_ID = (2**63 - 1) // SPAN - 1
 
 
 def key_ids(engine: Engine, names: Iterable[str]) -> dict[str, int]:
@@ -211,36 +213,41 @@ def _cut(joined_text: str, limit: int | None) -> bool:
 class Times:
     """A person's times of each event name, from the numbers the server sent for them.
 
-    Each number is (1 + the name's place) * SPAN + seconds since year 0, so that once
-    sorted, each name's times are one slice of codes, in time order: a report finds
-    the times it needs by bisection, without a list per name.
+    Each number is the name's id (or its place in the report's list, see
+    person_events) times SPAN plus seconds since year 0, so that once sorted, each
+    name's times are one slice of codes, in time order: a report finds the times it
+    needs by bisection, without a list per name.
     """
 
-    __slots__ = ("codes",)
+    __slots__ = ("_places", "codes")
 
-    def __init__(self, codes: list[int]) -> None:
+    def __init__(self, codes: list[int], places: dict[int, int] | None = None) -> None:
         self.codes = sorted(codes)
+        self._places = places
 
-    def span(self, i: int) -> tuple[int, int, int]:
-        """(start, end, base) of the i-th name: its times are codes[start:end] less base."""
-        codes, base = self.codes, (i + 1) * SPAN + TO_SECONDS_1970
+    def span(self, n: int) -> tuple[int, int, int]:
+        """(start, end, base) of event name n: its times are codes[start:end] less base."""
+        factor = n if self._places is None else self._places[n]
+        codes, base = self.codes, factor * SPAN + TO_SECONDS_1970
         start = bisect_left(codes, base)
         return start, bisect_left(codes, base + SPAN, start), base
 
 
 def person_events(
-    engine: Engine, ids: Sequence[int], start: int | None, end: int | None
+    engine: Engine, ids: Iterable[int], start: int | None, end: int | None
 ) -> Iterator[tuple[int, Times]]:
     """(user_id, their times of each of ids) of each person with events of ids in [start, end)."""
     ids = list(dict.fromkeys(int(i) for i in ids))
     params: dict[str, Any] = {}
     listed = ", ".join(map(str, ids))
     where = f"n IN ({listed}){_bounds(start, end, params)}"
-    if engine.dialect.name == "sqlite":
-        place = f"CASE n {' '.join(f'WHEN {i} THEN {k + 1}' for k, i in enumerate(ids))} END"
-    else:
-        place = f"FIELD(n, {listed})"
-    code = f"{place} * {SPAN} + {_from_year_0(engine, 't')}"
+    places = None
+    factor = "n"
+    if max(ids) > LARGEST_ID:
+        # A code must stay within a signed 64-bit integer: number the names 1, 2, ...
+        places = {i: k + 1 for k, i in enumerate(ids)}
+        factor = f"CASE n {' '.join(f'WHEN {i} THEN {k}' for i, k in places.items())} END"
+    code = f"{factor} * {SPAN} + {_from_year_0(engine, 't')}"
     hint = _event_index(engine, where, params)
     sql = (
         f"SELECT user_id, {_grouped(engine, code, ',')} FROM events{hint} WHERE {where} "
@@ -254,7 +261,7 @@ def person_events(
         else:
             # orjson reads a list of numbers twice as fast as int() one at a time.
             codes = orjson.loads(f"[{joined_text}]")
-        yield user_id, Times(codes)
+        yield user_id, Times(codes, places)
 
 
 def person_values(
