@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,23 +23,22 @@ MODES = ("strict", "skips")
 ATTRIBUTIONS = ("first", "last", "first-in-range", "last-in-range", "at-entry")
 
 
-def match(times: Times, steps: Sequence[int], skips: bool) -> list[bool]:
-    """Which steps a person reaches; all False if they did not enter.
+def match(times: Times, steps: Sequence[int], skips: bool) -> list[int | None]:
+    """The time of each step's match for a person, None where there is none.
 
-    steps[j] is the id of step j's name.
+    steps[j] is the id of step j's name; a person who did not enter matches nothing.
     """
-    reached = [False] * len(steps)
+    matches: list[int | None] = [None] * len(steps)
     codes = times.codes
     start, end, base = times.span(steps[0])
     if start == end:
-        return reached
-    reached[0] = True
+        return matches
     # Per name: [its first time no earlier step matched, its end, its base]. A step
     # matches its name's earliest unmatched time at or after the previous match; as
     # those bounds only grow, its earlier times are all matched or too early, so
     # the next unmatched one is the first at or after the bound past those.
     spans = {steps[0]: [start + 1, end, base]}
-    previous = codes[start] - base
+    previous = matches[0] = codes[start] - base
     for j in range(1, len(steps)):
         span = spans.get(steps[j])
         if span is None:
@@ -51,23 +50,30 @@ def match(times: Times, steps: Sequence[int], skips: bool) -> list[bool]:
                 continue
             break
         span[0] = i + 1
-        previous = codes[i] - base
-        reached[j] = True
-    return reached
+        previous = matches[j] = codes[i] - base
+    return matches
+
+
+def _time(row: tuple[int, str]) -> int:
+    return row[0]
 
 
 def attribute(
     values: Sequence[tuple[int, str]], attribution: str, within: Range, entry: int
 ) -> str | None:
-    """The one value of a person's (t, value) rows that the attribution picks, or None."""
+    """The one value of a person's (t, value) rows, by time then value, that the attribution picks."""
+    # Ties on time go to the lower value first, so the earliest is the first row.
+    low, high = 0, len(values)
     if attribution in ("first-in-range", "last-in-range"):
-        values = [v for v in values if v[0] in within]
+        if within.start is not None:
+            low = bisect_left(values, within.start, key=_time)
+        if within.end is not None:
+            high = bisect_left(values, within.end, low, key=_time)
     elif attribution == "at-entry":
-        values = [v for v in values if v[0] <= entry]
-    if not values:
+        high = bisect_right(values, entry, key=_time)
+    if low >= high:
         return None
-    # Ties on time go to the lower value first, so the earliest is the smallest (t, value).
-    return (min if attribution.startswith("first") else max)(values)[1]
+    return values[low if attribution.startswith("first") else high - 1][1]
 
 
 def funnel(
@@ -101,16 +107,15 @@ def funnel(
         values = person_values(engine, key, None, None) if key is not None else iter(())
         skips = mode == "skips"
         for _, times, props in joined(people, values):
-            reached = match(times, step_ids, skips)
-            if not reached[0]:
+            matches = match(times, step_ids, skips)
+            entry = matches[0]
+            if entry is None:
                 continue
-            value = None
-            if key is not None:
-                start, _, base = times.span(step_ids[0])
-                value = attribute(props, attribution, within, times.codes[start] - base)
+            value = None if key is None else attribute(props, attribution, within, entry)
             total = counts.setdefault(value, [0] * len(steps))
-            for j, hit in enumerate(reached):
-                total[j] += hit
+            for j, matched in enumerate(matches):
+                if matched is not None:
+                    total[j] += 1
     if by is None and not counts:
         counts[None] = [0] * len(steps)
     order = sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0] is None, kv[0] or ""))
