@@ -120,14 +120,20 @@ properties = Table(
     **_mysql,
 )
 
-# The indexes a report reads through (kmdb/reports/common.py): each holds every column
-# its query needs, so a report never reads the tables themselves, which outgrow the
-# database's cache (MariaDB's default buffer pool) long before their indexes do.
+# The indexes the reports read through (kmdb/reports/stream.py): each holds every
+# column its query needs, so a report never reads the tables themselves, which outgrow
+# the database's cache (MariaDB's default buffer pool) long before these indexes do.
 # They extend an older kmdb's events_user_t (user_id, t), events_n_t (n, t) and
-# properties_key_t (key, t), which serve every query those did; indexes.build drops those.
+# properties_key_t (key, t) and serve every query those did; indexes.build drops those.
 Index("events_user_t_n", events.c.user_id, events.c.t, events.c.n)
 Index("events_n_t_user", events.c.n, events.c.t, events.c.user_id)
-Index("properties_key_t_user_value", properties.c.key, properties.c.t, properties.c.user_id, properties.c.value)
+Index(
+    "properties_key_t_user_value",
+    properties.c.key,
+    properties.c.t,
+    properties.c.user_id,
+    properties.c.value,
+)
 
 aliases = Table(
     "aliases",

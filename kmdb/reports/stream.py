@@ -1,7 +1,7 @@
 """A report's rows from the database, one row per person, read through covering indexes.
 
-The server sends a row per person, with all of that person's times of each event
-name (or all their values of one key) as one text: the client's cost per row, not
+The server sends a row per person, with all of that person's events of the named
+kinds (or all their values of one key) as one text: the client's cost per row, not
 the server's, is what a report over millions of rows would otherwise spend its time
 on (PyMySQL decodes each row in Python). Each query reads one index that holds
 every column it needs (kmdb/schema.py), never the tables themselves.
