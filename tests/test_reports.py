@@ -355,3 +355,19 @@ def test_event_ids_too_big_for_a_code_are_numbered_by_their_place(
     # An id times SPAN must fit 64 bits; past LARGEST_ID the names are numbered 1, 2, ...
     monkeypatch.setattr(stream, "LARGEST_ID", 0)
     _every_report(engine, world)
+
+
+def test_an_import_into_empty_tables_puts_off_an_older_kmdbs_indexes_too(engine: Engine) -> None:
+    create_schema(engine)
+    mysql = engine.dialect.name != "sqlite"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"DROP INDEX {stream.BY_KEY} ON properties" if mysql else f"DROP INDEX {stream.BY_KEY}"
+        )
+        conn.exec_driver_sql("CREATE INDEX properties_key_t ON properties (t)")
+    assert indexes.put_off(engine)
+    names = {ix["name"] for ix in inspect(engine).get_indexes("properties")}
+    assert "properties_key_t" not in names and stream.BY_KEY not in names
+    indexes.build(engine)
+    names = {ix["name"] for ix in inspect(engine).get_indexes("properties")}
+    assert stream.BY_KEY in names and "properties_key_t" not in names
