@@ -26,6 +26,12 @@ from kmdb.load.engine import is_mysql
 log = logging.getLogger(__name__)
 
 PUT_OFF = (schema.events, schema.properties)
+# Indexes of an older kmdb that a wider one of the schema now serves (kmdb/schema.py):
+# dropped where found when indexes are built or put off, so a table keeps one of each.
+REPLACED = {
+    "events": ("events_user_t", "events_n_t"),
+    "properties": ("properties_key_t",),
+}
 
 
 def missing(conn: Connection) -> dict[str, list[Index]]:
@@ -44,6 +50,11 @@ def _name(index: Index) -> str:
     return str(index.name)
 
 
+def _replaced(conn: Connection, table: Table) -> list[str]:
+    there = {ix["name"] for ix in inspect(conn).get_indexes(table.name)}
+    return [name for name in REPLACED.get(table.name, ()) if name in there]
+
+
 def has_rows(conn: Connection) -> bool:
     """Whether events or properties hold a row."""
     return any(conn.execute(select(1).select_from(t).limit(1)).first() for t in PUT_OFF)
@@ -55,39 +66,48 @@ def put_off(engine: Engine) -> bool:
         if has_rows(conn):
             return False
         lacking = missing(conn)
+        old = {table.name: _replaced(conn, table) for table in PUT_OFF}
     dropped = False
     for table in PUT_OFF:
         gone = {_name(ix) for ix in lacking.get(table.name, [])}
-        present = [ix for ix in sorted(table.indexes, key=_name) if _name(ix) not in gone]
+        present = [_name(ix) for ix in sorted(table.indexes, key=_name) if _name(ix) not in gone]
+        present += old[table.name]
         if not present:
             continue
         with engine.begin() as conn:
-            if is_mysql(engine):
-                quote = engine.dialect.identifier_preparer.quote
-                drops = ", ".join(f"DROP INDEX {quote(str(ix.name))}" for ix in present)
-                conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} {drops}")
-            else:
-                for ix in present:
-                    ix.drop(conn)
+            _drop(engine, conn, table, present)
         dropped = True
     if dropped:
         log.info("Indexes of events and properties put off until the import ends.")
     return dropped
 
 
+def _drop(engine: Engine, conn: Connection, table: Table, names: list[str]) -> None:
+    quote = engine.dialect.identifier_preparer.quote
+    if is_mysql(engine):
+        drops = ", ".join(f"DROP INDEX {quote(name)}" for name in names)
+        conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} {drops}")
+    else:
+        for name in names:
+            conn.exec_driver_sql(f"DROP INDEX {quote(name)}")
+
+
 def _build(engine: Engine, table: Table, indexes: list[Index]) -> None:
     with engine.begin() as conn:
+        old = _replaced(conn, table)
         if is_mysql(engine):
             # One ALTER per table reads the table once for all its indexes.
             quote = engine.dialect.identifier_preparer.quote
-            adds = ", ".join(
+            changes = [f"DROP INDEX {quote(name)}" for name in old] + [
                 f"ADD INDEX {quote(str(ix.name))} ({', '.join(quote(c.name) for c in ix.columns)})"
                 for ix in indexes
-            )
-            conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} {adds}")
+            ]
+            conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} {', '.join(changes)}")
         else:
             for ix in indexes:
                 ix.create(conn)
+            if old:
+                _drop(engine, conn, table, old)
 
 
 def build(engine: Engine, only_with_rows: bool = False) -> list[str]:

@@ -8,17 +8,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from kmdb.errors import ReportError
-from kmdb.reports.common import (
-    DateLike,
-    engine_for,
-    find_events,
-    find_property,
-    joined,
-    make_range,
-    person_events,
-    person_values,
-    ratio,
-)
+from kmdb.reports.common import DateLike, engine_for, make_range, ratio
+from kmdb.reports.stream import find_events, find_property, joined, person_events, person_values
 
 WINNING = 0.95
 
@@ -52,13 +43,15 @@ def abtest(
         # A person's earliest value ever decides; one before the range keeps them out.
         values = person_values(engine, key, None, within.end)
         goals = person_events(engine, ids.values(), within.start, within.end)
-        for _, rows, done in joined(values, goals):
-            entry, variant = min(rows)
+        for _, rows, done in joined(values, goals, None):
+            entry, variant = rows[0]
             if entry not in within:
                 continue
             counts = tally.setdefault(variant, [0, 0])
             counts[0] += 1
-            counts[1] += any(t >= entry for t, _ in done)
+            if done is not None:
+                _, end, base = done.span(ids[goal])
+                counts[1] += done.codes[end - 1] - base >= entry
     order = sorted(tally.items(), key=lambda kv: (-kv[1][0], kv[0]))
     if baseline is None:
         baseline = order[0][0] if order else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from typing import Any
 
 from sqlalchemy import Engine
@@ -16,10 +17,9 @@ from kmdb.reports.common import (
     day_name,
     day_number,
     engine_for,
-    find_events,
     make_range,
-    person_events,
 )
+from kmdb.reports.stream import find_events, person_events
 
 COUNTS = ("first", "every")
 
@@ -49,20 +49,25 @@ def cohort(
     # Per day of anchor: [people, returned in bucket 0, 1, ...]; days are few, people many.
     days: dict[int, list[int]] = {}
     if not missing:
-        anchor_id, return_id = ids[first], ids[return_]
         end = within.end
         # Returns count at any time after the anchor, but only within N buckets of it.
         reach = None if end is None else end + buckets * length
-        for _, rows in person_events(engine, ids.values(), within.start, reach):
-            anchor = next((t for t, n in rows if n == anchor_id and (end is None or t < end)), None)
-            if anchor is None:
+        for _, times in person_events(engine, ids.values(), within.start, reach):
+            codes = times.codes
+            start, stop, base = times.span(ids[first])
+            if start == stop or (end is not None and codes[start] - base >= end):
                 continue
-            hits = sorted(
-                {(t - anchor) // length for t, n in rows if n == return_id and t > anchor}
-            )
-            hits = [k for k in hits if k < buckets]
+            anchor = codes[start] - base
+            # The returns after the anchor and before the end of its last bucket, as
+            # codes: each is `at` more than its time.
+            start, stop, at = times.span(ids[return_])
+            low = bisect_right(codes, at + anchor, start, stop)
+            high = bisect_left(codes, at + anchor + buckets * length, low, stop)
+            at += anchor
             if count == "first":
-                hits = hits[:1]
+                hits = [(codes[low] - at) // length] if low < high else []
+            else:
+                hits = sorted({(c - at) // length for c in codes[low:high]})
             row = days.setdefault(anchor // DAY, [0] * (buckets + 1))
             row[0] += 1
             for k in hits:

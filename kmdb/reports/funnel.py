@@ -2,67 +2,78 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine
 
 from kmdb.errors import ReportError
-from kmdb.reports.common import (
-    DateLike,
-    Range,
-    check_choice,
-    engine_for,
+from kmdb.reports.common import DateLike, Range, check_choice, engine_for, make_range, ratio
+from kmdb.reports.stream import (
+    Times,
     find_events,
     find_property,
     joined,
-    make_range,
     person_events,
     person_values,
-    ratio,
 )
 
 MODES = ("strict", "skips")
 ATTRIBUTIONS = ("first", "last", "first-in-range", "last-in-range", "at-entry")
 
 
-def match(rows: Sequence[tuple[int, int]], steps: Sequence[int], skips: bool) -> list[bool]:
-    """Which steps a person's (t, n) rows (sorted by t) reach; all False if they did not enter."""
-    reached = [False] * len(steps)
-    first = next((i for i, (_, n) in enumerate(rows) if n == steps[0]), None)
-    if first is None:
-        return reached
-    times = [t for t, _ in rows]
-    used = {first}
-    reached[0] = True
-    low = bisect_left(times, rows[first][0])
+def match(times: Times, steps: Sequence[int], skips: bool) -> list[int | None]:
+    """The time of each step's match for a person, None where there is none.
+
+    steps[j] is the id of step j's name; a person who did not enter matches nothing.
+    """
+    matches: list[int | None] = [None] * len(steps)
+    codes = times.codes
+    start, end, base = times.span(steps[0])
+    if start == end:
+        return matches
+    # Per name: [its first time no earlier step matched, its end, its base]. A step
+    # matches its name's earliest unmatched time at or after the previous match; as
+    # those bounds only grow, its earlier times are all matched or too early, so
+    # the next unmatched one is the first at or after the bound past those.
+    spans = {steps[0]: [start + 1, end, base]}
+    previous = matches[0] = codes[start] - base
     for j in range(1, len(steps)):
-        found = next(
-            (i for i in range(low, len(rows)) if rows[i][1] == steps[j] and i not in used), None
-        )
-        if found is None:
+        span = spans.get(steps[j])
+        if span is None:
+            span = spans[steps[j]] = list(times.span(steps[j]))
+        first, end, base = span
+        i = bisect_left(codes, previous + base, first, end)
+        if i == end:
             if skips:
                 continue
             break
-        used.add(found)
-        reached[j] = True
-        low = bisect_left(times, rows[found][0])
-    return reached
+        span[0] = i + 1
+        previous = matches[j] = codes[i] - base
+    return matches
+
+
+def _time(row: tuple[int, str]) -> int:
+    return row[0]
 
 
 def attribute(
     values: Sequence[tuple[int, str]], attribution: str, within: Range, entry: int
 ) -> str | None:
-    """The one value of a person's (t, value) rows that the attribution picks, or None."""
+    """The one value of a person's (t, value) rows, by time then value, that the attribution picks."""
+    # Ties on time go to the lower value first, so the earliest is the first row.
+    low, high = 0, len(values)
     if attribution in ("first-in-range", "last-in-range"):
-        values = [v for v in values if v[0] in within]
+        if within.start is not None:
+            low = bisect_left(values, within.start, key=_time)
+        if within.end is not None:
+            high = bisect_left(values, within.end, low, key=_time)
     elif attribution == "at-entry":
-        values = [v for v in values if v[0] <= entry]
-    if not values:
+        high = bisect_right(values, entry, key=_time)
+    if low >= high:
         return None
-    # Ties on time go to the lower value first, so the earliest is the smallest (t, value).
-    return (min if attribution.startswith("first") else max)(values)[1]
+    return values[low if attribution.startswith("first") else high - 1][1]
 
 
 def funnel(
@@ -92,20 +103,19 @@ def funnel(
     counts: dict[str | None, list[int]] = {}
     if not missing:
         step_ids = [ids[name] for name in steps]
-        people = person_events(engine, ids.values(), within.start, within.end)
+        people = person_events(engine, step_ids, within.start, within.end)
         values = person_values(engine, key, None, None) if key is not None else iter(())
         skips = mode == "skips"
-        for _, rows, props in joined(people, values):
-            reached = match(rows, step_ids, skips)
-            if not reached[0]:
+        for _, times, props in joined(people, values):
+            matches = match(times, step_ids, skips)
+            entry = matches[0]
+            if entry is None:
                 continue
-            value = None
-            if key is not None:
-                entry = next(t for t, n in rows if n == step_ids[0])
-                value = attribute(props, attribution, within, entry)
+            value = None if key is None else attribute(props, attribution, within, entry)
             total = counts.setdefault(value, [0] * len(steps))
-            for j, hit in enumerate(reached):
-                total[j] += hit
+            for j, matched in enumerate(matches):
+                if matched is not None:
+                    total[j] += 1
     if by is None and not counts:
         counts[None] = [0] * len(steps)
     order = sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0] is None, kv[0] or ""))

@@ -18,12 +18,10 @@ from kmdb.reports.common import (
     day_name,
     day_number,
     engine_for,
-    find_property,
-    first_values,
     make_range,
     money,
-    person_values,
 )
+from kmdb.reports.stream import find_property, first_values, person_values
 
 
 class _Period:
