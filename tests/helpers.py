@@ -1,14 +1,19 @@
-"""Helpers shared by the tests: running the real commands, waiting, private servers."""
+"""Helpers shared by the tests: the services' addresses, databases and buckets of their own,
+running the real commands, waiting, private servers, small exports written by hand.
+
+Test files import what they share from here (and the reference models from
+tests/model.py and tests/reports_oracle.py), never from each other or conftest.py.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +26,66 @@ from rq import Queue
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import sample_bucket
+from kmdb.bench.s3 import free_port, upload_export
 
 BIN = Path(sys.executable).parent
+
+MYSQL_HOST = os.environ.get("KMDB_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("KMDB_TEST_MYSQL_PORT", "3306"))
+MYSQL_USER = os.environ.get("KMDB_TEST_MYSQL_USER", "root")
+MYSQL_PASSWORD = os.environ.get("KMDB_TEST_MYSQL_PASSWORD", "")
+REDIS_URL = os.environ.get("KMDB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+__all__ = ["free_port", "upload_export"]  # kmdb.bench.s3's, shared with the benchmark
+
+
+def unavailable(what: str, exc: Exception) -> None:
+    """Skip the test for a service that does not answer (fail it under CI=true)."""
+    message = f"{what} is not reachable ({exc}); bin/test starts or installs it."
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def mysql_admin() -> pymysql.Connection:
+    """A connection to the shared MariaDB server as its administrator, in autocommit."""
+    return pymysql.connect(
+        host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password=MYSQL_PASSWORD, autocommit=True
+    )
+
+
+def mysql_server_url() -> str:
+    """The shared MariaDB server's URL, without a database."""
+    auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
+    return f"mysql+pymysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}"
+
+
+def new_mysql_database(prefix: str = "kmdb_test") -> tuple[str, str]:
+    """Make a new, empty MariaDB database; return its name and URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = mysql_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    admin.close()
+    return name, f"{mysql_server_url()}/{name}"
+
+
+def drop_mysql_database(name: str) -> None:
+    """Drop a database that new_mysql_database made."""
+    admin = mysql_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    admin.close()
+
+
+def sample_bucket(folder: Path, lines: int, prefix: str = "", **sample: int) -> str:
+    """Write a sample export to folder and upload it to a new bucket; return the bucket's name."""
+    from kmdb.sample import write_sample
+
+    write_sample(folder, lines, **sample)
+    bucket = f"km-{uuid.uuid4().hex[:8]}"
+    upload_export(folder, bucket, prefix=prefix)
+    return bucket
 
 
 def run(command: str, *args: str, env: dict[str, str], check: bool = True, timeout: float = 300):
@@ -82,13 +144,6 @@ def start_logged(command: str, *args: str, env: dict[str, str], log: Path) -> su
         return subprocess.Popen(
             [str(BIN / command), *args], env=env, stdout=out, stderr=subprocess.STDOUT
         )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on just now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(

@@ -12,8 +12,7 @@ from rq import Queue
 from sqlalchemy import create_engine, inspect, make_url, text
 
 from kmdb.sample import write_sample
-from tests.conftest import REDIS_URL, _mysql_admin, sample_bucket
-from tests.helpers import free_port, run
+from tests.helpers import REDIS_URL, free_port, mysql_admin, run, sample_bucket
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
@@ -143,7 +142,7 @@ def test_flush_and_realias_without_write_rights_change_nothing(
     redis.set(marker, b"1")
     database = make_url(mysql_url).database
     user = f"kmdb_ro_{uuid.uuid4().hex[:8]}"
-    admin = _mysql_admin()
+    admin = mysql_admin()
     with admin.cursor() as cursor:
         for host in ("localhost", "127.0.0.1", "%"):
             cursor.execute(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY 'ro-pass'")

@@ -23,9 +23,9 @@ from kmdb.pipeline.scan_pass import scan_revisions
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from kmdb.stop import STOP
-from tests.conftest import REDIS_URL
 from tests.helpers import (
     BIN,
+    REDIS_URL,
     PrivateRedis,
     burst_workers_ok,
     enqueue_sample,

@@ -20,8 +20,15 @@ from sqlalchemy import create_engine
 from kmdb.load import indexes
 from kmdb.orchestrate.workers import KmdbWorker
 from kmdb.sample import write_sample
-from tests.conftest import REDIS_URL, sample_bucket, upload_export
-from tests.helpers import burst_workers, burst_workers_ok, kmdb_env, run
+from tests.helpers import (
+    REDIS_URL,
+    burst_workers,
+    burst_workers_ok,
+    kmdb_env,
+    run,
+    sample_bucket,
+    upload_export,
+)
 from tests.model import assert_same, dump, expected, read_export
 
 
