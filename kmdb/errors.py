@@ -194,6 +194,10 @@ class SampleError(ConfigError, ValueError):
     """A sample's arguments cannot be used (a count below its least, times out of range)."""
 
 
+class BenchError(KmdbError):
+    """A benchmark's import did not finish, or did not give the rows it should (bin/bench)."""
+
+
 class DetachedError(KmdbError):
     """A method that queries was called on an object of kmdb.models that belongs to no session."""
 
