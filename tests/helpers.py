@@ -27,6 +27,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from kmdb.bench.s3 import free_port, upload_export
+from kmdb.settings import Settings
 
 BIN = Path(sys.executable).parent
 
@@ -395,3 +396,35 @@ def queue_left(q: Queue) -> dict[str, int]:
 
 
 NOTHING_LEFT = {"queued": 0, "started": 0, "deferred": 0, "ready": 0}
+
+
+def write_export(folder: Path, revisions: dict[int, list[bytes]]) -> Path:
+    """An export folder with revisions/N.json of the lines given (each ended by a newline)."""
+    (folder / "revisions").mkdir(parents=True, exist_ok=True)
+    for number, lines in revisions.items():
+        (folder / "revisions" / f"{number}.json").write_bytes(
+            b"".join(line + b"\n" for line in lines)
+        )
+    return folder
+
+
+def line(**fields: object) -> bytes:
+    """An export's line of these fields, as JSON."""
+    import orjson
+
+    return orjson.dumps(fields)
+
+
+def run_import(engine: Engine, folder: Path, settings: Settings) -> list[int]:
+    """Import an export folder inline into engine's database (its schema made first); return
+    the revisions it found to import."""
+    from kmdb.extract.local import LocalSource
+    from kmdb.load.database import create_schema
+    from kmdb.pipeline.discovery import new_revisions
+    from kmdb.pipeline.inline import import_inline
+
+    source = LocalSource(str(folder))
+    create_schema(engine)
+    todo = new_revisions(engine, source, settings)
+    import_inline(engine, source, settings, todo)
+    return todo
