@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -415,16 +416,82 @@ def line(**fields: object) -> bytes:
     return orjson.dumps(fields)
 
 
-def run_import(engine: Engine, folder: Path, settings: Settings) -> list[int]:
-    """Import an export folder inline into engine's database (its schema made first); return
-    the revisions it found to import."""
+def run_import(engine: Engine, folder: Path, settings: Settings, source: Any = None) -> list[int]:
+    """Import an export folder (or source) inline into engine's database, its schema made
+    first; return the revisions it found to import."""
     from kmdb.extract.local import LocalSource
     from kmdb.load.database import create_schema
     from kmdb.pipeline.discovery import new_revisions
     from kmdb.pipeline.inline import import_inline
 
-    source = LocalSource(str(folder))
+    source = LocalSource(str(folder)) if source is None else source
     create_schema(engine)
     todo = new_revisions(engine, source, settings)
     import_inline(engine, source, settings, todo)
     return todo
+
+
+def export_on_mariadb(
+    mysql_url: str, tmp_path: Path, revisions: dict[int, list[bytes]]
+) -> tuple[Engine, Settings, Any]:
+    """A MariaDB schema and an export of these revisions; return the engine, the settings
+    and the export's LocalSource."""
+    from kmdb.extract.local import LocalSource
+    from kmdb.load.database import create_schema
+    from kmdb.load.engine import make_engine
+
+    settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
+    engine = make_engine(settings)
+    create_schema(engine)
+    return engine, settings, LocalSource(write_export(tmp_path / "export", revisions))
+
+
+def one_alias_on_mariadb(
+    mysql_url: str, tmp_path: Path, revision: int
+) -> tuple[Engine, Settings, Any]:
+    """export_on_mariadb with one revision: an alias line, then an event."""
+    lines = [line(_p="anon", _p2="bob@x", _t=5), line(_n="a", _p="anon", _t=6)]
+    return export_on_mariadb(mysql_url, tmp_path, {revision: lines})
+
+
+def aliases_a_scan_merges() -> list[bytes]:
+    """Lines of a revision whose scan merges its sightings itself: as many alias lines as
+    kmdb.pipeline.scan_pass.SCAN_MERGE_MIN (anon-N with user-N@x), then an event of anon-0."""
+    from kmdb.pipeline.scan_pass import SCAN_MERGE_MIN
+
+    aliases = [line(_p=f"anon-{i}", _p2=f"user-{i}@x", _t=5 + i) for i in range(SCAN_MERGE_MIN)]
+    return [*aliases, line(_n="a", _p="user-0@x", _t=2)]
+
+
+def lock_waits(engine: Engine) -> int:
+    """Transactions on engine's MariaDB database that wait for a lock just now."""
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT COUNT(*) FROM information_schema.innodb_trx t "
+                "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
+                "WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()"
+            )
+        ).scalar_one()
+
+
+def chunked_source(folder: Path, piece: int, fail_after: int | None = None) -> Any:
+    """A folder source whose reads come in chunks of piece bytes (the folder's own are big), and
+    stop with Interrupted after fail_after chunks, as a killed worker's would."""
+    from kmdb.extract.local import LocalSource
+
+    class Chunked(LocalSource):
+        def chunks(self, revision: int, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
+            count = 0
+            for chunk in super().chunks(revision, offset, end):
+                for at in range(0, len(chunk), piece):
+                    if fail_after is not None and count >= fail_after:
+                        raise Interrupted("stopped")
+                    count += 1
+                    yield chunk[at : at + piece]
+
+    return Chunked(str(folder))
+
+
+class Interrupted(Exception):
+    """A read stopped short (chunked_source's fail_after)."""
