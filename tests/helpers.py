@@ -495,3 +495,29 @@ def chunked_source(folder: Path, piece: int, fail_after: int | None = None) -> A
 
 class Interrupted(Exception):
     """A read stopped short (chunked_source's fail_after)."""
+
+
+# Date ranges that every report is checked over: none, open at either end, a day.
+REPORT_RANGES = [
+    (None, None),
+    ("2013-03-10", None),
+    (None, "2013-04-20"),
+    ("2013-03-15", "2013-04-30"),
+    ("2013-04-01", "2013-04-01"),
+]
+
+
+def imported_world(engine: Engine, settings: Settings, tmp_path: Path, seed: int) -> Any:
+    """A world of tests/reports_oracle.py, written as an export and imported inline through
+    kmdb's own import; returns the world."""
+    from kmdb.extract.local import LocalSource
+    from kmdb.load.database import create_schema
+    from kmdb.pipeline.discovery import new_revisions
+    from kmdb.pipeline.inline import import_inline
+    from tests import reports_oracle as oracle
+
+    world = oracle.generate(seed)
+    source = LocalSource(str(oracle.write(world, tmp_path / "export")))
+    create_schema(engine)
+    import_inline(engine, source, settings, new_revisions(engine, source, settings))
+    return world

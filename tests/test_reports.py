@@ -1,4 +1,4 @@
-"""The reports against an independent computation from the contract, on SQLite and MariaDB."""
+"""kmdb.reports: the package's functions, their missing names and one-sentence errors, on SQLite and MariaDB."""
 
 from __future__ import annotations
 
@@ -8,145 +8,16 @@ import pytest
 from sqlalchemy import Engine
 
 from kmdb import reports
-from kmdb.errors import ReportError
-from kmdb.extract.local import LocalSource
+from kmdb.errors import ConfigError, ReportError
 from kmdb.load.database import create_schema
-from kmdb.load.engine import make_engine
-from kmdb.pipeline.discovery import new_revisions
-from kmdb.pipeline.inline import import_inline
-from kmdb.reports import common
-from kmdb.reports.common import Periods, amount, day_number, money
 from kmdb.settings import Settings
-from tests import reports_oracle as oracle
-
-RANGES = [
-    (None, None),
-    ("2013-03-10", None),
-    (None, "2013-04-20"),
-    ("2013-03-15", "2013-04-30"),
-    ("2013-04-01", "2013-04-01"),
-]
-
-
-def imported(engine: Engine, settings: Settings, tmp_path: Path, seed: int) -> oracle.World:
-    """A generated export imported through kmdb's own import; returns what it holds."""
-    world = oracle.generate(seed)
-    source = LocalSource(str(oracle.write(world, tmp_path / "export")))
-    create_schema(engine)
-    import_inline(engine, source, settings, new_revisions(engine, source, settings))
-    return world
-
-
-def same(got: dict, want: dict) -> None:
-    """Equal, with certainties compared to the 6th place (Φ computed two ways)."""
-    if got.get("report") == "abtest":
-        for variant in want["variants"]:
-            if variant["certainty"] is not None:
-                variant["certainty"] = pytest.approx(variant["certainty"], abs=2e-6)
-    assert got == want
-
-
-@pytest.mark.parametrize("seed", [1, 2])
-def test_funnel_matches_the_contract(
-    engine: Engine, settings: Settings, tmp_path: Path, seed: int
-) -> None:
-    world = imported(engine, settings, tmp_path, seed)
-    cases = [
-        (["a", "b"], {}),
-        (["a", "b", "c"], {}),
-        (["a", "b", "c", "d"], {"skips": True}),
-        (["b", "a", "b", "a"], {}),
-        (["a", "a", "a"], {}),
-        (["c", "d", "a"], {"skips": True}),
-        (["a", "b", "c"], {"by": "variant", "attribution": "first"}),
-        (["a", "c"], {"by": "variant", "attribution": "last"}),
-        (["a", "b"], {"by": "variant", "attribution": "first-in-range"}),
-        (["d", "b"], {"by": "variant", "attribution": "last-in-range", "skips": True}),
-        (["a", "b", "d"], {"by": "variant", "attribution": "at-entry"}),
-        (["a", "b"], {"by": "amount", "attribution": "at-entry"}),
-    ]
-    deep = 0
-    for from_, to in RANGES:
-        for steps, options in cases:
-            want = oracle.funnel(world, steps, from_=from_, to=to, **options)
-            got = reports.funnel(
-                engine,
-                steps,
-                mode="skips" if options.get("skips") else "strict",
-                by=options.get("by"),
-                attribution=options.get("attribution", "first"),
-                from_=from_,
-                to=to,
-            )
-            assert got == want, (steps, options, from_, to)
-            deep += sum(s["people"][-1] for s in want["segments"])
-    assert deep > 0
-
-
-@pytest.mark.parametrize("seed", [3, 4])
-def test_cohort_matches_the_contract(
-    engine: Engine, settings: Settings, tmp_path: Path, seed: int
-) -> None:
-    world = imported(engine, settings, tmp_path, seed)
-    cases = [
-        ("a", "b", {}),
-        ("a", "a", {"period": "day", "bucket": "day", "buckets": 10}),
-        ("b", "c", {"period": "month", "bucket": "day", "buckets": 30, "count": "every"}),
-        ("c", "a", {"period": "week", "bucket": "week", "buckets": 3, "count": "every"}),
-        ("d", "d", {"period": "month", "bucket": "week", "buckets": 1}),
-    ]
-    returns = 0
-    for from_, to in RANGES:
-        for first, back, options in cases:
-            want = oracle.cohort(world, first, back, from_=from_, to=to, **options)
-            got = reports.cohort(engine, first, back, from_=from_, to=to, **options)
-            assert got == want, (first, back, options, from_, to)
-            returns += sum(sum(c["returned"]) for c in want["cohorts"])
-    assert returns > 0
-
-
-@pytest.mark.parametrize("seed", [5, 6])
-def test_revenue_matches_the_contract(
-    engine: Engine, settings: Settings, tmp_path: Path, seed: int
-) -> None:
-    world = imported(engine, settings, tmp_path, seed)
-    for from_, to in RANGES:
-        for period in ("day", "week", "month"):
-            for churn in (1, 7, 30):
-                want = oracle.revenue(world, "amount", period, churn, from_=from_, to=to)
-                got = reports.revenue(
-                    engine, property="amount", period=period, churn_days=churn, from_=from_, to=to
-                )
-                assert got == want, (period, churn, from_, to)
-    whole = reports.revenue(engine, property="amount", churn_days=7)
-    assert whole["total"]["not_numbers"] > 0
-    assert any(p["refunds"] != "0.00" for p in whole["periods"])
-    assert any(p["churned"] for p in whole["periods"])
-
-
-@pytest.mark.parametrize("seed", [7, 8])
-def test_abtest_matches_the_contract(
-    engine: Engine, settings: Settings, tmp_path: Path, seed: int
-) -> None:
-    world = imported(engine, settings, tmp_path, seed)
-    for from_, to in RANGES:
-        for goal in ("a", "b", "d"):
-            want = oracle.abtest(world, "variant", goal, from_=from_, to=to)
-            got = reports.abtest(engine, property="variant", goal=goal, from_=from_, to=to)
-            same(got, want)
-            if len(want["variants"]) > 1:
-                other = want["variants"][-1]["variant"]
-                want = oracle.abtest(world, "variant", goal, baseline=other, from_=from_, to=to)
-                got = reports.abtest(
-                    engine, property="variant", goal=goal, baseline=other, from_=from_, to=to
-                )
-                same(got, want)
+from tests.helpers import imported_world
 
 
 def test_unknown_names_give_empty_reports_that_name_them(
     engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    imported(engine, settings, tmp_path, 9)
+    imported_world(engine, settings, tmp_path, 9)
     got = reports.funnel(engine, ["a", "nope"])
     assert got["missing"] == ["nope"]
     assert got["segments"] == [
@@ -210,43 +81,20 @@ def test_bad_options_are_one_sentence(engine: Engine, settings: Settings, tmp_pa
         assert str(info.value) == message
 
 
-def test_amounts_money_and_periods() -> None:
-    assert [amount(v) is not None for v in (" -12.50 ", "7", "0.0")] == [True] * 3
-    bad = ("1.", ".5", "+4", "1e3", "", " ", "\t5", "5\n", "1,5", "- 5", "٣", "--1")
-    assert [amount(v) for v in bad] == [None] * len(bad)
-    assert [money(amount(v)) for v in ("0.005", "-0.005", "2.675", "-0.004", "10")] == [
-        "0.01",
-        "-0.01",
-        "2.68",
-        "0.00",
-        "10.00",
-    ]
-    import datetime as dt
-
-    origin = day_number(dt.date(2013, 1, 15))
-    months = Periods("month", origin, True)
-    assert months.listed(origin, day_number(dt.date(2013, 3, 2))) == [
-        origin,
-        day_number(dt.date(2013, 2, 1)),
-        day_number(dt.date(2013, 3, 1)),
-    ]
-    weeks = Periods("week", origin, True)
-    assert weeks.of(origin + 13) == origin + 7
-    assert Periods("month", 0, False).after(day_number(dt.date(2013, 12, 1))) == day_number(
-        dt.date(2014, 1, 1)
-    )
-
-
-def test_people_whose_rows_do_not_fit_one_text_are_read_row_by_row(
-    mysql_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_report_becomes_a_dataframe_of_its_csv_rows_or_says_to_install_pandas(
+    engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
-    engine = make_engine(settings)
-    world = imported(engine, settings, tmp_path, 12)
-    # MySQL cuts a GROUP_CONCAT at group_concat_max_len; a cut text must not lose rows.
-    monkeypatch.setattr(common, "GROUP_CONCAT_MAX", "40")
-    got = reports.funnel(engine, ["a", "b", "c"], by="variant")
-    assert got == oracle.funnel(world, ["a", "b", "c"], by="variant")
-    got = reports.revenue(engine, property="amount", period="week", churn_days=7)
-    assert got == oracle.revenue(world, "amount", "week", 7)
-    engine.dispose()
+    imported_world(engine, settings, tmp_path, 10)
+    report = reports.funnel(engine, ["a", "b"])
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(
+            ConfigError, match="^to_dataframe needs pandas; run pip install pandas.$"
+        ):
+            reports.to_dataframe(report)
+        return
+    frame = reports.to_dataframe(report)
+    header, body = reports.rows(report)
+    assert list(frame.columns) == header
+    assert frame.values.tolist() == body
