@@ -234,8 +234,6 @@ def test_aliases_span_files_and_include_ignored_ones(sample: tuple[Path, SampleS
     assert max(pairs.values()) > 1
 
 
-
-
 @pytest.mark.parametrize(
     "arguments",
     [{"lines": 0}, {"lines_per_revision": 0}, {"bad_every": -1}, {"start_time": -1}],
