@@ -238,7 +238,11 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (TransientError, ConnectionError)):
         return True
     invalidated = _loaded("sqlalchemy.exc", "DBAPIError")
-    if invalidated and isinstance(exc, invalidated) and exc.connection_invalidated:
+    if (
+        invalidated
+        and isinstance(exc, invalidated)
+        and getattr(exc, "connection_invalidated", False)
+    ):
         return True
     if isinstance(exc, _loaded("botocore.exceptions", "ConnectionError", "ReadTimeoutError")):
         return True

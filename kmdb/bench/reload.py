@@ -69,14 +69,15 @@ def reload(
                 )
                 started = time.perf_counter()
                 with sending(conn, str(path)):
-                    cur.execute(sql, (str(path), "\t", "\\", "\n"))
+                    loaded = cur.execute(sql, (str(path), "\t", "\\", "\n"))
                 took = time.perf_counter() - started
                 total += took
                 per_table[table] = (rows, took)
-                warnings = conn.show_warnings()
-                if cur.rowcount != rows or warnings:
+                cur.execute("SHOW WARNINGS")
+                warnings = cur.fetchall()
+                if loaded != rows or warnings:
                     raise BenchError(
-                        f"Reloading {table}: {cur.rowcount} of {rows} rows, warnings {warnings[:3]}"
+                        f"Reloading {table}: {loaded} of {rows} rows, warnings {warnings[:3]}"
                     )
         server_cpu = cpu_seconds(server_pid) - server_cpu
         after = _checksums(conn)

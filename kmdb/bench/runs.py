@@ -265,7 +265,7 @@ def _add_jobs(run: Run, redis: Any, queue: str, wall_started: float) -> None:
             if job.started_at and job.ended_at
             else 0.0
         )
-        kind = (job.meta or {}).get("kmdb")
+        kind = str((job.meta or {}).get("kmdb"))
         run.jobs_of[kind] = run.jobs_of.get(kind, 0) + 1
         if kind == "import":
             run.import_jobs += took
