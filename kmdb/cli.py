@@ -277,13 +277,17 @@ def _import_inline(engine: Any, src: Any, settings: Settings) -> None:
     gc.freeze()
     todo = new_revisions(engine, src, settings)
     with tqdm(total=len(todo), unit=" revisions", disable=None, file=sys.stderr) as bar:
+
+        def one_more(_revision: int) -> None:
+            bar.update(1)
+
         _, seconds = import_inline(
             engine,
             src,
             settings,
             todo,
             on_chunk=lambda counts: bar.set_postfix_str(f"{counts.lines} lines"),
-            on_revision=lambda _revision: bar.update(1),
+            on_revision=one_more,
         )
     click.echo(
         f"Imported {len(todo)} revisions from {src.name} into {mask_url(settings.database_url)}"

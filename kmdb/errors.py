@@ -194,6 +194,10 @@ class SampleError(ConfigError, ValueError):
     """A sample's arguments cannot be used (a count below its least, times out of range)."""
 
 
+class BenchError(KmdbError):
+    """A benchmark's import did not finish, or did not give the rows it should (bin/bench)."""
+
+
 class DetachedError(KmdbError):
     """A method that queries was called on an object of kmdb.models that belongs to no session."""
 
@@ -234,7 +238,11 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (TransientError, ConnectionError)):
         return True
     invalidated = _loaded("sqlalchemy.exc", "DBAPIError")
-    if invalidated and isinstance(exc, invalidated) and exc.connection_invalidated:
+    if (
+        invalidated
+        and isinstance(exc, invalidated)
+        and getattr(exc, "connection_invalidated", False)
+    ):
         return True
     if isinstance(exc, _loaded("botocore.exceptions", "ConnectionError", "ReadTimeoutError")):
         return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -133,7 +134,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ("outage_wait", "KMDB_OUTAGE_WAIT", 300, 0),
         ("wait_for_workers", "KMDB_WAIT_FOR_WORKERS", 120, 1),
     ]:
-        parse(field, lambda n=name, d=default, m=minimum: _int(get(n), n, d, m))
+        parse(field, functools.partial(_int, get(name), name, default, minimum))
     values["tmp_dir"] = get("KMDB_TMP_DIR")
     parse("keep_files", lambda: _bool(get("KMDB_KEEP_FILES"), "KMDB_KEEP_FILES"))
     settings = Settings(**values)

@@ -1,6 +1,7 @@
 """Fixtures on the real services: a fresh MariaDB database and a clean Redis namespace per test.
 
-Under CI=true a missing service fails the run instead of skipping tests.
+Under CI=true a missing service fails the run instead of skipping tests. What
+tests call themselves is in tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -15,47 +16,11 @@ import pytest
 from redis import Redis
 from sqlalchemy import Engine
 
+from kmdb.bench.s3 import aws_env, s3_server
 from kmdb.load.engine import make_engine
 from kmdb.orchestrate import queues
 from kmdb.settings import Settings
-
-MYSQL_HOST = os.environ.get("KMDB_TEST_MYSQL_HOST", "127.0.0.1")
-MYSQL_PORT = int(os.environ.get("KMDB_TEST_MYSQL_PORT", "3306"))
-MYSQL_USER = os.environ.get("KMDB_TEST_MYSQL_USER", "root")
-MYSQL_PASSWORD = os.environ.get("KMDB_TEST_MYSQL_PASSWORD", "")
-REDIS_URL = os.environ.get("KMDB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def _unavailable(what: str, exc: Exception) -> None:
-    message = f"{what} is not reachable ({exc}); bin/test starts or installs it."
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _mysql_admin() -> pymysql.Connection:
-    return pymysql.connect(
-        host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password=MYSQL_PASSWORD, autocommit=True
-    )
-
-
-def new_mysql_database(prefix: str = "kmdb_test") -> tuple[str, str]:
-    """Make a new, empty MariaDB database; return its name and URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = _mysql_admin()
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    admin.close()
-    auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
-    return name, f"mysql+pymysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
-
-
-def drop_mysql_database(name: str) -> None:
-    """Drop a database that new_mysql_database made."""
-    admin = _mysql_admin()
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-    admin.close()
+from tests.helpers import REDIS_URL, drop_mysql_database, new_mysql_database, unavailable
 
 
 @pytest.fixture
@@ -64,7 +29,7 @@ def mysql_url() -> Iterator[str]:
     try:
         name, url = new_mysql_database()
     except pymysql.MySQLError as exc:
-        _unavailable("MariaDB", exc)
+        unavailable("MariaDB", exc)
     try:
         yield url
     finally:
@@ -89,7 +54,7 @@ def redis_queue() -> Iterator[str]:
     try:
         Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except Exception as exc:
-        _unavailable("Redis", exc)
+        unavailable("Redis", exc)
     name = f"kmdb-test-{uuid.uuid4().hex[:12]}"
     yield name
     settings = Settings(redis_url=REDIS_URL, queue=name)
@@ -130,51 +95,15 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server over HTTP on a free local port."""
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    """moto's S3 server over HTTP on a free local port (the one bin/bench uses too)."""
+    with s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
 def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """AWS settings that point boto3 (here and in subprocesses) at the moto server."""
-    env = {
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
+    env = aws_env(s3_endpoint)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
-
-
-def upload_export(folder: Path, bucket: str, prefix: str = "") -> None:
-    """Copy an export folder into a new bucket of the moto server."""
-    import boto3
-
-    client = boto3.client("s3")
-    client.create_bucket(Bucket=bucket)
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            client.upload_file(str(path), bucket, prefix + str(path.relative_to(folder)))
-
-
-def sample_bucket(folder: Path, lines: int, prefix: str = "", **sample: int) -> str:
-    """Write a sample export to folder and upload it to a new bucket; return the bucket's name."""
-    from kmdb.sample import write_sample
-
-    write_sample(folder, lines, **sample)
-    bucket = f"km-{uuid.uuid4().hex[:8]}"
-    upload_export(folder, bucket, prefix=prefix)
-    return bucket

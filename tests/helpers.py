@@ -1,17 +1,23 @@
-"""Helpers shared by the tests: running the real commands, waiting, private servers."""
+"""Helpers shared by the tests: the services' addresses, databases and buckets of their own,
+running the real commands, waiting, private servers, small exports written by hand.
+
+Test files import what they share from here (and the reference models from
+tests/model.py and tests/reports_oracle.py), never from each other or conftest.py.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -21,9 +27,67 @@ from rq import Queue
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from tests.conftest import sample_bucket
+from kmdb.bench.s3 import free_port, upload_export
+from kmdb.settings import Settings
 
 BIN = Path(sys.executable).parent
+
+MYSQL_HOST = os.environ.get("KMDB_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("KMDB_TEST_MYSQL_PORT", "3306"))
+MYSQL_USER = os.environ.get("KMDB_TEST_MYSQL_USER", "root")
+MYSQL_PASSWORD = os.environ.get("KMDB_TEST_MYSQL_PASSWORD", "")
+REDIS_URL = os.environ.get("KMDB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+__all__ = ["free_port", "upload_export"]  # kmdb.bench.s3's, shared with the benchmark
+
+
+def unavailable(what: str, exc: Exception) -> None:
+    """Skip the test for a service that does not answer (fail it under CI=true)."""
+    message = f"{what} is not reachable ({exc}); bin/test starts or installs it."
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def mysql_admin() -> pymysql.Connection:
+    """A connection to the shared MariaDB server as its administrator, in autocommit."""
+    return pymysql.connect(
+        host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password=MYSQL_PASSWORD, autocommit=True
+    )
+
+
+def mysql_server_url() -> str:
+    """The shared MariaDB server's URL, without a database."""
+    auth = MYSQL_USER + (f":{MYSQL_PASSWORD}" if MYSQL_PASSWORD else "")
+    return f"mysql+pymysql://{auth}@{MYSQL_HOST}:{MYSQL_PORT}"
+
+
+def new_mysql_database(prefix: str = "kmdb_test") -> tuple[str, str]:
+    """Make a new, empty MariaDB database; return its name and URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = mysql_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    admin.close()
+    return name, f"{mysql_server_url()}/{name}"
+
+
+def drop_mysql_database(name: str) -> None:
+    """Drop a database that new_mysql_database made."""
+    admin = mysql_admin()
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    admin.close()
+
+
+def sample_bucket(folder: Path, lines: int, prefix: str = "", **sample: int) -> str:
+    """Write a sample export to folder and upload it to a new bucket; return the bucket's name."""
+    from kmdb.sample import write_sample
+
+    write_sample(folder, lines, **sample)
+    bucket = f"km-{uuid.uuid4().hex[:8]}"
+    upload_export(folder, bucket, prefix=prefix)
+    return bucket
 
 
 def run(command: str, *args: str, env: dict[str, str], check: bool = True, timeout: float = 300):
@@ -82,13 +146,6 @@ def start_logged(command: str, *args: str, env: dict[str, str], log: Path) -> su
         return subprocess.Popen(
             [str(BIN / command), *args], env=env, stdout=out, stderr=subprocess.STDOUT
         )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on just now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(
@@ -340,3 +397,136 @@ def queue_left(q: Queue) -> dict[str, int]:
 
 
 NOTHING_LEFT = {"queued": 0, "started": 0, "deferred": 0, "ready": 0}
+
+
+def write_export(folder: Path, revisions: dict[int, list[bytes]]) -> Path:
+    """An export folder with revisions/N.json of the lines given (each ended by a newline)."""
+    (folder / "revisions").mkdir(parents=True, exist_ok=True)
+    for number, lines in revisions.items():
+        (folder / "revisions" / f"{number}.json").write_bytes(
+            b"".join(line + b"\n" for line in lines)
+        )
+    return folder
+
+
+def line(**fields: object) -> bytes:
+    """An export's line of these fields, as JSON."""
+    import orjson
+
+    return orjson.dumps(fields)
+
+
+def run_import(engine: Engine, folder: Path, settings: Settings, source: Any = None) -> list[int]:
+    """Import an export folder (or source) inline into engine's database, its schema made
+    first; return the revisions it found to import."""
+    from kmdb.extract.local import LocalSource
+    from kmdb.load.database import create_schema
+    from kmdb.pipeline.discovery import new_revisions
+    from kmdb.pipeline.inline import import_inline
+
+    source = LocalSource(str(folder)) if source is None else source
+    create_schema(engine)
+    todo = new_revisions(engine, source, settings)
+    import_inline(engine, source, settings, todo)
+    return todo
+
+
+def export_on_mariadb(
+    mysql_url: str, tmp_path: Path, revisions: dict[int, list[bytes]]
+) -> tuple[Engine, Settings, Any]:
+    """A MariaDB schema and an export of these revisions; return the engine, the settings
+    and the export's LocalSource."""
+    from kmdb.extract.local import LocalSource
+    from kmdb.load.database import create_schema
+    from kmdb.load.engine import make_engine
+
+    settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
+    engine = make_engine(settings)
+    create_schema(engine)
+    return engine, settings, LocalSource(write_export(tmp_path / "export", revisions))
+
+
+def one_alias_on_mariadb(
+    mysql_url: str, tmp_path: Path, revision: int
+) -> tuple[Engine, Settings, Any]:
+    """export_on_mariadb with one revision: an alias line, then an event."""
+    lines = [line(_p="anon", _p2="bob@x", _t=5), line(_n="a", _p="anon", _t=6)]
+    return export_on_mariadb(mysql_url, tmp_path, {revision: lines})
+
+
+def aliases_a_scan_merges() -> list[bytes]:
+    """Lines of a revision whose scan merges its sightings itself: as many alias lines as
+    kmdb.pipeline.scan_pass.SCAN_MERGE_MIN (anon-N with user-N@x), then an event of anon-0."""
+    from kmdb.pipeline.scan_pass import SCAN_MERGE_MIN
+
+    aliases = [line(_p=f"anon-{i}", _p2=f"user-{i}@x", _t=5 + i) for i in range(SCAN_MERGE_MIN)]
+    return [*aliases, line(_n="a", _p="user-0@x", _t=2)]
+
+
+def lock_waits(engine: Engine) -> int:
+    """Transactions on engine's MariaDB database that wait for a lock just now."""
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT COUNT(*) FROM information_schema.innodb_trx t "
+                "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
+                "WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()"
+            )
+        ).scalar_one()
+
+
+def chunked_source(folder: Path, piece: int, fail_after: int | None = None) -> Any:
+    """A folder source whose reads come in chunks of piece bytes (the folder's own are big), and
+    stop with Interrupted after fail_after chunks, as a killed worker's would."""
+    from kmdb.extract.local import LocalSource
+
+    class Chunked(LocalSource):
+        def chunks(self, revision: int, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
+            count = 0
+            for chunk in super().chunks(revision, offset, end):
+                for at in range(0, len(chunk), piece):
+                    if fail_after is not None and count >= fail_after:
+                        raise Interrupted("stopped")
+                    count += 1
+                    yield chunk[at : at + piece]
+
+    return Chunked(str(folder))
+
+
+class Interrupted(Exception):
+    """A read stopped short (chunked_source's fail_after)."""
+
+
+# Date ranges that every report is checked over: none, open at either end, a day.
+REPORT_RANGES = [
+    (None, None),
+    ("2013-03-10", None),
+    (None, "2013-04-20"),
+    ("2013-03-15", "2013-04-30"),
+    ("2013-04-01", "2013-04-01"),
+]
+
+
+def imported_world(engine: Engine, settings: Settings, tmp_path: Path, seed: int) -> Any:
+    """A world of tests/reports_oracle.py, written as an export and imported inline through
+    kmdb's own import; returns the world."""
+    from kmdb.extract.local import LocalSource
+    from kmdb.load.database import create_schema
+    from kmdb.pipeline.discovery import new_revisions
+    from kmdb.pipeline.inline import import_inline
+    from tests import reports_oracle as oracle
+
+    world = oracle.generate(seed)
+    source = LocalSource(str(oracle.write(world, tmp_path / "export")))
+    create_schema(engine)
+    import_inline(engine, source, settings, new_revisions(engine, source, settings))
+    return world
+
+
+def same_report(got: dict, want: dict) -> None:
+    """Equal, with certainties compared to the 6th place (Φ computed two ways)."""
+    if got.get("report") == "abtest":
+        for variant in want["variants"]:
+            if variant["certainty"] is not None:
+                variant["certainty"] = pytest.approx(variant["certainty"], abs=2e-6)
+    assert got == want

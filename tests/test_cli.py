@@ -12,8 +12,8 @@ from rq import Queue
 from sqlalchemy import create_engine, inspect, make_url, text
 
 from kmdb.sample import write_sample
-from tests.conftest import REDIS_URL, _mysql_admin, sample_bucket
-from tests.helpers import free_port, run
+from tests.helpers import REDIS_URL, free_port, mysql_admin, run, sample_bucket
+from tests.model import assert_same, dump, expected, read_export
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
@@ -143,7 +143,7 @@ def test_flush_and_realias_without_write_rights_change_nothing(
     redis.set(marker, b"1")
     database = make_url(mysql_url).database
     user = f"kmdb_ro_{uuid.uuid4().hex[:8]}"
-    admin = _mysql_admin()
+    admin = mysql_admin()
     with admin.cursor() as cursor:
         for host in ("localhost", "127.0.0.1", "%"):
             cursor.execute(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY 'ro-pass'")
@@ -220,3 +220,18 @@ def test_a_bucket_prefix_without_revisions_is_a_wrong_source(
         assert result.returncode == 2, spec
         assert result.stderr.startswith(f"Error: {spec} holds no revisions/N.json"), spec
     run("kmdb-import", "--inline", "--source", f"s3://{bucket}/km", env=env)
+
+
+def test_inline_import_prints_a_summary(
+    sqlite_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    sample = run("kmdb-sample", str(folder), "--lines", "3000", "--seed", "2", env=cli_env)
+    assert "Wrote 3,000 lines in revisions 1-2" in sample.stdout
+    env = {**cli_env, "DATABASE_URL": sqlite_url}
+    out = run("kmdb-import", "--inline", "--source", str(folder), env=env).stdout
+    wanted = expected(read_export(folder))
+    assert f"revisions  {2:>12,}" in out
+    assert f"events     {sum(wanted.events.values()):>12,}" in out
+    assert f"rejected   {len(wanted.rejected):>12,}" in out
+    assert_same(dump(create_engine(sqlite_url)), wanted)

@@ -1,4 +1,4 @@
-"""Which files of an export are revisions, and one bad file among good ones."""
+"""kmdb.pipeline.discovery: which revisions of an export to import, and one bad file among good ones."""
 
 from __future__ import annotations
 
@@ -6,12 +6,18 @@ import shutil
 from pathlib import Path
 
 import boto3
-from sqlalchemy import create_engine, text
+import pytest
+from sqlalchemy import Engine, create_engine, text
 
+from kmdb.extract.local import LocalSource
 from kmdb.extract.s3 import S3Source
+from kmdb.load.database import create_schema
+from kmdb.pipeline.discovery import new_revisions
+from kmdb.pipeline.import_pass import import_revision
+from kmdb.pipeline.inline import import_inline
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from tests.helpers import burst_workers, run
+from tests.helpers import burst_workers, line, run, write_export
 from tests.model import assert_same, dump, expected, read_export
 
 FORGED = b'{"_n":"forged","_p":"mallory","_t":1351187280}\n'
@@ -102,3 +108,65 @@ def test_one_unreadable_revision_stops_nothing_else_on_the_queue(
         8: "done",
     }
     assert "Cannot read revision 5" in rows[5][1]
+
+
+def test_revisions_are_found_from_any_number(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    folder = write_export(
+        tmp_path / "export",
+        {n: [line(_n="e", _p="a", _t=n)] for n in (140, 141, 150, 1000)},
+    )
+    (folder / "hello.txt").write_text("hi")
+    (folder / "revisions" / "notes.txt").write_text("not a revision")
+    create_schema(engine)
+    source = LocalSource(str(folder))
+    assert new_revisions(engine, source, settings) == [140, 141, 150, 1000]
+    assert new_revisions(engine, source, settings.replace(min_revision=150)) == [150, 1000]
+
+
+def test_revisions_beyond_the_id_range_are_refused(
+    engine: Engine, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kmdb.errors import KmdbError
+    from kmdb.transform.rows import MAX_REVISION
+
+    folder = write_export(
+        tmp_path / "export",
+        {n: [line(_n="e", _p="a", _t=1, x=1)] for n in (5, MAX_REVISION, MAX_REVISION + 1)},
+    )
+    create_schema(engine)
+    source = LocalSource(str(folder))
+    assert new_revisions(engine, source, settings) == [5, MAX_REVISION]
+    assert f"Skipping revisions {MAX_REVISION + 1}" in caplog.text
+    with pytest.raises(KmdbError, match="beyond the largest number"):
+        import_revision(engine, source, MAX_REVISION + 1, settings)
+    import_inline(engine, source, settings, [5, MAX_REVISION])
+    with engine.connect() as conn:
+        ids = sorted(conn.execute(text("SELECT id FROM events")).scalars())
+        props = sorted(conn.execute(text("SELECT id FROM properties")).scalars())
+    assert ids == [5 * 10**12 + 1, MAX_REVISION * 10**12 + 1]
+    assert props == ids
+
+
+class NoListing(LocalSource):
+    def list_revisions(self):
+        return None
+
+
+def test_without_listing_revisions_are_probed(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    folder = write_export(
+        tmp_path / "export", {n: [line(_n="e", _p="a", _t=n)] for n in (1, 2, 5, 20)}
+    )
+    create_schema(engine)
+    source = NoListing(str(folder))
+    assert new_revisions(engine, source, settings.replace(revision_lookahead=3)) == [1, 2, 5]
+    assert new_revisions(engine, source, settings.replace(revision_lookahead=15)) == [1, 2, 5, 20]
+    import_inline(engine, source, settings, [1, 2])
+    assert new_revisions(engine, source, settings.replace(revision_lookahead=3)) == [5]
+    # A revision begun but not finished below the last finished one is taken again.
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE revisions SET status = 'failed' WHERE number = 1"))
+    assert new_revisions(engine, source, settings.replace(revision_lookahead=3)) == [1, 5]

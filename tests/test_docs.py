@@ -34,14 +34,14 @@ import pymysql
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import (
+from tests.helpers import (
     MYSQL_HOST,
     MYSQL_PORT,
     REDIS_URL,
-    _mysql_admin,
-    _unavailable,
+    mysql_admin,
     new_mysql_database,
     sample_bucket,
+    unavailable,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,9 +213,9 @@ def test_every_example_runs_as_written(
 ) -> None:
     blocks = list(BLOCK.finditer(doc.read_text()))
     try:
-        admin = _mysql_admin()
+        admin = mysql_admin()
     except pymysql.MySQLError as exc:
-        _unavailable("MariaDB", exc)
+        unavailable("MariaDB", exc)
     database, _ = new_mysql_database()
     bucket = DOC_BUCKET
     if DOC_BUCKET in doc.read_text():

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-import click
 import pymysql
 import pytest
-from click.testing import CliRunner
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
-from kmdb.cli import cli
-from kmdb.console import friendly
 from kmdb.errors import (
     ConcurrentImport,
     ConfigError,
@@ -164,79 +159,3 @@ def test_a_file_that_cannot_be_read_concerns_that_file_alone_unless_the_network_
         _caused(SourceError("Cannot read revision 3."), ConnectionResetError())
     )
     assert not concerns_one_file(KmdbError("Revision 3 has no part 1."))
-
-
-@click.command()
-@click.argument("kind")
-@friendly
-def _fail(kind: str) -> None:
-    raise {
-        "config": ConfigError("Set DATABASE_URL, e.g. sqlite:///kmdb.sqlite3."),
-        "stopped": Stopped(3, 7),
-        "bug": ValueError("a bug"),
-    }[kind]
-
-
-def test_a_command_ends_in_one_sentence_or_its_status() -> None:
-    runner = CliRunner()
-    result = runner.invoke(_fail, ["config"])
-    assert result.exit_code == 2
-    assert result.stderr == "Error: Set DATABASE_URL, e.g. sqlite:///kmdb.sqlite3.\n"
-    assert result.stdout == ""
-    stopped = runner.invoke(_fail, ["stopped"])
-    assert stopped.exit_code == 0
-    assert stopped.stdout.startswith(
-        "Stopped on request after line 7 of revision 3. Run kmdb-import"
-    )
-    assert stopped.stderr == ""
-    # A failure kmdb does not know is a bug: it keeps its traceback.
-    bug = runner.invoke(_fail, ["bug"])
-    assert isinstance(bug.exception, ValueError)
-
-
-def _no_database(tmp_path: Path) -> dict[str, str]:
-    return {"DATABASE_URL": f"sqlite:///{tmp_path / 'missing.sqlite3'}", "KMDB_DEBUG": ""}
-
-
-def test_kmdb_traceback_shows_the_whole_trace_instead_of_the_sentence(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)  # no .env of the project's
-    runner = CliRunner()
-    plain = runner.invoke(cli, ["status"], env=_no_database(tmp_path))
-    assert plain.exit_code == 2
-    assert plain.stderr.startswith("Error: There is no kmdb database at sqlite:///")
-    assert "Traceback" not in plain.stderr
-    traced = runner.invoke(cli, ["--traceback", "status"], env=_no_database(tmp_path))
-    assert traced.exit_code == 2
-    assert traced.stderr.startswith("Traceback (most recent call last):")
-    assert "open_existing" in traced.stderr
-    assert "kmdb.errors.NoDatabase: There is no kmdb database at sqlite:///" in traced.stderr
-    assert "\nError: " not in traced.stderr
-
-
-@pytest.mark.parametrize(
-    ("value", "traced"), [("1", True), ("yes", True), ("0", False), ("", False)]
-)
-def test_kmdb_debug_shows_the_trace_of_any_command(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, traced: bool
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    env = {**_no_database(tmp_path), "KMDB_DEBUG": value}
-    result = CliRunner().invoke(cli, ["status"], env=env)
-    assert result.exit_code == 2
-    assert result.stderr.startswith("Traceback") is traced
-    assert result.stderr.startswith("Error: There is no kmdb database") is not traced
-
-
-def test_the_console_scripts_take_kmdb_debug_too(tmp_path: Path) -> None:
-    script = Path(sys.executable).with_name("kmdb-status")
-    env = {"PATH": str(script.parent), "HOME": str(tmp_path), **_no_database(tmp_path)}
-    plain = subprocess.run([script], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert plain.returncode == 2
-    assert plain.stderr.startswith("Error: There is no kmdb database")
-    traced = subprocess.run(
-        [script], capture_output=True, text=True, env={**env, "KMDB_DEBUG": "1"}, cwd=tmp_path
-    )
-    assert traced.returncode == 2
-    assert traced.stderr.startswith("Traceback (most recent call last):")

@@ -29,8 +29,17 @@ from kmdb.faults import STAGES
 from kmdb.orchestrate import queues
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from tests.conftest import REDIS_URL, drop_mysql_database, new_mysql_database
-from tests.helpers import NOTHING_LEFT, burst_workers, queue_left, run, start_logged, wait_for
+from tests.helpers import (
+    NOTHING_LEFT,
+    REDIS_URL,
+    burst_workers,
+    drop_mysql_database,
+    new_mysql_database,
+    queue_left,
+    run,
+    start_logged,
+    wait_for,
+)
 from tests.model import assert_same, dump, expected, read_export
 
 KILL, TERM, INT, POOL = "kill -9", "SIGTERM", "SIGINT", "kmdb-pool SIGTERM"

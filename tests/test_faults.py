@@ -1,9 +1,10 @@
-"""Real processes killed and services restarted in the middle of an import."""
+"""kmdb.faults (pauses at the stages of the job graph, for tests), and real processes killed
+and services restarted in the middle of an import."""
 
 from __future__ import annotations
 
 import shutil
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,6 @@ from tests.helpers import (
     lines_imported,
     run,
     running_mariadb,
-    start_burst_workers,
     start_logged,
     wait_for,
 )
@@ -101,7 +101,8 @@ def test_redis_restarting_mid_import_still_ends_exact(
         workers = [start_logged("kmdb-work", "--burst", env=env, log=log) for _ in range(2)]
         wait_for(lambda: lines_imported(mysql_url) >= 1_000, every=0.05, shown=log)
         redis.kill()  # no persistence: the queue is gone, as after a crash
-        time.sleep(2)
+        # Down until the workers have found it gone.
+        wait_for(lambda: "Redis does not answer" in log.read_text(), timeout=120, shown=log)
         redis.start()
         for w in workers:
             w.wait(timeout=300)  # they reconnect, find nothing left, and stop
@@ -121,16 +122,72 @@ def test_mariadb_crashing_mid_import_still_ends_exact(
         env = kmdb_env(cli_env, server.url, redis_queue, s3_env, KMDB_BATCH_SIZE="100")
         # One file in small chunks, as above.
         _, env = enqueue_sample(folder, env, 30_000, seed=13, lines_per_revision=30_000)
-        workers = start_burst_workers(2, env, capture=True)
-        wait_for(lambda: lines_imported(server.url) >= 1_000, every=0.05)
+        log = tmp_path / "workers.log"
+        workers = [start_logged("kmdb-work", "--burst", env=env, log=log) for _ in range(2)]
+        wait_for(lambda: lines_imported(server.url) >= 1_000, every=0.05, shown=log)
         server.kill()
-        time.sleep(3)
+        # Down until a job has lost it.
+        wait_for(lambda: "Lost the database" in log.read_text(), timeout=120, shown=log)
         server.start()
-        errors = ""
         for w in workers:
-            _, err = w.communicate(timeout=400)
-            errors += err
-            assert w.returncode == 0, err[-3000:]
+            w.wait(timeout=400)
+            assert w.returncode == 0, log.read_text()[-3000:]
         status = run("kmdb-status", env=env).stdout
-        assert "1 known, 1 imported" in status, status + errors[-5000:]
+        assert "1 known, 1 imported" in status, status + log.read_text()[-5000:]
         assert_same(dump(create_engine(server.url)), expected(read_export(folder)))
+
+
+def test_a_pause_waits_at_its_stage_holding_what_it_is_given_until_told_to_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+    import os
+    import threading
+
+    from kmdb.faults import pause
+
+    held: list[str] = []
+
+    @contextlib.contextmanager
+    def holding() -> Iterator[None]:
+        held.append("taken")
+        yield
+        held.append("freed")
+
+    pause("import", holding)  # no stage asked for: at once, holding nothing
+    assert held == []
+    monkeypatch.setenv("KMDB_PAUSE_AT", "import")
+    monkeypatch.setenv("KMDB_PAUSE_DIR", str(tmp_path))
+    pause("scan", holding)  # another stage: at once
+    waiting = threading.Thread(target=pause, args=("import", holding))
+    waiting.start()
+    reached = tmp_path / "import.reached"
+    wait_for(reached.exists, timeout=30)
+    wait_for(lambda: reached.read_text() == str(os.getpid()), timeout=30)
+    assert waiting.is_alive() and held == ["taken"]
+    (tmp_path / "import.go").touch()
+    waiting.join(timeout=30)
+    assert not waiting.is_alive() and held == ["taken", "freed"]
+    pause("import", holding)  # once only: a job planned again after the stop runs through
+    assert held == ["taken", "freed"]
+
+
+def test_a_pause_ends_when_the_worker_is_asked_to_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from kmdb.faults import pause
+    from kmdb.stop import STOP
+
+    monkeypatch.setenv("KMDB_PAUSE_AT", "settle-after")
+    monkeypatch.setenv("KMDB_PAUSE_DIR", str(tmp_path))
+    waiting = threading.Thread(target=pause, args=("settle-after",))
+    waiting.start()
+    try:
+        wait_for((tmp_path / "settle-after.reached").exists, timeout=30)
+        STOP.set()
+        waiting.join(timeout=30)
+        assert not waiting.is_alive()
+    finally:
+        STOP.clear()

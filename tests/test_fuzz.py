@@ -38,8 +38,7 @@ from kmdb.pipeline.inline import import_inline, summary
 from kmdb.settings import Settings
 from kmdb.transform.parse import Record, Rejection, decode_line, parse_line
 from kmdb.transform.rows import ID_BASE
-from tests.conftest import _mysql_admin, drop_mysql_database, new_mysql_database
-from tests.conftest import _unavailable as unavailable
+from tests.helpers import drop_mysql_database, mysql_admin, new_mysql_database, unavailable
 from tests.model import assert_same, dump, expected, read_export
 
 MAX_T = 253402300799  # 9999-12-31 23:59:59 UTC
@@ -64,7 +63,7 @@ def backend(request: pytest.FixtureRequest) -> str:
     """Each test using it runs on SQLite and on MariaDB (skipped when MariaDB is down)."""
     if request.param == "mysql":
         try:
-            _mysql_admin().close()
+            mysql_admin().close()
         except pymysql.MySQLError as exc:
             unavailable("MariaDB", exc)
     return request.param
@@ -74,7 +73,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def mariadb() -> str:
     """MariaDB only (skipped when it is down)."""
     try:
-        _mysql_admin().close()
+        mysql_admin().close()
     except pymysql.MySQLError as exc:
         unavailable("MariaDB", exc)
     return "mysql"

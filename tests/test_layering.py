@@ -29,7 +29,7 @@ def stage_of(module: str, package: str) -> str | None:
         return parts[1]
     if len(parts) == 2 and parts[1] in BASE:
         return "base"
-    if len(parts) == 2 or parts[1] == "reports":
+    if len(parts) == 2 or parts[1] in ("reports", "bench"):
         return "top"
     return None
 

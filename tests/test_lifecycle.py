@@ -6,8 +6,7 @@ import logging
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,9 @@ from kmdb.pipeline.scan_pass import scan_revisions
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from kmdb.stop import STOP
-from tests.conftest import REDIS_URL
 from tests.helpers import (
     BIN,
+    REDIS_URL,
     PrivateRedis,
     burst_workers_ok,
     enqueue_sample,
@@ -186,10 +185,9 @@ def _lines_so_far(url: str) -> int:
         return 0
 
 
-def _after(seconds: float, condition: Callable[[], bool]) -> Callable[[], bool]:
-    """condition, once `seconds` have passed (an outage that lasts at least that long)."""
-    start = time.monotonic()
-    return lambda: time.monotonic() - start >= seconds and condition()
+def _said(logs: list[Path], what: str) -> int:
+    """How many times the workers' logs say what (a retry each: an outage that lasts)."""
+    return sum(log.read_text().count(what) for log in logs)
 
 
 def _stop(worker: subprocess.Popen) -> None:
@@ -230,11 +228,9 @@ def test_workers_ride_out_a_redis_outage_mid_import(
         wait_for(lambda: lines_imported(mysql_url) >= 1_000, every=0.05, shown=logs[0])
         server.kill()
 
-        def waiting() -> bool:
-            return any("Redis does not answer" in log.read_text() for log in logs)
-
         # Jobs end meanwhile: their workers wait to record it, the idle ones to dequeue.
-        wait_for(_after(8, waiting), timeout=60, shown=logs[0])
+        # Down until they have tried again and again, backing off.
+        wait_for(lambda: _said(logs, "Redis does not answer") >= 6, timeout=60, shown=logs[0])
         assert all(w.poll() is None for w in workers), [log.read_text()[-2000:] for log in logs]
         server.start()
         for w, log in zip(workers[:2], logs, strict=False):
@@ -271,10 +267,14 @@ def test_workers_wait_for_a_database_that_is_down_when_they_start(
                 workers.append(start_logged("kmdb-work", *args, env=env, log=log))
 
             def waiting() -> bool:
-                burst, plain = (log.read_text() for log in logs)
-                return "Waiting for the database" in burst and "Lost the database" in plain
+                # Each has tried twice at least, backing off: an outage that lasts.
+                burst, plain = ([log] for log in logs)
+                return (
+                    _said(burst, "Waiting for the database") >= 2
+                    and _said(plain, "Lost the database") >= 2
+                )
 
-            wait_for(_after(4, waiting), timeout=60, shown=logs[1])
+            wait_for(waiting, timeout=60, shown=logs[1])
             server.start()
             workers[0].wait(timeout=300)
             assert workers[0].returncode == 0, logs[0].read_text()[-3000:]
@@ -329,17 +329,11 @@ def test_an_outage_longer_than_the_wait_is_one_sentence(
         riding_out_redis(nowhere.ping, "testing", wait=1)
     assert str(caught.value).startswith("Redis did not answer for 1 s while testing (")
     assert caught.value.doing == "testing"
-    # KMDB_OUTAGE_WAIT bounds a job's wait for the database too.
+    # KMDB_OUTAGE_WAIT bounds a job's wait for the database too: with none, it fails at once.
     monkeypatch.setenv("KMDB_OUTAGE_WAIT", "0")
-    attempts: list[int] = []
-
-    def down() -> None:
-        attempts.append(1)
-        raise DatabaseUnavailable("gone")
-
+    monkeypatch.setenv("DATABASE_URL", f"mysql+pymysql://root@127.0.0.1:{free_port()}/kmdb")
     with pytest.raises(DatabaseUnavailable):
-        jobs._retrying(down)
-    assert attempts == [1]
+        jobs.settle_job()
     bad = run("kmdb-work", "--burst", env={**cli_env, "KMDB_OUTAGE_WAIT": "soon"}, check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip() == (

@@ -58,11 +58,11 @@ def test_a_lock_taken_twice_is_freed_by_one_close(mysql_engine: Engine) -> None:
 def test_locks_stay_distinct_with_a_64_character_database_name(mysql_url: str) -> None:
     from sqlalchemy.engine import make_url
 
-    from tests.conftest import _mysql_admin
+    from tests.helpers import mysql_admin
 
     name = "kmdb_long_" + "x" * 54
     assert len(name) == 64
-    admin = _mysql_admin()
+    admin = mysql_admin()
     with admin.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{name}`")
     engine = create_engine(make_url(mysql_url).set(database=name))

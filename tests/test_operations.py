@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -184,7 +183,6 @@ def test_ui_serves_the_dashboard(cli_env: dict[str, str], redis_queue: str) -> N
         wait_for(answers, timeout=30, every=0.5)
     finally:
         stop_ui(ui)
-    time.sleep(0.1)
 
 
 def test_rate_and_eta_follow_the_running_revisions(sqlite_url: str) -> None:

@@ -15,8 +15,7 @@ from sqlalchemy import make_url
 
 from kmdb.sample import write_sample
 from kmdb.settings import mask_url, url_secrets
-from tests.conftest import _mysql_admin
-from tests.helpers import PrivateRedis, free_port, run, start_ui, stop_ui, wait_for
+from tests.helpers import PrivateRedis, free_port, mysql_admin, run, start_ui, stop_ui, wait_for
 
 # Every character that URLs treat specially, and a '!' as in the issue's report.
 PASSWORD = "Pw@S3c!r:t/9x"
@@ -55,7 +54,7 @@ def password_user(mysql_url: str) -> Iterator[str]:
     """A MariaDB user with PASSWORD and every right on the test's database; dropped after."""
     database = make_url(mysql_url).database
     user = f"kmpw_{uuid.uuid4().hex[:8]}"
-    admin = _mysql_admin()
+    admin = mysql_admin()
     hosts = ("localhost", "127.0.0.1", "%")
     with admin.cursor() as cursor:
         for host in hosts:

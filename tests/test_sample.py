@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from kmdb.sample import SampleStats, km_octal, write_sample
+from kmdb.sample import SampleStats, write_sample
 
 MAX_TIME = 253_402_300_799
 
@@ -232,12 +232,6 @@ def test_aliases_span_files_and_include_ignored_ones(sample: tuple[Path, SampleS
         pairs[frozenset((p, p2))] += 1
     assert spanning and numeric and self_alias
     assert max(pairs.values()) > 1
-
-
-def test_km_octal() -> None:
-    assert km_octal("Café".encode()) == b"Caf\\303\\251"
-    assert decode_km(b"Frigidman\\231") == "Frigidman™"
-    assert decode_km(b"C:\\\\Users\\\\201x") == "C:\\\\Users\\\\201x"
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from kmdb.load.settle import settle
 from kmdb.pipeline.import_pass import import_parts
 from kmdb.pipeline.scan_pass import scan_revisions
 from kmdb.settings import Settings
-from tests.conftest import sample_bucket
+from tests.helpers import sample_bucket
 from tests.model import assert_same, dump, expected, read_export
 
 

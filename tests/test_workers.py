@@ -1,4 +1,8 @@
-"""The real commands end to end: S3 (moto's server), Redis, RQ workers, MariaDB."""
+"""kmdb.orchestrate.workers: RQ workers on kmdb's queue, and the real commands end to end
+(S3 on moto's server, Redis, two workers, MariaDB).
+
+It also tests kmdb.pipeline.leftovers (twelve lines), which a worker calls as it starts.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +24,16 @@ from sqlalchemy import create_engine
 from kmdb.load import indexes
 from kmdb.orchestrate.workers import KmdbWorker
 from kmdb.sample import write_sample
-from tests.conftest import REDIS_URL, sample_bucket, upload_export
-from tests.helpers import burst_workers, burst_workers_ok, kmdb_env, run
+from tests.helpers import (
+    REDIS_URL,
+    burst_workers,
+    burst_workers_ok,
+    kmdb_env,
+    run,
+    sample_bucket,
+    upload_export,
+    wait_for,
+)
 from tests.model import assert_same, dump, expected, read_export
 
 
@@ -148,72 +160,6 @@ def test_new_revisions_in_a_later_run_re_point_older_rows(
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 
 
-def test_inline_import_prints_a_summary(
-    sqlite_url: str, cli_env: dict[str, str], tmp_path: Path
-) -> None:
-    folder = tmp_path / "export"
-    sample = run("kmdb-sample", str(folder), "--lines", "3000", "--seed", "2", env=cli_env)
-    assert "Wrote 3,000 lines in revisions 1-2" in sample.stdout
-    env = {**cli_env, "DATABASE_URL": sqlite_url}
-    out = run("kmdb-import", "--inline", "--source", str(folder), env=env).stdout
-    wanted = expected(read_export(folder))
-    assert f"revisions  {2:>12,}" in out
-    assert f"events     {sum(wanted.events.values()):>12,}" in out
-    assert f"rejected   {len(wanted.rejected):>12,}" in out
-    assert_same(dump(create_engine(sqlite_url)), wanted)
-
-
-def test_a_missing_source_is_one_sentence(sqlite_url: str, cli_env: dict[str, str]) -> None:
-    env = {**cli_env, "DATABASE_URL": sqlite_url}
-    missing = run("kmdb-import", "--inline", env=env, check=False)
-    assert missing.returncode == 2
-    assert missing.stderr.strip() == (
-        "Error: No export to import: pass --source (a folder or s3://bucket), or set KMDB_SOURCE or AWS_BUCKET."
-    )
-    nowhere = run("kmdb-import", "--inline", "--source", "/no/such/folder", env=env, check=False)
-    assert nowhere.returncode == 2
-    assert "The export folder /no/such/folder does not exist" in nowhere.stderr
-
-
-def test_keep_files_downloads_once_to_the_tmp_dir(
-    sqlite_url: str, s3_env: dict[str, str], cli_env: dict[str, str], tmp_path: Path
-) -> None:
-    folder = tmp_path / "export"
-    bucket = sample_bucket(folder, 3_000, seed=5, lines_per_revision=1_000, prefix="km/")
-    keep = tmp_path / "downloads"
-    env = {
-        **cli_env,
-        **s3_env,
-        "DATABASE_URL": sqlite_url,
-        "KMDB_KEEP_FILES": "YES",
-        "KMDB_TMP_DIR": str(keep),
-        "KMDB_BATCH_SIZE": "250",
-    }
-    run("kmdb-import", "--inline", "--source", f"s3://{bucket}/km", env=env)
-    kept = sorted(p.name for p in keep.rglob("*.json"))
-    assert kept == ["1.json", "2.json", "3.json"]
-    for path in keep.rglob("*.json"):
-        assert path.read_bytes() == (folder / "revisions" / path.name).read_bytes()
-    assert_same(dump(create_engine(sqlite_url)), expected(read_export(folder)))
-
-
-def test_missing_aws_credentials_are_one_sentence(
-    sqlite_url: str, s3_endpoint: str, cli_env: dict[str, str], tmp_path: Path
-) -> None:
-    env = {
-        **cli_env,
-        "DATABASE_URL": sqlite_url,
-        "HOME": str(tmp_path),
-        "AWS_ENDPOINT_URL": s3_endpoint,
-    }
-    result = run("kmdb-import", "--inline", "--source", "s3://some-bucket", env=env, check=False)
-    assert result.returncode == 2
-    assert result.stderr.startswith(
-        "Error: No AWS credentials to read s3://some-bucket: set AWS_ACCESS_KEY_ID"
-    )
-    assert "Traceback" not in result.stderr
-
-
 def test_a_worker_keeps_its_loaded_modules_out_of_the_collectors_sight() -> None:
     # The collector's full passes walked every loaded module's objects while an import
     # piled up rows (a third of its CPU time); warm_up freezes them before the first job.
@@ -230,25 +176,34 @@ def test_a_worker_keeps_its_loaded_modules_out_of_the_collectors_sight() -> None
     assert after > 50_000
 
 
+BEATS: list[int] = []  # the worker's key's time to live after each heartbeat
+
+
+def job_that_waits_for_heartbeats(count: int) -> int:
+    """A job that ends once its worker has renewed its heartbeat count times while it ran."""
+    BEATS.clear()
+    wait_for(lambda: len(BEATS) >= count, timeout=60, every=0.05, what=f"{count} heartbeats")
+    return len(BEATS)
+
+
 def test_a_worker_renews_its_heartbeat_while_a_long_job_runs(redis_queue: str) -> None:
     # Jobs run in the worker's own process: without the heartbeat thread its key would
     # only be renewed between jobs, and a long import would look like a dead worker.
     redis = Redis.from_url(REDIS_URL)
     q = Queue(redis_queue, connection=redis)
-    q.enqueue(time.sleep, 2.5)
-    beats: list[float] = []
+    job = q.enqueue(job_that_waits_for_heartbeats, 2)
 
     class Counting(KmdbWorker):
         def maintain_heartbeats(self, job, execution) -> None:  # noqa: ANN001
-            beats.append(time.monotonic())
             super().maintain_heartbeats(job, execution)
+            BEATS.append(int(redis.ttl(self.key)))
 
     worker = Counting([q], connection=redis, job_monitoring_interval=1)
     worker.work(burst=True)
-    assert worker.successful_job_count == 1
-    assert len(beats) >= 2
+    assert job.get_status(refresh=True) == "finished", job.latest_result()
+    assert job.return_value() == 2
     # While the job ran, its worker's key was kept with a short time to live.
-    assert worker.get_heartbeat_ttl(q.fetch_job(q.finished_job_registry.get_job_ids()[0])) < 120
+    assert all(0 < ttl <= worker.get_heartbeat_ttl(job) for ttl in BEATS)
 
 
 def test_a_burst_worker_that_finds_no_job_quits_without_waiting_for_its_listener(
@@ -268,33 +223,38 @@ def test_a_burst_worker_that_finds_no_job_quits_without_waiting_for_its_listener
 
             def unsubscribe_then_let_the_reply_arrive(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
                 sent = send(*args, **kwargs)
-                time.sleep(0.05)
+                # The listener has handled the reply once it is subscribed to nothing.
+                wait_for(lambda: not self.pubsub.subscribed, timeout=30, every=0.001)
                 return sent
 
             self.pubsub.unsubscribe = unsubscribe_then_let_the_reply_arrive
 
     for _ in range(3):
         worker = ReplyFirst([q], connection=redis)
-        started = time.monotonic()
         worker.work(burst=True)
+        # Gone by the end of the teardown; left waiting, it would be alive a minute more.
         assert not worker.pubsub_thread.is_alive()
-        assert time.monotonic() - started < 0.9
 
 
-FIRST_ATTEMPT_FAILED = threading.Event()
+FAILED_ONCE = threading.Event()
+SEEN_WAITING = threading.Event()
+NEVER_SEEN = threading.Event()
 
 
-def flaky_job() -> str:
-    """A job whose first attempt loses the database (retried after jobs.OUTAGE's first pause)."""
+def job_that_fails_until_seen_waiting() -> str:
+    """A job whose attempts lose the database until the test has seen it wait to retry."""
     from kmdb.errors import DatabaseUnavailable
     from kmdb.orchestrate import jobs
 
     def attempt() -> str:
-        if not FIRST_ATTEMPT_FAILED.is_set():
-            FIRST_ATTEMPT_FAILED.set()
+        if NEVER_SEEN.is_set():  # no more attempts: the test has failed already
+            raise RuntimeError("the lock was never seen held while the job waited")
+        if not SEEN_WAITING.is_set():
+            FAILED_ONCE.set()
             raise DatabaseUnavailable("lost the database for a moment")
         return "done"
 
+    # The jobs' own retry wrapper, as each job function runs its work in.
     return jobs._retrying(attempt)
 
 
@@ -303,31 +263,35 @@ def test_a_job_waiting_to_retry_keeps_its_lock_so_that_it_does_not_look_dead(
 ) -> None:
     # Other workers call a started job dead when its first lock is free; the attempt
     # that failed let go of its locks, so the job holds its first one while it waits.
+    # Its attempts fail until the lock is seen held: however slow the look, it looks
+    # while the job waits, and a job that let go of the lock never ends.
     from kmdb.load.locks import SETTLE_LOCK, is_held
-    from kmdb.orchestrate import jobs
-    from kmdb.retry import Backoff
 
     monkeypatch.setenv("DATABASE_URL", mysql_url)
-    monkeypatch.setattr(jobs, "OUTAGE", Backoff((1.5,)))
-    FIRST_ATTEMPT_FAILED.clear()
+    monkeypatch.setenv("KMDB_OUTAGE_WAIT", "600")
+    for event in (FAILED_ONCE, SEEN_WAITING, NEVER_SEEN):
+        event.clear()
     engine = create_engine(mysql_url)
     redis = Redis.from_url(REDIS_URL)
     q = Queue(redis_queue, connection=redis)
-    job = q.enqueue(flaky_job, meta={"kmdb": "settle"})
-    seen: list[bool | None] = []
+    job = q.enqueue(job_that_fails_until_seen_waiting, meta={"kmdb": "settle"})
 
     def look_while_it_waits() -> None:
-        if FIRST_ATTEMPT_FAILED.wait(30):
-            time.sleep(0.5)
-            seen.append(is_held(engine, SETTLE_LOCK))
+        try:
+            assert FAILED_ONCE.wait(60)
+            wait_for(lambda: is_held(engine, SETTLE_LOCK), timeout=60, every=0.05)
+            SEEN_WAITING.set()
+        finally:
+            if not SEEN_WAITING.is_set():
+                NEVER_SEEN.set()
 
-    looking = threading.Thread(target=look_while_it_waits)
+    looking = threading.Thread(target=look_while_it_waits, daemon=True)
     looking.start()
     KmdbWorker([q], connection=redis).work(burst=True)
-    looking.join(timeout=30)
+    looking.join(timeout=60)
+    assert SEEN_WAITING.is_set()
     assert job.get_status(refresh=True) == "finished"
     assert job.return_value() == "done"
-    assert seen == [True]
     assert is_held(engine, SETTLE_LOCK) is False
     engine.dispose()
 

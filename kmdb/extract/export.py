@@ -8,6 +8,7 @@ that are not imported yet, per the contract's "Finding work".
 from __future__ import annotations
 
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from types import EllipsisType
 from typing import Protocol
 
@@ -56,7 +57,7 @@ def find_new(
     done: set[int],
     settings: Settings,
     start: int,
-    unfinished: set[int] = frozenset(),
+    unfinished: AbstractSet[int] = frozenset(),
     listed: list[int] | None | EllipsisType = ...,
 ) -> list[int]:
     """Revision numbers to import, per the contract's "Finding work".

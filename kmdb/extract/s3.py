@@ -104,11 +104,14 @@ class S3Source:
         say_skipped(f"s3://{self.bucket}/{folder}", self.skipped)
         return numbers
 
-    def _head(self, revision: int) -> dict | None:
+    def _head(self, revision: int) -> dict[str, Any] | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self._key(revision))
+            found: dict[str, Any] = self.client.head_object(
+                Bucket=self.bucket, Key=self._key(revision)
+            )
+            return found
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -124,7 +127,8 @@ class S3Source:
 
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}")["Body"]
-            return body.read().decode("utf-8", errors="replace")
+            text: str = body.read().decode("utf-8", errors="replace")
+            return text
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None

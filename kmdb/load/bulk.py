@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.exc import DBAPIError
@@ -34,7 +35,7 @@ class Staged:
 
     table: Table
     columns: Sequence[str]
-    rows: list[tuple]
+    rows: list[tuple[Any, ...]]
     path: str | None = None
 
     def discard(self) -> None:
@@ -49,16 +50,16 @@ def stage_rows(
     engine: Engine,
     table: Table,
     columns: Sequence[str],
-    rows: list[tuple] | list[str],
+    rows: list[tuple[Any, ...]] | list[str],
     tmp_dir: str | None,
 ) -> Staged:
     """Prepare rows for load_staged; on MySQL this writes the load file (outside any transaction).
 
     Rows are tuples, or on MySQL lines already in LOAD DATA form (with their newline).
     """
-    staged = Staged(table, columns, rows)
     if not rows or not is_mysql(engine):
-        return staged
+        return Staged(table, columns, cast("list[tuple[Any, ...]]", rows))
+    staged = Staged(table, columns, [])
     folder = tmp_dir or tempfile.gettempdir()
     os.makedirs(folder, exist_ok=True)
     # The file is ours alone: written here, read by LOAD DATA LOCAL, then removed.
@@ -67,10 +68,9 @@ def stage_rows(
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     with open(os.open(staged.path, flags, 0o600), "w", encoding="utf-8", newline="\n") as out:
         if isinstance(rows[0], str):
-            out.write("".join(rows))  # type: ignore[arg-type]
+            out.write("".join(rows))
         else:
-            out.write(tsv_lines(table.name, rows))  # type: ignore[arg-type]
-    staged.rows = []
+            out.write(tsv_lines(table.name, rows))
     return staged
 
 
@@ -130,7 +130,7 @@ def bulk_insert(
     conn: Connection,
     table: Table,
     columns: Sequence[str],
-    rows: list[tuple],
+    rows: list[tuple[Any, ...]],
     tmp_dir: str | None = None,
 ) -> None:
     """Insert rows inside the caller's transaction: LOAD DATA LOCAL on MySQL, executemany elsewhere."""

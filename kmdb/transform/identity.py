@@ -39,7 +39,7 @@ def canonical_key(identity: str) -> tuple[int, int, str]:
     return (1, 0, identity)
 
 
-def people(pairs: Iterable[tuple[T, T]], key: Callable[[T], Any] = canonical_key) -> dict[T, T]:
+def people(pairs: Iterable[tuple[T, T]], key: Callable[[Any], Any] = canonical_key) -> dict[T, T]:
     """Map every identity that appears in an alias to its person's canonical identity.
 
     Identities are names, or anything else (user ids) with a key that sorts them

@@ -1,11 +1,10 @@
-"""How kmdb-import groups small revision files into shared jobs (pure: no services)."""
+"""kmdb.orchestrate.packing: how kmdb-import groups small revision files into shared jobs (pure)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kmdb.load.parts import part_plan
 from kmdb.orchestrate.packing import groups
 
 BUDGET = 1000
@@ -27,11 +26,6 @@ def test_jobs_come_in_multiples_of_the_pools_workers() -> None:
     assert [len(g) for g in groups(list(range(10)), [300] * 10, BUDGET)] == [3, 4, 3]
     assert [len(g) for g in groups(list(range(10)), [300] * 10, BUDGET, multiple=2)] == [2, 3, 2, 3]
     assert groups([1, 2], [100, 100], BUDGET, multiple=2) == [[1, 2]]  # one job needs no partner
-    # A big file in five parts' worth: six parts of the same size.
-    plan = part_plan(7, 5_000, 1_000, multiple=2)
-    assert [p["first_byte"] for p in plan] == [0, 833, 1666, 2500, 3333, 4166]
-    assert len(part_plan(7, 5_000, 1_000)) == 5
-    assert len(part_plan(7, 1_000, 1_000, multiple=2)) == 1
 
 
 def test_big_files_and_files_of_unknown_size_go_alone() -> None:
@@ -79,29 +73,33 @@ def test_groups_keep_order_and_cut_runs_into_equal_shares(
         if not run or sum(totals) == 0:
             assert len(run) <= 1
             continue
+        # Groups of at most BUDGET bytes each need this many at least ...
         fewest = -(-sum(totals) // BUDGET)
-        shares = fewest if fewest == 1 else -(-fewest // multiple) * multiple
+        # ... and a pool of `multiple` workers may make it up to fewer than `multiple` more.
         # A file whose middle byte falls past a share's end can leave that share
         # empty (sizes 1, 998, 998, 120 make two groups, not three): no group
         # holds twice the budget, though.
-        assert -(-sum(totals) // (2 * BUDGET)) <= len(run) <= shares
+        assert -(-sum(totals) // (2 * BUDGET)) <= len(run) < fewest + multiple
         assert max(totals) - min(totals) <= 2 * biggest
         assert max(totals) < 2 * BUDGET
+
+
+small_sizes = st.lists(st.integers(min_value=0, max_value=BUDGET // 10), min_size=1, max_size=80)
+
+
+@given(small_sizes, st.integers(min_value=1, max_value=3))
+def test_files_small_beside_their_groups_fill_a_multiple_of_the_pools_workers(
+    sizes: list[int], multiple: int
+) -> None:
+    # Each group then holds some file's middle byte: none is left empty, and the
+    # groups come one alone or in a multiple of the pool's workers.
+    got = groups(list(range(len(sizes))), list(sizes), BUDGET, multiple)
+    assert len(got) == 1 or len(got) % multiple == 0
+    if sum(sizes) > BUDGET:
+        assert len(got) >= 2
 
 
 def test_a_file_wider_than_a_share_can_leave_it_empty() -> None:
     # Found by the property above: three shares of 706 bytes, the middle bytes of
     # the files fall in the first and the third.
     assert groups([0, 1, 2, 3], [1, 998, 998, 120], BUDGET) == [[0, 1], [2, 3]]
-
-
-def test_the_graph_enqueues_the_job_functions_by_their_paths() -> None:
-    # RQ stores a job's function as a dotted path and a worker imports it from there:
-    # a path that names nothing fails every job of that kind.
-    from rq.utils import import_attribute
-
-    from kmdb.orchestrate import graph, jobs
-
-    assert import_attribute(graph.SCAN_JOB) is jobs.scan_revisions_job
-    assert import_attribute(graph.SETTLE_JOB) is jobs.settle_job
-    assert import_attribute(graph.IMPORT_JOB) is jobs.import_parts_job

@@ -1,4 +1,4 @@
-"""`kmdb report ...` as a user runs it: JSON, table, CSV, charts and bad input."""
+"""kmdb.report_commands: `kmdb report ...` as a user runs it: JSON, table, CSV, charts and bad input."""
 
 from __future__ import annotations
 

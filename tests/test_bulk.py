@@ -1,53 +1,29 @@
-"""The load path: interning under concurrency, staged files, LOAD DATA LOCAL's guard."""
+"""kmdb.load.bulk: rows staged in private files and loaded with LOAD DATA LOCAL, and what a server that refuses it says."""
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, select, text
-from sqlalchemy.exc import OperationalError
 
 from kmdb.load import schema
 from kmdb.load.bulk import load_staged, remove_stale_load_files, stage_rows
 from kmdb.load.database import create_schema
-from kmdb.load.engine import make_engine
-from kmdb.load.interning import Interner
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from tests.helpers import burst_workers, run, running_mariadb
-
-
-def test_concurrent_interning_agrees(engine: Engine) -> None:
-    create_schema(engine)
-    names = [f"user-{i}" for i in range(3_000)]
-    results: list[dict] = []
-    errors: list[BaseException] = []
-
-    def intern(part: list[str]) -> None:
-        try:
-            results.append(dict(Interner(engine, schema.users, "name").ids(part)))
-        except BaseException as exc:  # collected and asserted below
-            errors.append(exc)
-
-    # Overlapping halves, the way two workers meet the same people.
-    threads = [
-        threading.Thread(target=intern, args=(names[i * 500 : i * 500 + 2_000],)) for i in range(4)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    with engine.connect() as conn:
-        stored = dict(conn.execute(select(schema.users.c.name, schema.users.c.id)).all())
-    assert len(stored) == 3_000
-    for found in results:
-        assert all(stored[name] == id_ for name, id_ in found.items())
+from tests.helpers import (
+    burst_workers,
+    line,
+    run,
+    run_import,
+    running_mariadb,
+    write_export,
+)
+from tests.model import dump, expected, read_export
 
 
 def test_staged_files_are_removed_and_rows_arrive(engine: Engine, tmp_path: Path) -> None:
@@ -89,36 +65,6 @@ def test_load_files_that_killed_processes_left_are_removed(tmp_path: Path) -> No
     assert fresh.exists()  # a live process's chunk, in the middle of its load
     assert not_ours.exists()
     assert remove_stale_load_files(str(tmp_path / "missing")) == 0
-
-
-def test_load_data_local_sends_only_kmdbs_own_files(mysql_url: str, tmp_path: Path) -> None:
-    engine = make_engine(Settings(database_url=mysql_url))
-    create_schema(engine)
-    foreign = tmp_path / "secret.tsv"
-    foreign.write_text("1\t1\ta\tb\t2014-01-01 00:00:00\n")
-    with pytest.raises(OperationalError, match="kmdb refused to send"), engine.begin() as conn:
-        conn.execute(text(f"LOAD DATA LOCAL INFILE '{foreign}' INTO TABLE alias_sightings"))
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT COUNT(*) FROM alias_sightings")).scalar_one() == 0
-
-
-def test_an_inline_import_removes_the_load_files_that_a_killed_one_left(
-    sqlite_url: str, tmp_path: Path
-) -> None:
-    from kmdb.extract.local import LocalSource
-    from kmdb.pipeline.inline import import_inline
-
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    left = staging / f"kmdb-events-777-{'d' * 32}.tsv"
-    left.write_text("1\n")
-    os.utime(left, (time.time() - 7200, time.time() - 7200))
-    (tmp_path / "export" / "revisions").mkdir(parents=True)
-    settings = Settings(database_url=sqlite_url, tmp_dir=str(staging))
-    engine = make_engine(settings)
-    import_inline(engine, LocalSource(str(tmp_path / "export")), settings, [])
-    engine.dispose()
-    assert not left.exists()
 
 
 # --- A server that refuses LOAD DATA LOCAL (MySQL 8's default, MariaDB's --local-infile=0) ---
@@ -185,3 +131,35 @@ def test_a_refused_local_infile_is_not_retried() -> None:
     assert isinstance(refused, ConfigError)  # the CLI's exit 2
     assert (refused.code, refused.reason) == (4166, "disabled the local infile capability")
     assert not is_transient(refused)
+
+
+def test_names_with_awkward_characters_round_trip(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    awkward = [
+        "tab\there",
+        "new\nline",
+        "back\\slash",
+        'quo"te',
+        "nul\0byte",
+        "emoji 😀",
+        "trail ",
+        "\\N",
+        "cr\r",
+    ]
+    folder = write_export(
+        tmp_path / "export",
+        {
+            1: [
+                line(_n=name, _p=name, _t=1_000_000 + i, **{name: name})
+                for i, name in enumerate(awkward)
+            ]
+        },
+    )
+    run_import(engine, folder, settings)
+    result = dump(engine)
+    assert sorted(result.events) == sorted(
+        (e[0], e[1], e[2], e[3]) for e in expected(read_export(folder)).events
+    )
+    assert {e[2] for e in result.events} == set(awkward)
+    assert {e[3] for e in result.events} == {((n, n),) for n in awkward}

@@ -1,4 +1,4 @@
-"""Splitting revision files into lines, whatever the chunks; finding work."""
+"""kmdb.extract.framing: revision files split into lines, whatever the chunks they come in."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kmdb.extract.framing import LineStarts, line_batches, matching_lines
-from kmdb.extract.names import revision_names
-from kmdb.pipeline.chunks import batch_sizes
 
 line_text = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"."))
 file_lines = st.lists(
@@ -54,39 +52,6 @@ def test_line_batches_are_the_same_whatever_the_chunks(
         assert rest == got[i + 1 :]
 
 
-def _sizes(size: int, span: int | None, line_bytes: int, count: int) -> list[int]:
-    """The batch sizes asked for while reading count lines of line_bytes bytes each."""
-    sizes, read = batch_sizes(size, span), 0
-    got: list[int] = []
-    while read < count:
-        got.append(sizes(read * line_bytes, read))
-        read += got[-1]
-    return got
-
-
-def test_batches_ramp_up_to_the_batch_size_and_down_near_the_end() -> None:
-    # Without a known end they double from a 32nd of the size and stay there.
-    assert _sizes(20_000, None, 100, 60_000)[:7] == [
-        625,
-        1_250,
-        2_500,
-        5_000,
-        10_000,
-        20_000,
-        20_000,
-    ]
-    assert _sizes(3, None, 10, 5) == [1, 2, 3]
-    # Near a known end they halve again, so that the last load is short too.
-    got = _sizes(20_000, 100 * 10_000, 100, 10_000)
-    assert got == [625, 1_250, 2_500, 2_812, 1_406, 703, 20_000]
-    assert sum(got[:-1]) == 9_296  # the last batch holds the 704 lines left
-    data = b"".join(b"%d\n" % i for i in range(40))
-    got_lines = list(line_batches(iter([data]), batch_sizes(16, len(data))))
-    assert [first for first, _, _ in got_lines][:2] == [1, 2]
-    assert sum(len(batch) for _, batch, _ in got_lines) == 40
-    assert len(got_lines[-1][1]) < 16
-
-
 PATTERNS = (re.compile(rb"_p2"), re.compile(rb"\\u"))
 
 
@@ -104,26 +69,6 @@ def test_matching_lines_equals_filtering_every_line(
 def test_a_line_with_two_matches_comes_once() -> None:
     data = b'x\n{"_p2":"a","k":"\\u00e9 _p2"}\ny\n'
     assert list(matching_lines(iter([data]), *PATTERNS)) == [(2, b'{"_p2":"a","k":"\\u00e9 _p2"}')]
-
-
-def test_revisions_are_n_json_directly_in_revisions_without_leading_zeros() -> None:
-    names = [
-        "140.json",
-        "7.json",
-        "0.json",
-        "007.json",
-        "08.json",
-        "x.json",
-        "3.json.bak",
-        "old/revisions/9.json",
-        "\u0661.json",  # an Arabic-Indic one: a digit to \\d, not a revision number
-        "140.json",
-        "",  # the folder itself, as S3 lists a folder marker
-    ]
-    assert revision_names(names) == (
-        [0, 7, 140],
-        ["007.json", "08.json", "3.json.bak", "old/revisions/9.json", "x.json", "\u0661.json"],
-    )
 
 
 @settings(max_examples=300)
