@@ -44,6 +44,10 @@ def test_each_round_gets_a_reload_of_its_own_and_every_run_is_checked_complete(
     rows = re.findall(r"^\s+(\d)\s+2\s+[\d.]+\s+[\d,]+\s+[\d,]+\s+[\d.]+x", out, re.M)
     assert rows == ["1", "2"]
     assert re.search(r"Reloads of the later rounds: [\d.]+ s", out)
+    # The best bulk path too: loads into tables without secondary indexes, then the builds.
+    assert re.search(r"^Best bulk path \(.*\): [\d.]+ s \([\d.]+ s of it building", out, re.M)
+    ratios = re.findall(r"^\s+\d\s+2\s+[\d.]+\s+[\d,]+\s+[\d,]+\s+[\d.]+x\s+\S+\s+([\d.]+)x", out, re.M)
+    assert len(ratios) == 2
     assert re.search(r"W=2: median import/reload [\d.]+x over 2 rounds", out)
     assert "All runs complete, with equal row counts." in out
     # The databases it made (named after its bucket) are gone.
