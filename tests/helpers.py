@@ -72,6 +72,17 @@ def new_mysql_database(prefix: str = "kmdb_test") -> tuple[str, str]:
     return name, f"{mysql_server_url()}/{name}"
 
 
+def mysql_databases() -> list[str]:
+    """The names of the shared MariaDB server's databases."""
+    admin = mysql_admin()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute("SHOW DATABASES")
+            return [row[0] for row in cursor.fetchall()]
+    finally:
+        admin.close()
+
+
 def drop_mysql_database(name: str) -> None:
     """Drop a database that new_mysql_database made."""
     admin = mysql_admin()

@@ -25,10 +25,12 @@ def test_a_private_mariadb_runs_with_the_settings_given(tmp_path: Path) -> None:
     try:
         assert "innodb_buffer_pool_size 96 MB" in MySQL(server.server_url).server()
         assert server.url == f"{server.server_url}/kmdb"
-        with pymysql.connect(host="127.0.0.1", port=server.port, user="root") as conn:
-            with conn.cursor() as cur:
-                cur.execute("SHOW DATABASES LIKE 'kmdb'")
-                assert cur.fetchall() == (("kmdb",),)
+        with (
+            pymysql.connect(host="127.0.0.1", port=server.port, user="root") as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute("SHOW DATABASES LIKE 'kmdb'")
+            assert cur.fetchall() == (("kmdb",),)
     finally:
         server.stop()
     assert server.process is not None and server.process.poll() is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from kmdb.bench.reload import DUMPED, _secondary_indexes, bulk_path, reload
@@ -18,14 +18,20 @@ from kmdb.settings import Settings
 from tests.helpers import mysql_server_url
 
 
-def test_the_reload_loads_back_every_row_of_the_final_tables(
-    mysql_url: str, tmp_path: Path
-) -> None:
+def _imported(mysql_url: str, tmp_path: Path) -> Engine:
+    """An engine on mysql_url's database, into which a sample of 1,000 lines is imported."""
     write_sample(tmp_path / "export", 1_000, seed=5, lines_per_revision=500, bad_every=0)
     settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
     engine = make_engine(settings)
     create_schema(engine)
     import_inline(engine, LocalSource(str(tmp_path / "export")), settings, [1, 2])
+    return engine
+
+
+def test_the_reload_loads_back_every_row_of_the_final_tables(
+    mysql_url: str, tmp_path: Path
+) -> None:
+    engine = _imported(mysql_url, tmp_path)
 
     def rows() -> dict[str, int]:
         with engine.connect() as conn:
@@ -49,11 +55,7 @@ def test_the_reload_loads_back_every_row_of_the_final_tables(
 def test_the_best_bulk_path_loads_a_copy_without_indexes_then_builds_them(
     mysql_url: str, tmp_path: Path
 ) -> None:
-    write_sample(tmp_path / "export", 1_000, seed=5, lines_per_revision=500, bad_every=0)
-    settings = Settings(database_url=mysql_url, tmp_dir=str(tmp_path / "tmp"))
-    engine = make_engine(settings)
-    create_schema(engine)
-    import_inline(engine, LocalSource(str(tmp_path / "export")), settings, [1, 2])
+    engine = _imported(mysql_url, tmp_path)
     database = make_url(mysql_url).database
     assert database is not None
     mysql = MySQL(mysql_server_url())
