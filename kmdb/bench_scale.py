@@ -20,8 +20,8 @@ inconsistent import. Server-wide settings of the shared server are never changed
 
     bin/bench scale                                  # 300,000 and 3,000,000 lines
     bin/bench scale --lines 300000 --big-lines 1000000 --jobs 8,300,1300,20000
-    bin/bench scale --tables revision --server-args '' \\
-        --server-args '--innodb-buffer-pool-size=1G --innodb-log-file-size=512M'
+    bin/bench scale --tables revision --server-args= \\
+        --server-args='--innodb-buffer-pool-size=1G --innodb-log-file-size=512M'
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--server-args",
         action="append",
         help="run the one-more-revision table on a private mariadbd with these arguments "
-        "(repeatable; '' for its defaults) instead of on --mysql-url",
+        "(repeatable; --server-args=ARGS; empty for its defaults) instead of on --mysql-url",
     )
     parser.add_argument("--mysql-url", default="mysql+pymysql://root@127.0.0.1:3306")
     parser.add_argument(

@@ -38,8 +38,8 @@ def _rows(out: str, head: str) -> list[list[str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith(head)) + 2
     rows = []
     for line in lines[start:]:
-        if not line.strip() or line.startswith("  "):
-            break
+        if not line.strip() or (line.startswith("  ") and not line.split()[0][0].isdigit()):
+            break  # the notes under the table
         rows.append(line.split())
     return rows
 
@@ -99,7 +99,7 @@ def test_server_args_run_the_revision_table_on_a_private_server(
         pytest.skip("needs mariadbd")
     done = _scale(
         "--tables", "revision", "--big-lines", "3000", "--revision-lines", "1000",
-        "--server-args", "--innodb-buffer-pool-size=96M",
+        "--server-args=--innodb-buffer-pool-size=96M",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Many jobs" not in done.stdout
@@ -109,6 +109,10 @@ def test_server_args_run_the_revision_table_on_a_private_server(
     assert "innodb_buffer_pool_size 96 MB" in servers[0]
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["--tables", "jobs,speed"], ["--jobs", "8,0"], ["--lines", "7"], ["--workers", "0"]],
+)
 def test_bad_options_are_refused_with_a_sentence(
     args: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
