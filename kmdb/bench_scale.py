@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     if status == 0:
-        print("\nAll imports complete, and every many-jobs run has the first run's rows.", file=out)
+        same = ", and every many-jobs run has the first run's rows" if "jobs" in args.tables else ""
+        print(f"\nAll imports complete{same}.", file=out)
     return status
 
 

@@ -107,6 +107,7 @@ def test_server_args_run_the_revision_table_on_a_private_server(
     assert len(servers) == 1
     assert servers[0].startswith("private mariadbd --innodb-buffer-pool-size=96M;")
     assert "innodb_buffer_pool_size 96 MB" in servers[0]
+    assert done.stdout.splitlines()[-1] == "All imports complete."
 
 
 @pytest.mark.parametrize(
