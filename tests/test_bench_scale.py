@@ -86,7 +86,8 @@ def test_the_tables_of_many_jobs_the_bulk_path_and_one_more_revision(
     assert [" ".join(r[:-4]) for r in revision] == ["not partitioned", "kmdb-partition by 7 days"]
     for row in revision:
         on_top, empty, ratio, settle = (_number(x) for x in row[-4:])
-        assert ratio == pytest.approx(on_top / empty, abs=0.01) and settle > 0
+        # The seconds are printed to a tenth: the ratio, from the unrounded ones, is close.
+        assert ratio == pytest.approx(on_top / empty, rel=0.05) and settle >= 0
     assert "All imports complete, and every many-jobs run has the first run's rows." in out
     # The databases it made are gone.
     assert not re.search(r"kmdb_scale_", " ".join(mysql_databases()))
