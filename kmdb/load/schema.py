@@ -6,6 +6,8 @@ three filter tables) are a public interface: people write SQL against them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -53,7 +55,7 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 
 # Times are UTC without a zone; on SQLite stored as 'YYYY-MM-DD HH:MM:SS' like MySQL shows them.
 Time = DateTime().with_variant(
-    sqlite.DATETIME(
+    sqlite.DATETIME(  # type: ignore[no-untyped-call]  # SQLAlchemy leaves its __init__ untyped
         storage_format="%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d",
         regexp=r"(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)",
     ),
@@ -63,7 +65,8 @@ Time = DateTime().with_variant(
 LongText = Text().with_variant(mysql.MEDIUMTEXT(charset="utf8mb4"), "mysql")
 
 metadata = MetaData()
-_mysql = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+# Any: Table() checks ** keywords against its typed ones (quote: bool, ...), not just **kw.
+_mysql: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
 # --- The imported data ------------------------------------------------------
 

@@ -13,6 +13,7 @@ depends only on which lines were imported, not on the order the revisions ran in
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Insert,
     MetaData,
     String,
     Table,
@@ -94,7 +96,7 @@ def _intern_names(engine: Engine, full: bool) -> None:
     for column in columns:
         stmt = insert_ignore(u).from_select(["name"], select(column).distinct().order_by(column))
 
-        def run(stmt=stmt) -> None:
+        def run(stmt: Insert = stmt) -> None:
             with engine.connect().execution_options(isolation_level=level) as conn:
                 conn.execute(stmt)
                 conn.commit()
@@ -162,7 +164,7 @@ def _merge_sightings(
     return sightings, new_aliases
 
 
-def _as_text(t: ColumnElement) -> ColumnElement:
+def _as_text(t: ColumnElement[dt.datetime]) -> ColumnElement[str]:
     """A time column as its 'YYYY-MM-DD HH:MM:SS' text, which sorts as the times do:
     building a datetime for each of a settle's sightings cost more than reading them."""
     return cast(t, String)

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
@@ -27,10 +28,12 @@ from kmdb.pipeline.chunks import Segment
 from kmdb.retry import retrying_lock_conflicts
 from kmdb.settings import Settings
 from kmdb.transform.identity import alias_pair
-from kmdb.transform.parse import Record, Rejection, parse_fields
+from kmdb.transform.parse import Fields, Record, Rejection, parse_fields
 from kmdb.transform.rows import (
     ID_BASE,
     REJECTED_TEXT_CHARS,
+    EventRow,
+    PropertyRow,
     key_names,
     timestamp,
     tsv_rows,
@@ -43,6 +46,11 @@ log = logging.getLogger(__name__)
 USER_CACHE = 200_000
 # Each revision logs this many rejected lines one by one, then only their count.
 REJECTIONS_LOGGED = 5
+
+# Rows of alias_sightings (revision, line, name1, name2, t) and of rejected_lines
+# (revision, line, reason, text).
+Sighting = tuple[int, int, str, str, str]
+RejectedRow = tuple[int, int, str, str]
 
 
 @dataclass
@@ -78,23 +86,24 @@ class Importer:
         self.counts.timings[stage] = self.counts.timings.get(stage, 0.0) + now - since
         return now
 
-    def _reject(self, rejected: list[tuple], revision: int, line_no: int, why: Rejection) -> None:
+    def _reject(
+        self, rejected: list[RejectedRow], revision: int, line_no: int, why: Rejection
+    ) -> None:
         seen = self.rejected.get(revision, 0)
         if seen < REJECTIONS_LOGGED:
             log.warning("Revision %s, line %s rejected: %s", revision, line_no, why.reason)
         self.rejected[revision] = seen + 1
         rejected.append((revision, line_no, why.reason, why.text[:REJECTED_TEXT_CHARS]))
 
-    def sightings(self, revision: int, numbered: list[tuple[int, bytes]]) -> list[tuple]:
+    def sightings(self, revision: int, numbered: list[tuple[int, bytes]]) -> list[Sighting]:
         """First pass: the alias lines among numbered lines, as alias_sightings rows."""
-        sightings = []
+        sightings: list[Sighting] = []
         for line_no, raw in numbered:
             parsed = parse_fields(raw)
             if type(parsed) is not tuple or parsed[0] != "alias":
                 continue
-            record: Record | None = Record(*parsed)
-            if self.filters.active:
-                record = self.filters.keep(record)
+            found = Record(*parsed)
+            record = self.filters.keep(found) if self.filters.active else found
             if record is None or record.p2 is None:
                 continue
             pair = alias_pair(record.p, record.p2)
@@ -103,7 +112,9 @@ class Importer:
                 sightings.append((revision, line_no, name1, name2, timestamp(record.t)))
         return sightings
 
-    def write_sightings(self, sightings: list[tuple], then: Callable[[Connection], None]) -> None:
+    def write_sightings(
+        self, sightings: list[Sighting], then: Callable[[Connection], None]
+    ) -> None:
         """Record sightings (idempotent) and run then, in one transaction."""
         # Their names are interned when they are merged into aliases, in one statement.
         table, columns = TABLES["alias_sightings"]
@@ -120,8 +131,8 @@ class Importer:
         finally:
             staged.discard()
 
-    def _parse(self, segment: Segment, rejected: list[tuple]) -> list[tuple[int, tuple]]:
-        records: list[tuple[int, tuple]] = []
+    def _parse(self, segment: Segment, rejected: list[RejectedRow]) -> list[tuple[int, Fields]]:
+        records: list[tuple[int, Fields]] = []
         filters = self.filters if self.filters.active else None
         revision = segment.part.revision
         for line_no, raw in enumerate(segment.raws, segment.first):
@@ -132,7 +143,7 @@ class Importer:
                 if filters is not None and (parsed := filters.keep(Record(*parsed))) is None:
                     continue
                 records.append((line_no, parsed))
-            elif parsed is not None:
+            elif isinstance(parsed, Rejection):  # else None: a blank line
                 self._reject(rejected, revision, line_no, parsed)
         return records
 
@@ -140,7 +151,7 @@ class Importer:
         """Second pass, in this thread: parse a chunk, intern its names, stage its rows."""
         started = time.perf_counter()
         parsed = []
-        rejected: list[tuple] = []
+        rejected: list[RejectedRow] = []
         for segment in segments:
             before = len(rejected)
             parsed.append((segment, self._parse(segment, rejected), len(rejected) - before))
@@ -158,8 +169,9 @@ class Importer:
         user_ids = self.users.ids(wanted)
         now = self.timed("identities", now)
 
-        events: list = []
-        properties: list = []
+        # LOAD DATA lines on MySQL, row tuples on SQLite (see _rows).
+        events: list[Any] = []
+        properties: list[Any] = []
         moves: list[Move] = []
         ids: dict[str, list[tuple[int, int]]] = {"events": [], "properties": []}
         for segment, records, rejections in parsed:
@@ -202,8 +214,11 @@ class Importer:
         return Prepared(total, staged, moves, ids)
 
     def _rows(
-        self, part: Part, records: list[tuple[int, tuple]], user_ids: dict
-    ) -> tuple[list, list, int]:
+        self,
+        part: Part,
+        records: list[tuple[int, Fields]],
+        user_ids: dict[str, tuple[int, int | None]],
+    ) -> tuple[list[str], list[str], int] | tuple[list[EventRow], list[PropertyRow], int]:
         rows = tsv_rows if is_mysql(self.engine) else tuple_rows
         base = part.revision * ID_BASE
         args = (records, base, part.start_byte, part.properties_done)
