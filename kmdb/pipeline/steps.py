@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
@@ -60,6 +60,8 @@ class Prepared:
     counts: Counts
     staged: list[Staged]
     moves: list[Move]
+    # The ids of its rows, (first, last) ranges per table: what _repoint_own may move.
+    ids: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
 
 class Importer:
@@ -70,6 +72,9 @@ class Importer:
         self.settings = settings
         with engine.connect() as conn:
             self.filters = read_filters(conn)
+            # Before any canonical id is read: a settle that changes people after this
+            # is seen at each commit (_repoint_own).
+            self.generation = people_generation(conn)
         self.keys = Interner(engine, schema.keys, "string")
         self.users = Interner(engine, schema.users, "name", extra="canonical_id")
         self.counts = Counts()
@@ -168,9 +173,19 @@ class Importer:
         events: list[Any] = []
         properties: list[Any] = []
         moves: list[Move] = []
+        ids: dict[str, list[tuple[int, int]]] = {"events": [], "properties": []}
         for segment, records, rejections in parsed:
             part = segment.part
+            seq_before = part.properties_done
             seg_events, seg_properties, seq = self._rows(part, records, user_ids)
+            base = part.revision * ID_BASE
+            if seg_events:
+                # Events are numbered by their lines: the segment's lines hold them all.
+                last_line = segment.first + len(segment.raws) - 1
+                _add_range(ids["events"], (base + segment.first, base + last_line))
+            if seq > seq_before:
+                first = base + part.start_byte + seq_before + 1
+                _add_range(ids["properties"], (first, first + seq - seq_before - 1))
             events += seg_events
             properties += seg_properties
             # A part's end marker holds no lines: it leaves the part where it is.
@@ -196,7 +211,7 @@ class Importer:
             stage_rows(self.engine, *TABLES["rejected_lines"], rejected, tmp),
         ]
         self.timed("rows", now)
-        return Prepared(total, staged, moves)
+        return Prepared(total, staged, moves, ids)
 
     def _rows(
         self,
@@ -260,3 +275,55 @@ class Importer:
                 raise ConcurrentImport(part.revision, part.part, moved_on.from_line)
             for staged in p.staged:
                 load_staged(conn, staged)
+            self._repoint_own(conn, p.ids)  # last
+
+    def _repoint_own(self, conn: Connection, ids: dict[str, list[tuple[int, int]]]) -> None:
+        """Re-point this chunk's rows of identities whose canonical id a settle changed
+        since this job began (and so perhaps after it read them).
+
+        The generation is read with a lock, as the transaction's last statement: a
+        settle moves it on as the last statement of its own, after re-pointing the rows
+        of the users it changed through user_id's index, which it locks. So a row of
+        this chunk was either re-pointed by that settle (which waited for this commit)
+        or is written after it; then this reads its generation, and moves the row here.
+        """
+        generation = people_generation(conn, lock=True)
+        if generation <= self.generation:
+            return
+        since = int(self.generation)
+        for table, ranges in ids.items():
+            if not ranges:
+                continue
+            within = " OR ".join(f"r.id BETWEEN {int(a)} AND {int(b)}" for a, b in ranges)
+            if is_mysql(self.engine):
+                sql = (
+                    f"UPDATE `{table}` r STRAIGHT_JOIN people_changes c "
+                    f"ON c.user_id = r.identity_id AND c.generation > {since} "
+                    "STRAIGHT_JOIN users u ON u.id = r.identity_id "
+                    f"SET r.user_id = COALESCE(u.canonical_id, u.id) WHERE ({within})"
+                )
+            else:
+                sql = (
+                    f"UPDATE {table} AS r SET user_id = (SELECT COALESCE(u.canonical_id, u.id) "
+                    "FROM users u WHERE u.id = r.identity_id) "
+                    f"WHERE ({within}) AND r.identity_id IN "
+                    f"(SELECT user_id FROM people_changes WHERE generation > {since})"
+                )
+            conn.exec_driver_sql(sql)
+
+
+def _add_range(ranges: list[tuple[int, int]], new: tuple[int, int]) -> None:
+    """Add an id range to a list of them, merged with the last one where they meet."""
+    if ranges and ranges[-1][1] + 1 == new[0]:
+        ranges[-1] = (ranges[-1][0], new[1])
+    else:
+        ranges.append(new)
+
+
+def people_generation(conn: Connection, lock: bool = False) -> int:
+    """people_state.generation (0 before any settle changed people); with lock, a locking
+    read that waits for a settle moving it on to commit (SQLite's writers take turns)."""
+    sql = "SELECT generation FROM people_state WHERE id = 1"
+    if lock and is_mysql(conn.engine):
+        sql += " LOCK IN SHARE MODE"
+    return conn.exec_driver_sql(sql).scalar() or 0
