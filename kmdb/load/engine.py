@@ -67,7 +67,7 @@ def _send_only_what_is_loading(filename: str | bytes, conn: Any) -> None:
 
 # Installed when kmdb.load.engine is imported: every connection kmdb makes, through make_engine
 # or pymysql.connect, is made after that import.
-pymysql.connections._send_local_file = _send_only_what_is_loading
+pymysql.connections._send_local_file = _send_only_what_is_loading  # type: ignore[attr-defined]  # private, not in types-PyMySQL
 
 
 @contextmanager

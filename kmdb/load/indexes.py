@@ -26,6 +26,9 @@ from kmdb.load.engine import is_mysql
 log = logging.getLogger(__name__)
 
 PUT_OFF = (schema.events, schema.properties)
+# Tables whose indexes are never put off, but which a database made by an older kmdb
+# may lack (create_all makes no index on a table that exists): built where missing.
+KEPT = (schema.users,)
 # Indexes of an older kmdb that a wider one of the schema now serves (kmdb/schema.py):
 # dropped where found when indexes are built or put off, so a table keeps one of each.
 REPLACED = {
@@ -110,16 +113,40 @@ def _build(engine: Engine, table: Table, indexes: list[Index]) -> None:
                 _drop(engine, conn, table, old)
 
 
+def _build_kept(engine: Engine) -> list[str]:
+    """Build the indexes of KEPT tables that a database made by an older kmdb lacks."""
+    with engine.connect() as conn:
+        inspector = inspect(conn)
+        lacking = {
+            table: [
+                ix
+                for ix in sorted(table.indexes, key=_name)
+                if ix.name not in {i["name"] for i in inspector.get_indexes(table.name)}
+            ]
+            for table in KEPT
+        }
+    built = []
+    for table, ixs in lacking.items():
+        if ixs:
+            _build(engine, table, ixs)
+            built += [_name(ix) for ix in ixs]
+    if built:
+        log.info("Built the indexes %s.", ", ".join(built))
+    return built
+
+
 def build(engine: Engine, only_with_rows: bool = False) -> list[str]:
     """Build the indexes of events and properties that are missing; return their names.
 
     With only_with_rows, tables that are both still empty keep them put off (the
     settle before an import). On MySQL the two tables are indexed side by side.
+    Indexes that a database made by an older kmdb lacks elsewhere (KEPT) are built too.
     """
+    kept = _build_kept(engine)
     with engine.connect() as conn:
         lacking = missing(conn)
         if not lacking or (only_with_rows and not has_rows(conn)):
-            return []
+            return kept
     pause("index-build")
     started = time.perf_counter()
     tables = [t for t in PUT_OFF if t.name in lacking]
@@ -144,4 +171,4 @@ def build(engine: Engine, only_with_rows: bool = False) -> list[str]:
             _build(engine, table, lacking[table.name])
     names = [str(ix.name) for t in tables for ix in lacking[t.name]]
     log.info("Built the indexes %s in %.1f s.", ", ".join(names), time.perf_counter() - started)
-    return names
+    return kept + names

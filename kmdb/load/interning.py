@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, bindparam, select, text
@@ -89,13 +90,10 @@ class Interner:
             if missing:
                 for part in _chunks(missing, LOOKUP_BATCH):
                     if self._mysql:
-                        retrying_lock_conflicts(lambda part=part: self._insert_mysql(conn, part))
+                        retrying_lock_conflicts(partial(self._insert_mysql, conn, part))
                     else:
-                        retrying_lock_conflicts(
-                            lambda part=part: conn.execute(
-                                self._insert, [{"name": n} for n in part]
-                            )
-                        )
+                        rows = [{"name": n} for n in part]
+                        retrying_lock_conflicts(partial(conn.execute, self._insert, rows))
                 self.lookup(conn, missing)
         lost = [n for n in wanted if n not in self.cache]
         if lost:

@@ -11,8 +11,9 @@ part ends, its revision's totals are summed up from its parts (sum_parts).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
 
@@ -61,7 +62,7 @@ class Part:
     properties_done: int
 
     @classmethod
-    def of(cls, row: dict) -> Part:
+    def of(cls, row: dict[str, Any]) -> Part:
         """The part of a revision_parts row."""
         return cls(
             row["revision"],
@@ -89,7 +90,7 @@ class Move:
 
 def revision_states(
     engine: Engine, revisions: list[int], sizes: dict[int, int | None] | None = None
-) -> dict[int, dict]:
+) -> dict[int, dict[str, Any]]:
     """The revisions' progress rows, created where missing (with their file sizes, if known:
     scans read small files ahead, and keep them for their import, only when sizes are known)."""
     for revision in revisions:
@@ -108,7 +109,7 @@ def revision_states(
     return {row.number: dict(row._mapping) for row in rows}
 
 
-def revision_state(engine: Engine, revision: int) -> dict:
+def revision_state(engine: Engine, revision: int) -> dict[str, Any]:
     """The revision's progress row, created if missing."""
     return revision_states(engine, [revision])[revision]
 
@@ -156,7 +157,7 @@ def part_key(revision: int, part: int) -> str:
 def update_many(
     table: str,
     keys: list[str],
-    values: dict[str, Sequence[object]],
+    values: Mapping[str, Sequence[object]],
     conditions: Sequence[str] | None = None,
 ) -> str:
     """One UPDATE that gives each row picked by keys its own values (and only where its
@@ -261,7 +262,7 @@ class ScanMark:
     """What marks a revision scanned: where its parts start and end, and its alias count."""
 
     revision: int
-    parts: list[dict]
+    parts: list[dict[str, Any]]
     starts: LineStarts
     found: int
 

@@ -8,6 +8,8 @@ once saved, stays: the ids of the rows imported depend on it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Engine, select
 
 from kmdb.errors import SourceError
@@ -23,7 +25,7 @@ def in_multiples(count: int, multiple: int) -> int:
     return count if count <= 1 else -(-count // multiple) * multiple
 
 
-def part_plan(revision: int, size: int, part_size: int, multiple: int = 1) -> list[dict]:
+def part_plan(revision: int, size: int, part_size: int, multiple: int = 1) -> list[dict[str, int]]:
     """Parts of at most part_size bytes for a file of size bytes (one at least), all alike,
     as many as a multiple of `multiple` (the pool's workers) when there are more than one.
 
@@ -37,25 +39,27 @@ def part_plan(revision: int, size: int, part_size: int, multiple: int = 1) -> li
     ]
 
 
-def save_plans(engine: Engine, parts: list[dict]) -> None:
+def save_plans(engine: Engine, parts: list[dict[str, int]]) -> None:
     """Record planned parts; a revision planned already keeps its plan."""
     if parts:
         with engine.begin() as conn:
             conn.execute(insert_ignore(schema.revision_parts), parts)
 
 
-def planned_parts(engine: Engine, revisions: list[int]) -> dict[int, list[dict]]:
+def planned_parts(engine: Engine, revisions: list[int]) -> dict[int, list[dict[str, Any]]]:
     """The planned parts of each of revisions that has a plan, in order."""
     p = schema.revision_parts
     query = select(p).where(p.c.revision.in_(revisions)).order_by(p.c.revision, p.c.part)
-    found: dict[int, list[dict]] = {}
+    found: dict[int, list[dict[str, Any]]] = {}
     with engine.connect() as conn:
         for row in conn.execute(query):
             found.setdefault(row.revision, []).append(dict(row._mapping))
     return found
 
 
-def plan_parts(engine: Engine, source: Source, revision: int, settings: Settings) -> list[dict]:
+def plan_parts(
+    engine: Engine, source: Source, revision: int, settings: Settings
+) -> list[dict[str, Any]]:
     """The revision's parts, planned once from the file's size and KMDB_PART_SIZE.
 
     A plan, once made, stays: the ids of the rows already imported depend on it.

@@ -6,6 +6,8 @@ three filter tables) are a public interface: people write SQL against them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -53,7 +55,7 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 
 # Times are UTC without a zone; on SQLite stored as 'YYYY-MM-DD HH:MM:SS' like MySQL shows them.
 Time = DateTime().with_variant(
-    sqlite.DATETIME(
+    sqlite.DATETIME(  # type: ignore[no-untyped-call]  # SQLAlchemy leaves its __init__ untyped
         storage_format="%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d",
         regexp=r"(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)",
     ),
@@ -63,7 +65,8 @@ Time = DateTime().with_variant(
 LongText = Text().with_variant(mysql.MEDIUMTEXT(charset="utf8mb4"), "mysql")
 
 metadata = MetaData()
-_mysql = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+# Any: Table() checks ** keywords against its typed ones (quote: bool, ...), not just **kw.
+_mysql: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
 # --- The imported data ------------------------------------------------------
 
@@ -81,10 +84,11 @@ users = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("name", Name(), nullable=False, unique=True),
     # The users.id of this identity's person (its canonical identity); NULL while it is its own.
-    # Not indexed: the settle step walks the identities that are not their own person
-    # by a scan of users, which costs less than keeping an index on it up to date
-    # while a settle sets canonical ids in bulk.
     Column("canonical_id", BigInteger, nullable=True),
+    # A settle finds the members of the people that new aliases touch through it.
+    # A database made before it gets it from indexes.build (create_all adds no index
+    # to a table that exists).
+    Index("users_canonical", "canonical_id"),
     **_mysql,
 )
 
@@ -232,6 +236,28 @@ settle_state = Table(
     **_mysql,
 )
 
+# Which users' canonical ids each settle changed, so that an import that read
+# canonical ids before a settle of another import's changed them re-points its own
+# rows as it commits them (kmdb.pipeline.steps). A settle that changes people logs
+# them under generation + 1, then moves people_state.generation on, last.
+people_state = Table(
+    "people_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("generation", BigInteger, nullable=False),
+    **_mysql,
+)
+
+people_changes = Table(
+    "people_changes",
+    metadata,
+    Column("user_id", BigInteger, nullable=False, autoincrement=False),
+    Column("generation", BigInteger, nullable=False, autoincrement=False),
+    # By user first: an import looks its rows' identities up in it.
+    PrimaryKeyConstraint("user_id", "generation"),
+    **_mysql,
+)
+
 # --- Filters: configuration the user fills before importing -----------------
 
 ignored_users = Table("ignored_users", metadata, Column("name", Name(), primary_key=True), **_mysql)
@@ -248,6 +274,8 @@ IMPORTED = (
     aliases,
     alias_sightings,
     settle_state,
+    people_state,
+    people_changes,
     users,
     keys,
     rejected_lines,

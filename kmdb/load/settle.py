@@ -3,17 +3,21 @@
 Scans record alias lines in `alias_sightings` and fold them into `aliases` (one
 row per pair, earliest time); imports write rows against the canonical ids
 known at the time. `settle` runs after them: it folds any sightings left over,
-recomputes every person from `aliases` when it has new rows, stores each
-identity's canonical id in users.canonical_id, and re-points events and
-properties. The result depends only on which lines
-were imported, not on the order the revisions ran in.
+recomputes the people that aliases new since the last settle touch, stores each
+identity's canonical id in users.canonical_id, and re-points the events and
+properties of the identities whose canonical id changed, so that its cost follows
+what changed. An import that read canonical ids before a settle changed them
+re-points its own rows as it commits (people_state, people_changes). The result
+depends only on which lines were imported, not on the order the revisions ran in.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
@@ -22,6 +26,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Insert,
     MetaData,
     String,
     Table,
@@ -91,7 +96,7 @@ def _intern_names(engine: Engine, full: bool) -> None:
     for column in columns:
         stmt = insert_ignore(u).from_select(["name"], select(column).distinct().order_by(column))
 
-        def run(stmt=stmt) -> None:
+        def run(stmt: Insert = stmt) -> None:
             with engine.connect().execution_options(isolation_level=level) as conn:
                 conn.execute(stmt)
                 conn.commit()
@@ -159,7 +164,7 @@ def _merge_sightings(
     return sightings, new_aliases
 
 
-def _as_text(t: ColumnElement) -> ColumnElement:
+def _as_text(t: ColumnElement[dt.datetime]) -> ColumnElement[str]:
     """A time column as its 'YYYY-MM-DD HH:MM:SS' text, which sorts as the times do:
     building a datetime for each of a settle's sightings cost more than reading them."""
     return cast(t, String)
@@ -184,7 +189,7 @@ def _existing_aliases(
     return existing
 
 
-# Where _set_canonical stages its changes on MySQL (a temporary table, one per connection).
+# Where a settle stages its changes (a temporary table, one per connection).
 _CHANGES = Table(
     "kmdb_canonical_changes",
     MetaData(),
@@ -193,66 +198,122 @@ _CHANGES = Table(
 )
 
 
-def _set_canonical(
-    conn: Connection, changes: list[tuple[int, int | None]], tmp_dir: str | None
-) -> None:
-    """Write users.canonical_id for many users, (user id, canonical id or None) each."""
-    if not changes:
-        return
-    if is_mysql(conn.engine):
-        # A bulk load and one joined UPDATE: statements per row spent most of a
-        # settle escaping their parameters.
+def _apply(
+    conn: Connection, changes: list[tuple[int, int | None]], full: bool, tmp_dir: str | None
+) -> tuple[int, int]:
+    """Write users.canonical_id for many users, (user id, canonical id or None) each, log
+    them under the next generation and re-point rows; return (events, properties) moved.
+
+    Without full, only rows whose user_id is a user that got a new canonical id move:
+    aliases only ever merge people, so a row points at its person's old canonical
+    identity, which is among the changes whenever the person's canonical moved. With
+    full (people may have split), every row is re-pointed from the identity it named.
+    The changes are staged in a temporary table, then applied by joined statements:
+    statements per row spent most of a settle escaping their parameters.
+    """
+    mysql = is_mysql(conn.engine)
+    temporary = "TEMPORARY" if mysql else "TEMP"
+    moved = [0, 0]
+    if changes:
         conn.exec_driver_sql(
-            "CREATE TEMPORARY TABLE kmdb_canonical_changes "
+            f"DROP {'TEMPORARY ' if mysql else ''}TABLE IF EXISTS kmdb_canonical_changes"
+        )
+        conn.exec_driver_sql(
+            f"CREATE {temporary} TABLE kmdb_canonical_changes "
             "(id BIGINT PRIMARY KEY, canonical_id BIGINT NULL)"
         )
         try:
             bulk_insert(conn, _CHANGES, ("id", "canonical_id"), changes, tmp_dir)
-            conn.exec_driver_sql(
-                "UPDATE users u JOIN kmdb_canonical_changes c ON u.id = c.id "
-                "SET u.canonical_id = c.canonical_id"
-            )
-        finally:
-            conn.exec_driver_sql("DROP TEMPORARY TABLE kmdb_canonical_changes")
-        return
-    u = schema.users
-    stmt = update(u).where(u.c.id == bindparam("uid")).values(canonical_id=bindparam("cid"))
-    for start in range(0, len(changes), BATCH * 10):
-        conn.execute(stmt, [{"uid": i, "cid": c} for i, c in changes[start : start + BATCH * 10]])
-
-
-def _repoint(conn: Connection, full: bool) -> tuple[int, int]:
-    moved = []
-    for table in ("events", "properties"):
-        if conn.execute(text(f"SELECT 1 FROM {table} LIMIT 1")).first() is None:
-            moved.append(0)  # nothing to move (before a first import's rows)
-            continue
-        if is_mysql(conn.engine):
-            if full:
-                sql = (
-                    f"UPDATE `{table}` r JOIN users u ON r.identity_id = u.id "
-                    "SET r.user_id = COALESCE(u.canonical_id, u.id) "
-                    "WHERE r.user_id <> COALESCE(u.canonical_id, u.id)"
+            if mysql:
+                conn.exec_driver_sql(
+                    "UPDATE users u JOIN kmdb_canonical_changes c ON u.id = c.id "
+                    "SET u.canonical_id = c.canonical_id"
                 )
             else:
-                # Rows only ever point at an identity of their own person, so one hop
-                # from a non-canonical identity to its canonical one is enough. Users
-                # first (STRAIGHT_JOIN): left to itself the optimizer scans every row.
-                sql = (
-                    f"UPDATE users u STRAIGHT_JOIN `{table}` r ON r.user_id = u.id "
-                    "SET r.user_id = u.canonical_id WHERE u.canonical_id IS NOT NULL"
+                conn.exec_driver_sql(
+                    "UPDATE users SET canonical_id = (SELECT c.canonical_id FROM "
+                    "kmdb_canonical_changes c WHERE c.id = users.id) "
+                    "WHERE id IN (SELECT id FROM kmdb_canonical_changes)"
                 )
-        elif full:
+            if not full:
+                moved = _repoint_changed(conn)
+            generation = _generation(conn) + 1
+            conn.exec_driver_sql(
+                "INSERT INTO people_changes (user_id, generation) "
+                f"SELECT id, {int(generation)} FROM kmdb_canonical_changes"
+            )
+        finally:
+            conn.exec_driver_sql(
+                f"DROP {'TEMPORARY ' if mysql else ''}TABLE kmdb_canonical_changes"
+            )
+    if full:
+        moved = _repoint_all(conn)
+    return moved[0], moved[1]
+
+
+def _repoint_changed(conn: Connection) -> list[int]:
+    """Re-point the rows of the users staged with a new canonical id (through user_id's index).
+
+    On MySQL the UPDATE reads the index ranges of those users with locks, kept to
+    the end of the settle's transaction: an import's row for one of them is either
+    seen here (the settle waits for its commit) or written after this settle moves
+    people_state on, and that import then re-points it itself (steps.Importer).
+    """
+    lacking = indexes.missing(conn)
+    moved = []
+    for table in ("events", "properties"):
+        if not is_mysql(conn.engine):
+            sql = (
+                f"UPDATE {table} SET user_id = (SELECT c.canonical_id FROM kmdb_canonical_changes c "
+                f"WHERE c.id = {table}.user_id) WHERE user_id IN "
+                "(SELECT id FROM kmdb_canonical_changes WHERE canonical_id IS NOT NULL)"
+            )
+        elif table in lacking:
+            # No index by user (put off while a first import's tables are empty): one
+            # scan of the table, not one per user.
+            sql = (
+                f"UPDATE `{table}` r JOIN kmdb_canonical_changes c ON r.user_id = c.id "
+                "SET r.user_id = c.canonical_id WHERE c.canonical_id IS NOT NULL"
+            )
+        else:
+            # The changes first (STRAIGHT_JOIN): left to itself the optimizer may scan every row.
+            sql = (
+                f"UPDATE kmdb_canonical_changes c STRAIGHT_JOIN `{table}` r ON r.user_id = c.id "
+                "SET r.user_id = c.canonical_id WHERE c.canonical_id IS NOT NULL"
+            )
+        moved.append(conn.exec_driver_sql(sql).rowcount)
+    return moved
+
+
+def _repoint_all(conn: Connection) -> list[int]:
+    """Re-point every row whose user_id is not its identity's person (kmdb-realias)."""
+    moved = []
+    for table in ("events", "properties"):
+        if is_mysql(conn.engine):
+            sql = (
+                f"UPDATE `{table}` r JOIN users u ON r.identity_id = u.id "
+                "SET r.user_id = COALESCE(u.canonical_id, u.id) "
+                "WHERE r.user_id <> COALESCE(u.canonical_id, u.id)"
+            )
+        else:
             person = f"(SELECT COALESCE(canonical_id, id) FROM users WHERE users.id = {table}.identity_id)"
             sql = f"UPDATE {table} SET user_id = {person} WHERE user_id <> {person}"
-        else:
-            sql = (
-                f"UPDATE {table} SET user_id = "
-                f"(SELECT canonical_id FROM users WHERE users.id = {table}.user_id) "
-                "WHERE user_id IN (SELECT id FROM users WHERE canonical_id IS NOT NULL)"
-            )
         moved.append(conn.execute(text(sql)).rowcount)
-    return moved[0], moved[1]
+    return moved
+
+
+def _generation(conn: Connection) -> int:
+    """people_state.generation as this transaction sees it (0 before any settle changed people)."""
+    ps = schema.people_state
+    return conn.execute(select(ps.c.generation).where(ps.c.id == 1)).scalar() or 0
+
+
+def _next_generation(conn: Connection) -> None:
+    """Move people_state.generation on: the last statement of a settle that changed people."""
+    ps = schema.people_state
+    bump = update(ps).where(ps.c.id == 1).values(generation=ps.c.generation + 1)
+    if conn.execute(bump).rowcount == 0:
+        conn.execute(insert(ps).values(id=1, generation=1))
 
 
 def _people_changes(conn: Connection) -> list[tuple[int, int | None]]:
@@ -285,6 +346,60 @@ def _people_changes(conn: Connection) -> list[tuple[int, int | None]]:
     # Those left had no canonical id yet.
     changes.extend((uid, root) for uid, root in canonical.items() if root != uid)
     return changes
+
+
+def _touched_people_changes(conn: Connection, upto: int) -> list[tuple[int, int | None]]:
+    """The users whose canonical_id must change for the aliases beyond upto (as _people_changes).
+
+    Aliases only ever merge people. The identities that new aliases name (T) belong
+    to people whose canonical identities (R) are read from users; those people's
+    members are R and the users whose canonical_id is in R (users_canonical's index).
+    A union-find over each member's link to its canonical identity, and the new
+    aliases, gives the people they make; no other person changes. Memory follows
+    the people touched, not the whole table.
+    """
+    a, u = schema.aliases, schema.users
+    u1, u2 = u.alias("u1"), u.alias("u2")
+    query = (
+        select(u1.c.id, u2.c.id, a.c.name1, a.c.name2)
+        .select_from(a.join(u1, u1.c.name == a.c.name1).join(u2, u2.c.name == a.c.name2))
+        .where(a.c.id > upto)
+    )
+    name_of: dict[int, str] = {}
+    now: dict[int, int | None] = {}  # the canonical_id of every user read
+
+    def new_pairs() -> Iterator[tuple[int, int]]:
+        for id1, id2, name1, name2 in conn.execution_options(yield_per=PAGE).execute(query):
+            name_of[id1], name_of[id2] = name1, name2
+            yield id1, id2
+
+    def links() -> Iterator[tuple[int, int]]:
+        # Runs once new_pairs is done: name_of then holds the identities touched.
+        roots: set[int] = set()
+        for ids in _batches(sorted(name_of)):
+            for uid, cid in conn.execute(select(u.c.id, u.c.canonical_id).where(u.c.id.in_(ids))):
+                now[uid] = cid
+                roots.add(uid if cid is None else cid)
+        for ids in _batches(sorted(roots)):
+            for column in (u.c.id, u.c.canonical_id):
+                members = select(u.c.id, u.c.name, u.c.canonical_id).where(column.in_(ids))
+                for uid, name, cid in conn.execute(members):
+                    name_of[uid], now[uid] = name, cid
+                    if cid is not None:
+                        yield uid, cid
+
+    canonical = people(chain(new_pairs(), links()), key=lambda i: canonical_key(name_of[i]))
+    changes: list[tuple[int, int | None]] = []
+    for uid, root in canonical.items():
+        target = None if root == uid else root
+        if now[uid] != target:
+            changes.append((uid, target))
+    return sorted(changes)
+
+
+def _batches(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), BATCH):
+        yield ids[start : start + BATCH]
 
 
 def _aliases_marks(conn: Connection) -> tuple[int, int | None]:
@@ -338,11 +453,15 @@ def settle(
 ) -> Settled:
     """Fold new alias sightings into aliases, recompute people and re-point rows.
 
-    People are recomputed when aliases has rows that the last settle did not
-    account for. With full=True they always are, and every row is re-pointed
-    from the identity it named, as needed after aliases were edited or removed
-    by hand; otherwise only rows that point at an identity that is no longer
-    canonical move.
+    The people that aliases beyond the last settle's touch are recomputed, and only
+    rows of identities whose canonical id changed move: a settle with nothing new
+    writes nothing. With full=True (kmdb-realias) every person is recomputed from
+    the whole aliases table and every row re-pointed from the identity it named, as
+    needed after aliases were edited or removed by hand.
+
+    A settle that changes people logs who changed in people_changes and moves
+    people_state.generation on, as the last statement of its transaction: imports
+    running meanwhile read it as they commit (see _repoint_changed).
 
     Indexes put off by a first import are built first; before_import (the settle
     between the scans and the import) leaves them put off while the tables are empty.
@@ -352,19 +471,27 @@ def settle(
         sightings, new_aliases = _merge(engine, tmp_dir)
         if full:
             _intern_names(engine, full=True)
-        with engine.begin() as conn:
-            # One transaction: a settle that dies leaves people stale for the next one.
-            changes: list[tuple[int, int | None]] = []
-            newest, upto = _aliases_marks(conn)
-            # Without new aliases people are as the last settle left them (kmdb-realias
-            # is the tool for aliases edited by hand); only rows may need moving.
-            if full or upto is None or newest > upto:
-                changes = _people_changes(conn)
-                _set_canonical(conn, changes, tmp_dir)
+
+        def run() -> tuple[int, int, int]:
+            with engine.begin() as conn:
+                # One transaction: a settle that dies leaves people stale for the next one.
+                newest, upto = _aliases_marks(conn)
+                if not full and upto is not None and newest <= upto:
+                    # People are as the last settle left them (kmdb-realias is the tool
+                    # for aliases edited by hand), and so are the rows.
+                    return 0, 0, 0
+                if full or not upto:
+                    # No canonical ids yet (never settled, or no aliases): all at once.
+                    changes = _people_changes(conn)
+                else:
+                    changes = _touched_people_changes(conn, upto)
+                events_moved, properties_moved = _apply(conn, changes, full, tmp_dir)
                 _mark_settled(conn, newest)
-            events_moved, properties_moved = _repoint(conn, full)
-    result = Settled(
-        sightings, new_aliases, len(changes), events_moved, properties_moved, len(built)
-    )
+                if changes:
+                    _next_generation(conn)  # last: see _repoint_changed
+                return len(changes), events_moved, properties_moved
+
+        changed, events_moved, properties_moved = retrying_lock_conflicts(run)
+    result = Settled(sightings, new_aliases, changed, events_moved, properties_moved, len(built))
     log.info("Settled identities: %s", result)
     return result

@@ -67,7 +67,15 @@ def job_id(settings: Settings, kind: str, revision: int, part: int | None = None
     return f"{settings.queue}-{kind}-{revision}" + ("" if part is None else f"-{part}")
 
 
-def _enqueue(q: Queue, func, *args, job_id: str, meta: dict, depends_on=None, **kw) -> Job:
+def _enqueue(
+    q: Queue,
+    func: str,
+    *args: object,
+    job_id: str,
+    meta: dict[str, object],
+    depends_on: Dependency | None = None,
+    **kw: object,
+) -> Job:
     # Whatever an earlier job of this id left (a dead worker's, a half-deleted one) goes first.
     purge(q, job_id)
     return q.enqueue(
@@ -238,7 +246,7 @@ def _enqueue_import(
     plan.active = sorted(r for r in revisions if r in busy and r not in todo)
     token = uuid.uuid4().hex[:12]
 
-    def meta(kind: str, **more: object) -> dict:
+    def meta(kind: str, **more: object) -> dict[str, object]:
         return {"kmdb": kind, "source": source, "plan": token, **more}
 
     if not todo:

@@ -27,7 +27,7 @@ def parts_of(job: Job) -> list[tuple[int, int | None]]:
     meta = job.meta or {}
     if "parts" in meta:
         return [(revision, part) for revision, part in meta["parts"]]
-    return [(meta.get("revision"), meta.get("part"))]
+    return [(meta["revision"], meta.get("part"))]  # a job of one revision (earlier builds)
 
 
 def lock_of(job: Job) -> str | None:

@@ -21,6 +21,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from redis import Redis
 from rq import Queue, Worker
@@ -84,7 +85,7 @@ def is_dead(job: Job, engine: Engine, redis: Redis) -> bool:
             return False
     lock = lock_of(job)
     held = is_held(engine, lock) if lock else None
-    if held is not None:
+    if lock and held is not None:  # held is None without a lock
         if held:
             return False
         # A job frees its lock a moment before RQ marks it finished: look again.
@@ -133,7 +134,8 @@ class Survey:
     active: list[Job] = field(default_factory=list)  # queued, running, or waiting on those
     dead: list[Job] = field(default_factory=list)  # their workers died
     stuck: list[Job] = field(default_factory=list)  # waiting on jobs that never run or end
-    stale_plan: dict | None = None  # the mark of a planner that died half-way (its jobs: stuck)
+    # The mark of a planner that died half-way (its jobs: stuck).
+    stale_plan: dict[str, Any] | None = None
 
 
 def _waiting_on_nothing(active: list[Job], redis: Redis) -> set[str]:
@@ -170,7 +172,11 @@ def abandoned_jobs(q: Queue) -> list[Job]:
     judged = _judged.setdefault(q.name, set())
     entries = [
         (raw.decode() if isinstance(raw, bytes) else raw, score)
-        for raw, score in q.connection.zrange(q.failed_job_registry.key, 0, -1, withscores=True)
+        for raw, score in cast(
+            # redis-py types zrange's answer for every combination of its arguments
+            "list[tuple[bytes | str, float]]",
+            q.connection.zrange(q.failed_job_registry.key, 0, -1, withscores=True),
+        )
     ]
     fresh = [entry for entry in entries if entry not in judged]
     found = []
@@ -221,7 +227,9 @@ def plan_marker(settings: Settings) -> str:
     return key(settings, "planning")
 
 
-def _stale_plan(settings: Settings, redis: Redis, engine: Engine, planning: bool) -> dict | None:
+def _stale_plan(
+    settings: Settings, redis: Redis, engine: Engine, planning: bool
+) -> dict[str, Any] | None:
     """The mark of a plan whose planner died half-way through enqueueing it, if any."""
     raw = redis.get(plan_marker(settings))
     if raw is None:

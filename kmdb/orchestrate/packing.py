@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from kmdb.load.parts import in_multiples
 
+T = TypeVar("T")  # a unit: a revision, or a (revision, part) pair
 
-def groups(units: list, sizes: list[int | None], budget: int, multiple: int = 1) -> list[list]:
+
+def groups(
+    units: list[T], sizes: list[int | None], budget: int, multiple: int = 1
+) -> list[list[T]]:
     """Consecutive units in groups of about budget bytes; a unit of unknown or larger size alone.
 
     Small revision files share a job (and its chunks and transactions): a job per
@@ -16,8 +22,8 @@ def groups(units: list, sizes: list[int | None], budget: int, multiple: int = 1)
     than one group come in a multiple of `multiple` (the pool's workers), where
     the run has files enough.
     """
-    grouped: list[list] = []
-    run: list[tuple] = []
+    grouped: list[list[T]] = []
+    run: list[tuple[T, int]] = []
     for unit, size in zip(units, sizes, strict=True):
         if size is None or size >= budget:
             grouped += _alike(run, budget, multiple)
@@ -28,7 +34,7 @@ def groups(units: list, sizes: list[int | None], budget: int, multiple: int = 1)
     return grouped + _alike(run, budget, multiple)
 
 
-def _alike(run: list[tuple], budget: int, multiple: int) -> list[list]:
+def _alike(run: list[tuple[T, int]], budget: int, multiple: int) -> list[list[T]]:
     """(unit, size) pairs in consecutive groups of equal shares: a unit goes to the share
     in which its middle byte falls."""
     total = sum(size for _, size in run)
@@ -36,7 +42,7 @@ def _alike(run: list[tuple], budget: int, multiple: int) -> list[list]:
     if not count:
         return [[unit for unit, _ in run]] if run else []  # empty files: one job for all
     share = total / count
-    cut: list[list] = [[] for _ in range(count)]
+    cut: list[list[T]] = [[] for _ in range(count)]
     before = 0
     for unit, size in run:
         cut[min(count - 1, int((before + size / 2) // share))].append(unit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import cast
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -72,7 +73,8 @@ def clear(settings: Settings, redis: Redis) -> int:
     every_registry = registries(q)
     job_ids = {_text(i) for i in redis.lrange(q.key, 0, -1)}
     for registry in every_registry:
-        for entry in redis.zrange(registry.key, 0, -1):
+        # redis-py types zrange's answer for every combination of its arguments.
+        for entry in cast("list[bytes | str]", redis.zrange(registry.key, 0, -1)):
             # The started registry lists "<job id>:<execution id>".
             job_ids.add(_text(entry).split(":", 1)[0])
     own = re.compile(
@@ -130,11 +132,11 @@ def purge(q: Queue, job_id: str) -> None:
             job.key,
             job.dependents_key,
             job.dependencies_key,
-            Result.get_key(job_id),
+            Result.get_key(job_id),  # type: ignore[no-untyped-call]  # untyped in RQ
             executions.key,
         )
         pipe.execute()
-    for entry in redis.zrange(started.key, 0, -1):
+    for entry in cast("list[bytes | str]", redis.zrange(started.key, 0, -1)):
         text_ = entry.decode() if isinstance(entry, bytes) else entry
         if text_ == job_id or text_.startswith(job_id + ":"):
             redis.zrem(started.key, entry)

@@ -130,7 +130,7 @@ def _current_failures(engine: Engine, failed: list[Job], settled: bool) -> list[
         return []  # the usual case: no need to read every revision's and part's state
     r, p = schema.revisions, schema.revision_parts
     with engine.connect() as conn:
-        revisions = {
+        revisions: dict[int, tuple[str, bool]] = {
             n: (status, scanned)
             for n, status, scanned in conn.execute(select(r.c.number, r.c.status, r.c.scanned))
         }

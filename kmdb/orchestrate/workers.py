@@ -120,7 +120,7 @@ class KmdbWorker(SimpleWorker):
         self.stopped_jobs: list[str] = []  # put back on the queue after a stop on request
 
     def handle_warm_shutdown_request(self) -> None:
-        super().handle_warm_shutdown_request()
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # untyped in RQ
         STOP.set()
 
     # RQ 3 counts jobs only in the worker's Redis hash, which is gone once a burst
@@ -204,7 +204,7 @@ class KmdbWorker(SimpleWorker):
         # as soon as the reply wakes it.
         if self.pubsub_thread:
             self.pubsub_thread.stop()
-        super().unsubscribe()
+        super().unsubscribe()  # type: ignore[no-untyped-call]  # untyped in RQ
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # SimpleWorker's own is the job's timeout (a day): a killed worker would

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 
@@ -80,7 +81,7 @@ class ChunkStream:
         source: Source,
         parts: list[tuple[int, int]],
         locks: LockSet,
-        states: dict[int, dict],
+        states: dict[int, dict[str, Any]],
     ) -> None:
         self.engine = engine
         self.source = source

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, Row, delete, select
 
 from kmdb.errors import NoRevisions
 from kmdb.extract.export import Source, find_new
@@ -40,7 +41,9 @@ def new_revisions(engine: Engine, source: Source, settings: Settings) -> list[in
     return [n for n in found if n <= MAX_REVISION]
 
 
-def _forget_vanished(engine: Engine, rows: list, listed: set[int]) -> list:
+def _forget_vanished(
+    engine: Engine, rows: Sequence[Row[int, str, bool]], listed: set[int]
+) -> Sequence[Row[int, str, bool]]:
     """Drop the progress rows of revisions that failed before anything of them was
     imported (not even scanned) and whose file is gone (or was never a revision, as
     007.json); return the rest.

@@ -10,18 +10,19 @@ folded into `aliases` while other scans read their files.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from sqlalchemy import Engine
 
 from kmdb.errors import Stopped, Unreadable, concerns_one_file
 from kmdb.extract.export import Source
 from kmdb.extract.framing import LineStarts, matching_lines
-from kmdb.extract.read_ahead import ReadAhead
+from kmdb.extract.read_ahead import ReadAhead, Span
 from kmdb.load.ledger import ScanMark, error_text, mark_scanned, revision_states, set_status
 from kmdb.load.locks import LockSet, revision_lock
 from kmdb.load.parts import plan_parts, planned_parts
 from kmdb.load.settle import merge_sightings
-from kmdb.pipeline.steps import Importer
+from kmdb.pipeline.steps import Importer, Sighting
 from kmdb.settings import Settings
 from kmdb.stop import check_stop
 
@@ -59,7 +60,7 @@ def scan_revisions(engine: Engine, source: Source, revisions: list[int], setting
             return 0
         importer = Importer(engine, settings)
         # Small files' sightings and marks wait to be written together, a batch at a time.
-        waiting: list[tuple] = []
+        waiting: list[Sighting] = []
         marks: list[ScanMark] = []
 
         def flush() -> None:
@@ -69,7 +70,7 @@ def scan_revisions(engine: Engine, source: Source, revisions: list[int], setting
             marks.clear()
 
         planned = planned_parts(engine, todo)
-        spans = [((n, 0, None), states[n]["size"]) for n in todo]
+        spans: list[tuple[Span, int | None]] = [((n, 0, None), states[n]["size"]) for n in todo]
         with ReadAhead(source, spans, keep=True) as reader:
             for revision in todo:
                 try:
@@ -107,8 +108,12 @@ def scan_revision(engine: Engine, source: Source, revision: int, settings: Setti
 
 
 def _scan(
-    reader: ReadAhead, revision: int, parts: list[dict], settings: Settings, importer: Importer
-) -> tuple[list[tuple], ScanMark]:
+    reader: ReadAhead,
+    revision: int,
+    parts: list[dict[str, Any]],
+    settings: Settings,
+    importer: Importer,
+) -> tuple[list[Sighting], ScanMark]:
     """Read a revision for its alias lines; return those not written yet, and its mark.
 
     A big file's sightings are written as they come, a batch at a time, so that
@@ -117,7 +122,7 @@ def _scan(
     starts = LineStarts([part["first_byte"] for part in parts])
     found = 0
     batch: list[tuple[int, bytes]] = []
-    sightings: list[tuple] = []
+    sightings: list[Sighting] = []
     for numbered in matching_lines(starts.wrap(reader.chunks(revision)), *_MAY_BE_ALIAS):
         batch.append(numbered)
         if len(batch) >= settings.batch_size:

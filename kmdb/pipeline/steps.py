@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
@@ -27,10 +28,12 @@ from kmdb.pipeline.chunks import Segment
 from kmdb.retry import retrying_lock_conflicts
 from kmdb.settings import Settings
 from kmdb.transform.identity import alias_pair
-from kmdb.transform.parse import Record, Rejection, parse_fields
+from kmdb.transform.parse import Fields, Record, Rejection, parse_fields
 from kmdb.transform.rows import (
     ID_BASE,
     REJECTED_TEXT_CHARS,
+    EventRow,
+    PropertyRow,
     key_names,
     timestamp,
     tsv_rows,
@@ -44,6 +47,11 @@ USER_CACHE = 200_000
 # Each revision logs this many rejected lines one by one, then only their count.
 REJECTIONS_LOGGED = 5
 
+# Rows of alias_sightings (revision, line, name1, name2, t) and of rejected_lines
+# (revision, line, reason, text).
+Sighting = tuple[int, int, str, str, str]
+RejectedRow = tuple[int, int, str, str]
+
 
 @dataclass
 class Prepared:
@@ -52,6 +60,8 @@ class Prepared:
     counts: Counts
     staged: list[Staged]
     moves: list[Move]
+    # The ids of its rows, (first, last) ranges per table: what _repoint_own may move.
+    ids: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
 
 class Importer:
@@ -62,6 +72,9 @@ class Importer:
         self.settings = settings
         with engine.connect() as conn:
             self.filters = read_filters(conn)
+            # Before any canonical id is read: a settle that changes people after this
+            # is seen at each commit (_repoint_own).
+            self.generation = people_generation(conn)
         self.keys = Interner(engine, schema.keys, "string")
         self.users = Interner(engine, schema.users, "name", extra="canonical_id")
         self.counts = Counts()
@@ -73,23 +86,24 @@ class Importer:
         self.counts.timings[stage] = self.counts.timings.get(stage, 0.0) + now - since
         return now
 
-    def _reject(self, rejected: list[tuple], revision: int, line_no: int, why: Rejection) -> None:
+    def _reject(
+        self, rejected: list[RejectedRow], revision: int, line_no: int, why: Rejection
+    ) -> None:
         seen = self.rejected.get(revision, 0)
         if seen < REJECTIONS_LOGGED:
             log.warning("Revision %s, line %s rejected: %s", revision, line_no, why.reason)
         self.rejected[revision] = seen + 1
         rejected.append((revision, line_no, why.reason, why.text[:REJECTED_TEXT_CHARS]))
 
-    def sightings(self, revision: int, numbered: list[tuple[int, bytes]]) -> list[tuple]:
+    def sightings(self, revision: int, numbered: list[tuple[int, bytes]]) -> list[Sighting]:
         """First pass: the alias lines among numbered lines, as alias_sightings rows."""
-        sightings = []
+        sightings: list[Sighting] = []
         for line_no, raw in numbered:
             parsed = parse_fields(raw)
             if type(parsed) is not tuple or parsed[0] != "alias":
                 continue
-            record: Record | None = Record(*parsed)
-            if self.filters.active:
-                record = self.filters.keep(record)
+            found = Record(*parsed)
+            record = self.filters.keep(found) if self.filters.active else found
             if record is None or record.p2 is None:
                 continue
             pair = alias_pair(record.p, record.p2)
@@ -98,7 +112,9 @@ class Importer:
                 sightings.append((revision, line_no, name1, name2, timestamp(record.t)))
         return sightings
 
-    def write_sightings(self, sightings: list[tuple], then: Callable[[Connection], None]) -> None:
+    def write_sightings(
+        self, sightings: list[Sighting], then: Callable[[Connection], None]
+    ) -> None:
         """Record sightings (idempotent) and run then, in one transaction."""
         # Their names are interned when they are merged into aliases, in one statement.
         table, columns = TABLES["alias_sightings"]
@@ -115,8 +131,8 @@ class Importer:
         finally:
             staged.discard()
 
-    def _parse(self, segment: Segment, rejected: list[tuple]) -> list[tuple[int, tuple]]:
-        records: list[tuple[int, tuple]] = []
+    def _parse(self, segment: Segment, rejected: list[RejectedRow]) -> list[tuple[int, Fields]]:
+        records: list[tuple[int, Fields]] = []
         filters = self.filters if self.filters.active else None
         revision = segment.part.revision
         for line_no, raw in enumerate(segment.raws, segment.first):
@@ -127,7 +143,7 @@ class Importer:
                 if filters is not None and (parsed := filters.keep(Record(*parsed))) is None:
                     continue
                 records.append((line_no, parsed))
-            elif parsed is not None:
+            elif isinstance(parsed, Rejection):  # else None: a blank line
                 self._reject(rejected, revision, line_no, parsed)
         return records
 
@@ -135,7 +151,7 @@ class Importer:
         """Second pass, in this thread: parse a chunk, intern its names, stage its rows."""
         started = time.perf_counter()
         parsed = []
-        rejected: list[tuple] = []
+        rejected: list[RejectedRow] = []
         for segment in segments:
             before = len(rejected)
             parsed.append((segment, self._parse(segment, rejected), len(rejected) - before))
@@ -153,12 +169,23 @@ class Importer:
         user_ids = self.users.ids(wanted)
         now = self.timed("identities", now)
 
-        events: list = []
-        properties: list = []
+        # LOAD DATA lines on MySQL, row tuples on SQLite (see _rows).
+        events: list[Any] = []
+        properties: list[Any] = []
         moves: list[Move] = []
+        ids: dict[str, list[tuple[int, int]]] = {"events": [], "properties": []}
         for segment, records, rejections in parsed:
             part = segment.part
+            seq_before = part.properties_done
             seg_events, seg_properties, seq = self._rows(part, records, user_ids)
+            base = part.revision * ID_BASE
+            if seg_events:
+                # Events are numbered by their lines: the segment's lines hold them all.
+                last_line = segment.first + len(segment.raws) - 1
+                _add_range(ids["events"], (base + segment.first, base + last_line))
+            if seq > seq_before:
+                first = base + part.start_byte + seq_before + 1
+                _add_range(ids["properties"], (first, first + seq - seq_before - 1))
             events += seg_events
             properties += seg_properties
             # A part's end marker holds no lines: it leaves the part where it is.
@@ -184,11 +211,14 @@ class Importer:
             stage_rows(self.engine, *TABLES["rejected_lines"], rejected, tmp),
         ]
         self.timed("rows", now)
-        return Prepared(total, staged, moves)
+        return Prepared(total, staged, moves, ids)
 
     def _rows(
-        self, part: Part, records: list[tuple[int, tuple]], user_ids: dict
-    ) -> tuple[list, list, int]:
+        self,
+        part: Part,
+        records: list[tuple[int, Fields]],
+        user_ids: dict[str, tuple[int, int | None]],
+    ) -> tuple[list[str], list[str], int] | tuple[list[EventRow], list[PropertyRow], int]:
         rows = tsv_rows if is_mysql(self.engine) else tuple_rows
         base = part.revision * ID_BASE
         args = (records, base, part.start_byte, part.properties_done)
@@ -245,3 +275,55 @@ class Importer:
                 raise ConcurrentImport(part.revision, part.part, moved_on.from_line)
             for staged in p.staged:
                 load_staged(conn, staged)
+            self._repoint_own(conn, p.ids)  # last
+
+    def _repoint_own(self, conn: Connection, ids: dict[str, list[tuple[int, int]]]) -> None:
+        """Re-point this chunk's rows of identities whose canonical id a settle changed
+        since this job began (and so perhaps after it read them).
+
+        The generation is read with a lock, as the transaction's last statement: a
+        settle moves it on as the last statement of its own, after re-pointing the rows
+        of the users it changed through user_id's index, which it locks. So a row of
+        this chunk was either re-pointed by that settle (which waited for this commit)
+        or is written after it; then this reads its generation, and moves the row here.
+        """
+        generation = people_generation(conn, lock=True)
+        if generation <= self.generation:
+            return
+        since = int(self.generation)
+        for table, ranges in ids.items():
+            if not ranges:
+                continue
+            within = " OR ".join(f"r.id BETWEEN {int(a)} AND {int(b)}" for a, b in ranges)
+            if is_mysql(self.engine):
+                sql = (
+                    f"UPDATE `{table}` r STRAIGHT_JOIN people_changes c "
+                    f"ON c.user_id = r.identity_id AND c.generation > {since} "
+                    "STRAIGHT_JOIN users u ON u.id = r.identity_id "
+                    f"SET r.user_id = COALESCE(u.canonical_id, u.id) WHERE ({within})"
+                )
+            else:
+                sql = (
+                    f"UPDATE {table} AS r SET user_id = (SELECT COALESCE(u.canonical_id, u.id) "
+                    "FROM users u WHERE u.id = r.identity_id) "
+                    f"WHERE ({within}) AND r.identity_id IN "
+                    f"(SELECT user_id FROM people_changes WHERE generation > {since})"
+                )
+            conn.exec_driver_sql(sql)
+
+
+def _add_range(ranges: list[tuple[int, int]], new: tuple[int, int]) -> None:
+    """Add an id range to a list of them, merged with the last one where they meet."""
+    if ranges and ranges[-1][1] + 1 == new[0]:
+        ranges[-1] = (ranges[-1][0], new[1])
+    else:
+        ranges.append(new)
+
+
+def people_generation(conn: Connection, lock: bool = False) -> int:
+    """people_state.generation (0 before any settle changed people); with lock, a locking
+    read that waits for a settle moving it on to commit (SQLite's writers take turns)."""
+    sql = "SELECT generation FROM people_state WHERE id = 1"
+    if lock and is_mysql(conn.engine):
+        sql += " LOCK IN SHARE MODE"
+    return conn.exec_driver_sql(sql).scalar() or 0

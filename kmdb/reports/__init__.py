@@ -37,7 +37,7 @@ __all__ = [
 def to_dataframe(report: dict[str, Any]) -> Any:
     """The report's rows (as `--format csv` prints them) as a pandas DataFrame."""
     try:
-        import pandas
+        import pandas  # type: ignore[import-untyped, unused-ignore]  # optional, stubs not required
     except ImportError:
         from kmdb.errors import ConfigError
 

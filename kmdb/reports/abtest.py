@@ -39,7 +39,7 @@ def abtest(
     if key is None:
         missing.insert(0, property)
     tally: dict[str, list[int]] = {}
-    if not missing:
+    if not missing and key is not None:  # key is None only when missing names it
         # A person's earliest value ever decides; one before the range keeps them out.
         values = person_values(engine, key, None, within.end)
         goals = person_events(engine, ids.values(), within.start, within.end)

@@ -141,7 +141,11 @@ def _without(engine: Engine, table: str, *names: str) -> str | None:
     indexes = inspect(engine).get_indexes(table)
     if set(names) <= {ix["name"] for ix in indexes}:
         return None
-    by_person = [ix["name"] for ix in indexes if ix["column_names"][0] == "user_id"]
+    by_person = [
+        ix["name"]
+        for ix in indexes
+        if ix["column_names"][0] == "user_id" and ix["name"] is not None  # reflected: named
+    ]
     if engine.dialect.name == "sqlite" or not by_person:
         return ""
     return f" IGNORE INDEX ({', '.join(by_person)})"

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from typing import Any
+
+from kmdb.transform.parse import Fields
 
 # Row ids are revision * ID_BASE + the line number (events), or + the offset where
 # the line's part starts + the property's position in that part (properties: a
@@ -18,6 +21,11 @@ ID_BASE = 10**12
 MAX_REVISION = (2**63 - 1) // ID_BASE - 1
 # Rejected lines keep this many characters of their text.
 REJECTED_TEXT_CHARS = 65_536
+
+# The row tuples of tuple_rows: (id, t, key, user_id, identity_id) and
+# (id, t, key, value, user_id, event_id, identity_id).
+EventRow = tuple[int, str, int, int, int]
+PropertyRow = tuple[int, str, int, str, int, int | None, int]
 
 
 # Every row needs its time as text; a day's date and each second of a day's
@@ -48,21 +56,21 @@ def timestamp(t: int) -> str:
 
 
 def tsv_rows(
-    records: list[tuple[int, tuple]],
+    records: list[tuple[int, Fields]],
     base: int,
     start: int,
     seq: int,
-    key_ids: dict,
-    user_ids: dict,
+    key_ids: dict[str, int],
+    user_ids: dict[str, tuple[int, int | None]],
 ) -> tuple[list[str], list[str], int]:
     """Events and properties as LOAD DATA lines (the hot loop of a MySQL import)."""
     events: list[str] = []
     properties: list[str] = []
-    for line_no, (kind, t, p, n, _p2, props) in records:
+    for line_no, (_kind, t, p, n, _p2, props) in records:
         ts = timestamp(t)
         identity_id, canonical_id = user_ids[p]
         user_id = canonical_id or identity_id
-        if kind == "event":
+        if n is not None:  # an event: only events have a name (kmdb.transform.parse)
             event_id = base + line_no
             events.append(f"{event_id}\t{ts}\t{key_ids[n]}\t{user_id}\t{identity_id}\n")
             tail = f"\t{user_id}\t{event_id}\t{identity_id}\n"
@@ -78,22 +86,22 @@ def tsv_rows(
 
 
 def tuple_rows(
-    records: list[tuple[int, tuple]],
+    records: list[tuple[int, Fields]],
     base: int,
     start: int,
     seq: int,
-    key_ids: dict,
-    user_ids: dict,
-) -> tuple[list[tuple], list[tuple], int]:
+    key_ids: dict[str, int],
+    user_ids: dict[str, tuple[int, int | None]],
+) -> tuple[list[EventRow], list[PropertyRow], int]:
     """Events and properties as row tuples (for executemany on SQLite)."""
-    events: list[tuple] = []
-    properties: list[tuple] = []
-    for line_no, (kind, t, p, n, _p2, props) in records:
+    events: list[EventRow] = []
+    properties: list[PropertyRow] = []
+    for line_no, (_kind, t, p, n, _p2, props) in records:
         ts = timestamp(t)
         identity_id, canonical_id = user_ids[p]
         user_id = canonical_id or identity_id
-        event_id = None
-        if kind == "event":
+        event_id: int | None = None
+        if n is not None:  # an event: only events have a name (kmdb.transform.parse)
             event_id = base + line_no
             events.append((event_id, ts, key_ids[n], user_id, identity_id))
         for name, value in props:
@@ -104,7 +112,7 @@ def tuple_rows(
     return events, properties, seq
 
 
-def key_names(records: list[tuple[int, tuple]], known: dict) -> set[str]:
+def key_names(records: list[tuple[int, Fields]], known: dict[str, int]) -> set[str]:
     """The event and property names of records that are not in known."""
     names: set[str] = set()
     for _, (_kind, _t, _p, n, _p2, props) in records:
@@ -135,16 +143,16 @@ def _field(value: object) -> str:
     return str(value)
 
 
-def _tsv_line(row: tuple) -> str:
+def _tsv_line(row: tuple[Any, ...]) -> str:
     return "\t".join(map(_field, row)) + "\n"
 
 
-def _event_line(row: tuple) -> str:
+def _event_line(row: tuple[Any, ...]) -> str:
     # (id, t, n, user_id, identity_id): numbers and a time literal, nothing to escape.
     return "{}\t{}\t{}\t{}\t{}\n".format(*row)
 
 
-def _property_line(row: tuple) -> str:
+def _property_line(row: tuple[Any, ...]) -> str:
     id_, t, key, value, user_id, event_id, identity_id = row
     event = "\\N" if event_id is None else event_id
     return f"{id_}\t{t}\t{key}\t{value.translate(_ESCAPE)}\t{user_id}\t{event}\t{identity_id}\n"
@@ -159,6 +167,6 @@ def field(value: object) -> str:
     return _field(value)
 
 
-def tsv_lines(table: str, rows: list[tuple]) -> str:
+def tsv_lines(table: str, rows: list[tuple[Any, ...]]) -> str:
     """Rows of a table as the text of a LOAD DATA file."""
     return "".join(map(_LINE_FORMATS.get(table, _tsv_line), rows))
