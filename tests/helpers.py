@@ -21,12 +21,11 @@ from typing import Any
 
 import pymysql
 import pytest
-from redis import Redis
-from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
+from kmdb.bench.private import PrivateMariaDB, PrivateRedis
 from kmdb.bench.s3 import free_port, upload_export
 from kmdb.settings import Settings
 
@@ -38,7 +37,8 @@ MYSQL_USER = os.environ.get("KMDB_TEST_MYSQL_USER", "root")
 MYSQL_PASSWORD = os.environ.get("KMDB_TEST_MYSQL_PASSWORD", "")
 REDIS_URL = os.environ.get("KMDB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-__all__ = ["free_port", "upload_export"]  # kmdb.bench.s3's, shared with the benchmark
+# kmdb.bench's, shared with the benchmarks.
+__all__ = ["PrivateMariaDB", "PrivateRedis", "free_port", "upload_export"]
 
 
 def unavailable(what: str, exc: Exception) -> None:
@@ -70,6 +70,17 @@ def new_mysql_database(prefix: str = "kmdb_test") -> tuple[str, str]:
         cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     admin.close()
     return name, f"{mysql_server_url()}/{name}"
+
+
+def mysql_databases() -> list[str]:
+    """The names of the shared MariaDB server's databases."""
+    admin = mysql_admin()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute("SHOW DATABASES")
+            return [row[0] for row in cursor.fetchall()]
+    finally:
+        admin.close()
 
 
 def drop_mysql_database(name: str) -> None:
@@ -200,139 +211,20 @@ def kill_with_children(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-class _PrivateServer:
-    """A server process of the test's own."""
-
-    process: subprocess.Popen | None = None
-
-    def kill(self) -> None:
-        """A crash, not a clean shutdown: what it has not written to disk is gone."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        """Kill it if it still runs: at a test's end, nothing of it is kept."""
-        if self.process is not None and self.process.poll() is None:
-            self.kill()
-
-
-class PrivateMariaDB(_PrivateServer):
-    """A MariaDB server of the test's own, on its own port, that the test may stop and start.
-
-    extra_server_args go to mariadbd, e.g. "--local-infile=0"; the shared server's
-    settings are not the tests' to change.
-    """
-
-    def __init__(self, folder: Path, *extra_server_args: str) -> None:
-        self.folder = folder
-        self.extra_server_args = extra_server_args
-        self.port = free_port()
-        subprocess.run(
-            [
-                "mariadb-install-db",
-                "--no-defaults",
-                f"--datadir={folder / 'data'}",
-                "--user=root",
-                "--auth-root-authentication-method=normal",
-            ],
-            check=True,
-            capture_output=True,
-        )
-
-    @property
-    def url(self) -> str:
-        return f"mysql+pymysql://root@127.0.0.1:{self.port}/kmdb"
-
-    def start(self) -> None:
-        """Start the server, wait until it answers, and make the kmdb database if missing."""
-        self.process = subprocess.Popen(
-            [
-                "mariadbd",
-                "--no-defaults",
-                f"--datadir={self.folder / 'data'}",
-                f"--port={self.port}",
-                "--bind-address=127.0.0.1",
-                f"--socket={self.folder / 'sock'}",
-                "--user=root",
-                "--innodb-buffer-pool-size=64M",
-                *self.extra_server_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def up() -> bool:
-            try:
-                pymysql.connect(host="127.0.0.1", port=self.port, user="root").close()
-                return True
-            except pymysql.MySQLError:
-                return False
-
-        wait_for(up, timeout=60)
-        with pymysql.connect(
-            host="127.0.0.1", port=self.port, user="root", autocommit=True
-        ) as conn:
-            conn.cursor().execute("CREATE DATABASE IF NOT EXISTS kmdb")
-
-
 @contextmanager
 def running_mariadb(folder: Path, *extra_server_args: str) -> Iterator[PrivateMariaDB]:
-    """A PrivateMariaDB started for the with block (the test skipped where there is no mariadbd)."""
+    """A PrivateMariaDB started for the with block (the test skipped where there is no mariadbd).
+
+    Its buffer pool is 64 MB unless extra_server_args say otherwise.
+    """
     if shutil.which("mariadbd") is None:
         pytest.skip("needs mariadbd")
-    server = PrivateMariaDB(folder, *extra_server_args)
+    server = PrivateMariaDB(folder, "--innodb-buffer-pool-size=64M", *extra_server_args)
     server.start()
     try:
         yield server
     finally:
         server.stop()
-
-
-class PrivateRedis(_PrivateServer):
-    """A redis-server of the test's own, on its own port, that the test may kill and start.
-
-    extra_args go to redis-server (e.g. "--appendonly", "yes"); with password, it asks
-    for it.
-    """
-
-    def __init__(self, folder: Path, *extra_args: str, password: str | None = None) -> None:
-        folder.mkdir()
-        self.port = free_port()
-        self.password = password
-        self.args = [
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(folder),
-            "--save",
-            "",
-            *extra_args,
-        ]
-        if password is not None:
-            self.args += ["--requirepass", password]
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        """Start the server and wait until it answers."""
-        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL)
-
-        def up() -> bool:
-            client = Redis(
-                host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=1
-            )
-            try:
-                return bool(client.ping())
-            except RedisError:
-                return False
-
-        wait_for(up, timeout=30, every=0.05)
 
 
 def kmdb_env(

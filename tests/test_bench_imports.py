@@ -9,7 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.helpers import REDIS_URL, mysql_server_url
+from tests.helpers import REDIS_URL, mysql_databases, mysql_server_url
 
 BENCH = Path(__file__).resolve().parents[1] / "bin" / "bench"
 
@@ -44,24 +44,18 @@ def test_each_round_gets_a_reload_of_its_own_and_every_run_is_checked_complete(
     rows = re.findall(r"^\s+(\d)\s+2\s+[\d.]+\s+[\d,]+\s+[\d,]+\s+[\d.]+x", out, re.M)
     assert rows == ["1", "2"]
     assert re.search(r"Reloads of the later rounds: [\d.]+ s", out)
+    # The best bulk path too: loads into tables without secondary indexes, then the builds.
+    assert re.search(r"^Best bulk path \(.*\): [\d.]+ s \([\d.]+ s of it building", out, re.M)
+    ratios = re.findall(
+        r"^\s+\d\s+2\s+[\d.]+\s+[\d,]+\s+[\d,]+\s+[\d.]+x\s+\S+\s+([\d.]+)x", out, re.M
+    )
+    assert len(ratios) == 2
     assert re.search(r"W=2: median import/reload [\d.]+x over 2 rounds", out)
     assert "All runs complete, with equal row counts." in out
     # The databases it made (named after its bucket) are gone.
     bucket = re.search(r"uploaded to s3://(kmdb-bench-[0-9a-f]+) ", done.stderr)
     assert bucket, done.stderr
-    assert bucket.group(1).replace("-", "_") not in _databases()
-
-
-def _databases() -> str:
-    from tests.helpers import mysql_admin
-
-    admin = mysql_admin()
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute("SHOW DATABASES")
-            return " ".join(row[0] for row in cursor.fetchall())
-    finally:
-        admin.close()
+    assert bucket.group(1).replace("-", "_") not in " ".join(mysql_databases())
 
 
 def test_a_repeat_below_one_is_refused_with_a_sentence() -> None:

@@ -57,8 +57,18 @@ def test_one_round_has_no_round_column_and_a_run_without_reload_no_ratio() -> No
     text = _printed(report, [_run(4.0, None, 1)], [], None, 1_000)
     assert "round" not in text and "median" not in text
     row = next(line for line in text.splitlines() if line.startswith(" 2 "))
-    # W, seconds, lines/s, events/s, ratio, target, then the workers' peak RSS in MB.
-    assert row.split() == ["2", "4.0", "250", "225", "-", "1.3x", "100,", "50"]
+    # W, seconds, lines/s, events/s, ratio, target, ratio to the best bulk path, then the
+    # workers' peak RSS in MB.
+    assert row.split() == ["2", "4.0", "250", "225", "-", "1.3x", "-", "100,", "50"]
+
+
+def test_a_run_is_compared_with_the_best_bulk_path_of_its_round_too() -> None:
+    run = _run(4.0, 2.0, 1)
+    run.best = 5.0
+    text = _printed(report, [run], [], 2.0, 1_000)
+    row = next(line for line in text.splitlines() if line.startswith(" 2 "))
+    assert row.split()[4:7] == ["2.00x", "1.3x", "0.80x"]
+    assert "best: the same rows loaded into the tables without secondary indexes" in text
 
 
 def test_stages_beyond_the_known_ones_get_a_column_and_idle_time_is_what_jobs_left() -> None:

@@ -45,7 +45,11 @@ class Run:
     timeline: list[tuple[float, float, str, str]] = field(default_factory=list)
     # The reload it is compared with: that of its own round (see --repeat).
     baseline: float | None = None
+    # The best bulk path of its round: its rows loaded without secondary indexes, then indexed.
+    best: float | None = None
     round: int = 1
+    # Redis commands (INFO commandstats calls) from kmdb-import to the last worker's exit.
+    redis_calls: int = 0
 
 
 COUNTS = {
@@ -108,38 +112,56 @@ def check_complete(label: str, counts: dict[str, int], revisions: int, lines: in
         raise BenchError(f"{label}: the import is incomplete: {'; '.join(problems)}.")
 
 
+def redis_calls(redis: Any) -> int:
+    """The commands the Redis server has run since its start (INFO commandstats), this one's included."""
+    return sum(int(stat["calls"]) for stat in redis.info("commandstats").values()) + 1
+
+
 def run_workers(
-    w: int, args: argparse.Namespace, mysql: MySQL, base_env: dict[str, str], ctx: dict[str, Any]
+    w: int,
+    args: argparse.Namespace,
+    mysql: MySQL,
+    base_env: dict[str, str],
+    ctx: dict[str, Any],
+    tag: str | None = None,
+    into: str | None = None,
 ) -> tuple[Run, str]:
-    """Import the bucket with w burst workers into a fresh database; return the run and the database."""
+    """Import the bucket with w burst workers; return the run and the database.
+
+    Into a fresh database named after tag (default wW), flushed first; with into,
+    into that database as it is (a later revision on top of earlier ones).
+    """
     from redis import Redis
 
     from kmdb.orchestrate import queues
     from kmdb.settings import Settings
 
     tmp: Path = ctx["tmp"]
-    database = f"{ctx['prefix']}_w{w}"
-    queue = f"{ctx['prefix']}-w{w}"
-    url = mysql.create(database)
+    tag = tag or f"w{w}"
+    database = into or f"{ctx['prefix']}_{tag}"
+    queue = f"{ctx['prefix']}-{tag}"
+    url = mysql.url_of(database) if into else mysql.create(database)
     env = environment(
         base_env,
         DATABASE_URL=url,
         KMDB_QUEUE=queue,
-        KMDB_TMP_DIR=str(tmp / f"work-w{w}"),
+        KMDB_TMP_DIR=str(tmp / f"work-{tag}"),
     )
-    log = tmp / f"w{w}.log"
+    log = tmp / f"{tag}.log"
     redis = Redis.from_url(args.redis_url)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        check_call(command("flush"), env, tmp, log)
+        if not into:
+            check_call(command("flush"), env, tmp, log)
         say(f"W={w}: kmdb-import, then {w} kmdb-work --burst")
+        calls = redis_calls(redis)
         server_cpu, own_cpu_before = cpu_seconds(ctx["server_pid"]), own_cpu()
         import_cpu = children_cpu()
         started, wall_started = time.perf_counter(), time.time()
         check_call([*command("import"), "--source", f"s3://{ctx['bucket']}"], env, tmp, log)
         enqueued = time.perf_counter()
         import_cpu = children_cpu() - import_cpu
-        logs = [open(tmp / f"w{w}-worker{i + 1}.log", "wb") for i in range(w)]  # noqa: SIM115
+        logs = [open(tmp / f"{tag}-worker{i + 1}.log", "wb") for i in range(w)]  # noqa: SIM115
         try:
             for out in logs:
                 procs.append(
@@ -157,6 +179,7 @@ def run_workers(
         sampler = RssSampler([p.pid for p in procs])
         sampler.start()
         ended = _reap(procs)
+        calls = redis_calls(redis) - calls - 1
         sampler.stopping.set()
         sampler.join()
         seconds = max(end for end, _, _ in ended.values()) - started
@@ -181,6 +204,7 @@ def run_workers(
             enqueue=enqueued - started,
             rss_kib=[sampler.peak_kib(p.pid) for p in procs],
             cpu=cpu,
+            redis_calls=calls,
         )
         _add_jobs(run, redis, queue, wall_started)
         run.parts = mysql.counts(database, {"parts": "SELECT COUNT(*) FROM revision_parts"})[

@@ -40,6 +40,10 @@ class MySQL:
         with self.connect() as conn, conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
         self.made.append(name)
+        return self.url_of(name)
+
+    def url_of(self, name: str) -> str:
+        """The DATABASE_URL of database name on this server."""
         return self._url.set(database=name).render_as_string(hide_password=False)
 
     def drop(self, name: str) -> None:
