@@ -42,7 +42,7 @@ def key(settings: Settings, *parts: str) -> str:
 
 
 # The kinds of kmdb's job ids: "<queue>-<kind>-..." (kmdb.orchestrate.graph).
-JOB_KINDS = ("scan", "import", "settle")
+JOB_KINDS = ("scan", "import", "settle", "join")
 
 
 def _text(raw: bytes | str) -> str:
@@ -140,6 +140,73 @@ def purge(q: Queue, job_id: str) -> None:
         text_ = entry.decode() if isinstance(entry, bytes) else entry
         if text_ == job_id or text_.startswith(job_id + ":"):
             redis.zrem(started.key, entry)
+
+
+def _keys_of(job_id: str, redis: Redis) -> list[str]:
+    """A job id's own keys: its hash, dependents, dependencies, results and executions."""
+    job = Job(job_id, connection=redis)
+    executions = ExecutionRegistry(job_id=job_id, connection=redis)
+    return [
+        _text(job.key),
+        _text(job.dependents_key),
+        _text(job.dependencies_key),
+        Result.get_key(job_id),
+        executions.key,
+    ]
+
+
+def purge_found(q: Queue, job_ids: list[str]) -> list[str]:
+    """Purge (as purge does) the job ids that anything is left of; return those.
+
+    What is left is found in one pipelined pass, whatever the number of ids (one
+    EXISTS each, and one read of the queue and of each registry), and removed in
+    two more: planning many jobs costs few round trips, and nothing for new ids.
+    """
+    redis = q.connection
+    ids = list(dict.fromkeys(job_ids))
+    if not ids:
+        return []
+    every_registry = registries(q)
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.exists(*_keys_of(job_id, redis))
+        pipe.lrange(q.key, 0, -1)
+        for registry in every_registry:
+            pipe.zrange(registry.key, 0, -1)
+        answers = pipe.execute()
+    queued = {_text(raw) for raw in answers[len(ids)]}
+    listed: dict[str, list[tuple[str, str]]] = {}
+    for registry, entries in zip(every_registry, answers[len(ids) + 1 :], strict=True):
+        for raw in entries:
+            # The started registry lists executions as "<job id>:<execution id>".
+            entry = _text(raw)
+            listed.setdefault(entry.split(":", 1)[0], []).append((registry.key, entry))
+    found = [
+        job_id
+        for job_id, count in zip(ids, answers[: len(ids)], strict=False)
+        if count or job_id in queued or job_id in listed
+    ]
+    if not found:
+        return []
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in found:
+            pipe.zrange(ExecutionRegistry(job_id=job_id, connection=redis).key, 0, -1)
+        executions = pipe.execute()
+    started = q.started_job_registry
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id, execution_ids in zip(found, executions, strict=True):
+            if job_id in queued:
+                pipe.lrem(q.key, 0, job_id)
+            for registry in every_registry:
+                pipe.zrem(registry.key, job_id)
+            for registry_key, entry in listed.get(job_id, []):
+                pipe.zrem(registry_key, entry)
+            for execution_id in map(_text, execution_ids):
+                pipe.zrem(started.key, f"{job_id}:{execution_id}")
+                pipe.delete(f"rq:execution:{job_id}:{execution_id}")
+            pipe.delete(*_keys_of(job_id, redis))
+        pipe.execute()
+    return found
 
 
 def check_redis(settings: Settings, redis: Redis) -> None:
