@@ -437,9 +437,14 @@ class _Graph:
         q, redis = self.q, self.q.connection
         purge_found(q, own)
         ids = {job.id for job in self.jobs}
-        deferred = [j for j in self.jobs if j._dependency_ids and set(j._dependency_ids) <= ids]
-        watched = [j for j in self.jobs if j._dependency_ids and j not in deferred]
-        first = [j for j in self.jobs if not j._dependency_ids]
+        deferred, watched, first = [], [], []
+        for job in self.jobs:
+            if not job._dependency_ids:
+                first.append(job)
+            elif ids.issuperset(job._dependency_ids):
+                deferred.append(job)
+            else:
+                watched.append(job)
         for start in range(0, len(deferred), WRITE_BATCH):
             with redis.pipeline(transaction=False) as pipe:
                 pipe.sadd(q.redis_queues_keys, q.key)
