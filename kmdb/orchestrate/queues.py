@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from typing import cast
 
 from redis import Redis
@@ -31,9 +32,55 @@ def connect(settings: Settings) -> Redis:
     return redis
 
 
+# Tries at moving a released job from the ready registry onto the queue (see KmdbQueue).
+READY_TRIES = 20
+
+
+class KmdbQueue(Queue):
+    """RQ's queue, whose released jobs reach the queue even while other workers release theirs.
+
+    RQ moves each job released by a finished dependency from the ready registry
+    onto the queue under a WATCH of the whole registry, and leaves the job there
+    when any other worker changed the registry meanwhile, until a worker's
+    maintenance ten minutes later. Two workers releasing jobs at once (a join of
+    many dependents each) lost thousands of jobs so. This tries again those that
+    are still ready to enqueue in the registry.
+    """
+
+    def enqueue_ready_jobs_by_queue(self, job_ids_by_queue_name: dict[str, list[str]]) -> None:
+        for queue_name, ids in job_ids_by_queue_name.items():
+            target = (
+                self
+                if queue_name == self.name
+                else KmdbQueue(queue_name, connection=self.connection)
+            )
+            registry = target.ready_job_registry
+            left = list(ids)
+            for attempt in range(READY_TRIES):
+                try:
+                    done = {job.id for job in registry.enqueue_jobs(left)}
+                except Exception:
+                    self.log.exception("Could not enqueue ready jobs of queue %s", queue_name)
+                    break
+                left = [job_id for job_id in left if job_id not in done]
+                if not left:
+                    break
+                with self.connection.pipeline(transaction=False) as pipe:
+                    for job_id in left:
+                        pipe.zscore(registry.key, job_id)
+                    scores = pipe.execute()
+                # Those gone from the registry were enqueued by another worker, or dropped.
+                left = [
+                    job_id for job_id, score in zip(left, scores, strict=True) if score is not None
+                ]
+                if not left:
+                    break
+                time.sleep(0.001 * (attempt + 1))
+
+
 def queue(settings: Settings, redis: Redis) -> Queue:
     """kmdb's RQ queue (named by KMDB_QUEUE)."""
-    return Queue(settings.queue, connection=redis)
+    return KmdbQueue(settings.queue, connection=redis)
 
 
 def key(settings: Settings, *parts: str) -> str:

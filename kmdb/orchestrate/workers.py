@@ -316,7 +316,7 @@ def _run_worker(q: Queue, redis: Any, burst: bool) -> KmdbWorker:
     """Run one RQ worker to its end; a new one if Redis was lost while it registered."""
 
     def run() -> KmdbWorker:
-        worker = KmdbWorker([q], connection=redis)
+        worker = KmdbWorker([q], connection=redis, queue_class=queues.KmdbQueue)
         if burst:
             worker.work(burst=True, logging_level="INFO")
         else:
