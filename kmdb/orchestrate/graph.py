@@ -22,6 +22,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis import Redis
 from rq import Queue
@@ -374,7 +375,7 @@ class _Graph:
         func: str,
         *args: object,
         job_id: str,
-        meta: dict,
+        meta: dict[str, Any],
         description: str,
         after: list[str] | None = None,
         at_front: bool = False,
@@ -398,7 +399,7 @@ class _Graph:
         self.jobs.append(job)
         return job
 
-    def _join(self, after: list[str], name: str, meta: dict) -> str:
+    def _join(self, after: list[str], name: str, meta: dict[str, Any]) -> str:
         self.joins += 1
         return self.add(
             JOIN_JOB,
@@ -410,7 +411,7 @@ class _Graph:
             description=f"wait for {len(after)} jobs",
         ).id
 
-    def funnel(self, ids: list[str], stage: str, meta: dict) -> list[str]:
+    def funnel(self, ids: list[str], stage: str, meta: dict[str, Any]) -> list[str]:
         """ids, or joins that wait on them in a tree, so that a job waiting on the
         result waits on FAN_IN jobs at most."""
         level = 0
@@ -422,7 +423,9 @@ class _Graph:
             ]
         return ids
 
-    def spread(self, ids: list[str], count: int, stage: str, meta: dict) -> list[list[str]]:
+    def spread(
+        self, ids: list[str], count: int, stage: str, meta: dict[str, Any]
+    ) -> list[list[str]]:
         """What each of count jobs waits on: ids, or joins that wait on them in a tree,
         so that no job has more than FAN_OUT of the count jobs or joins as dependents."""
         if count <= FAN_OUT or not ids:

@@ -263,7 +263,8 @@ def started_jobs(q: Queue) -> list[Job]:
 
 def _live_started(q: Queue, engine: Engine) -> tuple[list[Job], list[Job]]:
     """(started jobs whose worker lives, started jobs whose worker died)."""
-    live, dead = [], []
+    live: list[Job] = []
+    dead: list[Job] = []
     for job in started_jobs(q):
         if job.get_status(refresh=False) != "started":
             continue

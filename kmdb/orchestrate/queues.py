@@ -197,7 +197,7 @@ def _keys_of(job_id: str, redis: Redis) -> list[str]:
         _text(job.key),
         _text(job.dependents_key),
         _text(job.dependencies_key),
-        Result.get_key(job_id),
+        f"rq:results:{job_id}",  # Result.get_key
         executions.key,
     ]
 
