@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from typing import cast
 
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from rq import Queue
 from rq.executions import ExecutionRegistry
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry
 from rq.results import Result
 
@@ -32,19 +31,16 @@ def connect(settings: Settings) -> Redis:
     return redis
 
 
-# Tries at moving a released job from the ready registry onto the queue (see KmdbQueue).
-READY_TRIES = 20
-
-
 class KmdbQueue(Queue):
     """RQ's queue, whose released jobs reach the queue even while other workers release theirs.
 
     RQ moves each job released by a finished dependency from the ready registry
     onto the queue under a WATCH of the whole registry, and leaves the job there
     when any other worker changed the registry meanwhile, until a worker's
-    maintenance ten minutes later. Two workers releasing jobs at once (a join of
-    many dependents each) lost thousands of jobs so. This tries again those that
-    are still ready to enqueue in the registry.
+    maintenance ten minutes later: two workers releasing jobs at once (joins of
+    many dependents each) left thousands of jobs there. Here the job itself is
+    watched: whoever moves it first changes its status, and the other one, told
+    so by its failed transaction, leaves it.
     """
 
     def enqueue_ready_jobs_by_queue(self, job_ids_by_queue_name: dict[str, list[str]]) -> None:
@@ -54,28 +50,42 @@ class KmdbQueue(Queue):
                 if queue_name == self.name
                 else KmdbQueue(queue_name, connection=self.connection)
             )
-            registry = target.ready_job_registry
-            left = list(ids)
-            for attempt in range(READY_TRIES):
+            try:
+                target.enqueue_ready(ids)
+            except Exception:  # RQ's maintenance enqueues what is left, as RQ would
+                self.log.exception("Could not enqueue the ready jobs of queue %s", queue_name)
+
+    def enqueue_ready(self, job_ids: list[str]) -> None:
+        """Move these jobs from the ready registry onto the queue, each once."""
+        registry = self.ready_job_registry
+        jobs_ = Job.fetch_many(job_ids, connection=self.connection, serializer=self.serializer)
+        for job_id, job in zip(job_ids, jobs_, strict=True):
+            if job is None:
+                self.connection.zrem(registry.key, job_id)
+                continue
+            while True:
                 try:
-                    done = {job.id for job in registry.enqueue_jobs(left)}
-                except Exception:
-                    self.log.exception("Could not enqueue ready jobs of queue %s", queue_name)
+                    with self.connection.pipeline() as pipe:
+                        pipe.watch(job.key)  # type: ignore[no-untyped-call]
+                        status = pipe.hget(job.key, "status")
+                        ready = status is not None and _text(status) == READY
+                        if ready and pipe.zscore(registry.key, job_id) is None:
+                            pipe.unwatch()  # moved already by another worker
+                            break
+                        pipe.multi()
+                        pipe.zrem(registry.key, job_id)
+                        if ready:
+                            job._status = JobStatus.READY_TO_ENQUEUE
+                            self._enqueue_job(
+                                job, pipeline=pipe, at_front=job.should_enqueue_at_front()
+                            )
+                        pipe.execute()
                     break
-                left = [job_id for job_id in left if job_id not in done]
-                if not left:
-                    break
-                with self.connection.pipeline(transaction=False) as pipe:
-                    for job_id in left:
-                        pipe.zscore(registry.key, job_id)
-                    scores = pipe.execute()
-                # Those gone from the registry were enqueued by another worker, or dropped.
-                left = [
-                    job_id for job_id, score in zip(left, scores, strict=True) if score is not None
-                ]
-                if not left:
-                    break
-                time.sleep(0.001 * (attempt + 1))
+                except WatchError:
+                    continue
+
+
+READY = JobStatus.READY_TO_ENQUEUE.value
 
 
 def queue(settings: Settings, redis: Redis) -> Queue:
