@@ -26,7 +26,7 @@ from kmdb.orchestrate.liveness import kmdb_jobs, pending
 from kmdb.orchestrate.status import jobs_report
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from tests.helpers import NOTHING_LEFT, burst_workers_ok, queue_left
+from tests.helpers import NOTHING_LEFT, REDIS_URL, burst_workers_ok, queue_left
 from tests.model import assert_same, dump, expected, read_export
 
 
@@ -217,3 +217,39 @@ def test_a_join_or_an_import_whose_worker_died_is_planned_again(
     burst_workers_ok(1, _env(settings, cli_env))
     assert queue_left(q) == NOTHING_LEFT
     assert_same(dump(engine), expected(read_export(folder)))
+
+
+def test_jobs_released_by_two_workers_at_once_are_all_queued_once(redis_queue: str) -> None:
+    # RQ's own move from the ready registry gave up on a job whenever another worker
+    # changed the registry meanwhile, and left it there for ten minutes.
+    import threading
+
+    from rq.job import JobStatus
+
+    redis = Redis.from_url(REDIS_URL)
+    q = queues.KmdbQueue(redis_queue, connection=redis)
+    ids = []
+    for i in range(200):
+        job = q.create_job(graph.JOIN_JOB, job_id=f"{redis_queue}-join-t-{i}")
+        job.origin = q.name
+        job.set_status(JobStatus.READY_TO_ENQUEUE)
+        job.save()
+        redis.zadd(q.ready_job_registry.key, {job.id: time.time()})
+        ids.append(job.id)
+    halves = [ids[::2] + ids[1::2], ids[1::2] + ids[::2]]
+    threads = [
+        threading.Thread(
+            target=queues.KmdbQueue(
+                redis_queue, connection=Redis.from_url(REDIS_URL)
+            ).enqueue_ready,
+            args=(half,),
+        )
+        for half in halves
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(q.get_job_ids()) == sorted(ids)
+    assert q.ready_job_registry.get_job_count(cleanup=False) == 0
+    assert {j.get_status() for j in Job.fetch_many(ids, connection=redis) if j} == {"queued"}

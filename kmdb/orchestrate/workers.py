@@ -370,11 +370,12 @@ def _wait_for_queue(q: Queue, seconds: float) -> None:
 
 def _wait_for_change(q: Queue) -> None:
     """Wait until a job is queued, no job is started any more, or it is time to check again."""
-    started = q.started_job_registry.count
+    # Counts only (two commands a look): the started registry's clean-up is the survey's.
+    started = q.started_job_registry.get_job_count(cleanup=False)
     deadline = time.monotonic() + CHECK_EVERY
     while time.monotonic() < deadline:
         time.sleep(POLL)
-        if q.count or q.started_job_registry.count < started:
+        if q.count or q.started_job_registry.get_job_count(cleanup=False) < started:
             return
 
 
