@@ -5,7 +5,9 @@ One run of kmdb-import enqueues, for the revisions it found:
     scan jobs (aliases) -> settle -> import jobs -> settle
 
 Each arrow is RQ's depends_on, allowing failures: whatever did import still
-gets settled, and a re-run picks up what failed. Job ids are per revision, so a
+gets settled, and a re-run picks up what failed. An arrow from or to many jobs
+goes through a small tree of no-op join jobs (see _Graph), so that a job's
+Redis cost stays the same however many jobs a plan has. Job ids are per revision, so a
 revision already queued or running is never enqueued twice. A plan also plans
 anew what cannot finish by itself (kmdb.orchestrate.liveness), one planner at a
 time.
@@ -20,10 +22,11 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis import Redis
 from rq import Queue
-from rq.job import Dependency, Job
+from rq.job import Dependency, Job, JobStatus
 from sqlalchemy import Engine, func, select
 
 from kmdb.load import indexes, schema
@@ -31,9 +34,9 @@ from kmdb.load.engine import insert_ignore
 from kmdb.load.locks import PLAN_LOCK, held
 from kmdb.load.parts import part_plan, save_plans
 from kmdb.orchestrate.job_meta import parts_of, revisions_of
-from kmdb.orchestrate.liveness import PLAN_WAIT, plan_marker, survey
+from kmdb.orchestrate.liveness import PLAN_WAIT, plan_marker, survey, worth_surveying
 from kmdb.orchestrate.packing import groups
-from kmdb.orchestrate.queues import purge, queue
+from kmdb.orchestrate.queues import purge, purge_found, queue
 from kmdb.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,14 @@ JOB_TIMEOUT = 24 * 3600
 SCAN_JOB = "kmdb.orchestrate.jobs.scan_revisions_job"
 SETTLE_JOB = "kmdb.orchestrate.jobs.settle_job"
 IMPORT_JOB = "kmdb.orchestrate.jobs.import_parts_job"
+JOIN_JOB = "kmdb.orchestrate.jobs.join_job"
+# The join trees' widths (see _Graph): a job waits on FAN_IN jobs at most, and a job
+# has FAN_OUT dependents at most. A job's dependency costs about FAN_IN commands each
+# time one ends; a join is one more (cheap) job per FAN_IN or FAN_OUT jobs.
+FAN_IN = 10
+FAN_OUT = 64
+# Jobs written per pipelined round trip.
+WRITE_BATCH = 1000
 # Revision files smaller than KMDB_PART_SIZE / GROUP_SHARE share jobs of about that size
 # (see groups): half a part, so that two workers still get jobs enough to finish together.
 GROUP_SHARE = 2
@@ -60,6 +71,7 @@ class Plan:
     settle: Job | None = None
     parts: int = 0  # import jobs enqueued (a part of a big revision, or small revisions)
     scans: int = 0  # scan jobs enqueued
+    joins: int = 0  # no-op jobs between stages of many jobs (see _Graph)
 
 
 def job_id(settings: Settings, kind: str, revision: int, part: int | None = None) -> str:
@@ -199,8 +211,7 @@ def _enqueue_import(
         )
         revisions = sorted(set(revisions) | {n for j in torn for n in revisions_of(j)})
         source = source or _source_of(torn)
-        for job in torn:
-            purge(q, job.id)
+        purge_found(q, [job.id for job in torn])
         active = [j for j in active if j.get_status(refresh=False) == "started"]
     if found.stale_plan is not None:
         # The revisions it was planning may have no job left at all.
@@ -278,10 +289,10 @@ def _enqueue_import(
     )
     budget = max(1, settings.part_size // GROUP_SHARE)
     multiple = settings.pool_size()
+    graph = _Graph(q, settings, token)
     to_scan = [n for n in todo if n not in scanned and n not in being_scanned]
     scans = [
-        _enqueue(
-            q,
+        graph.add(
             SCAN_JOB,
             source,
             group,
@@ -294,43 +305,167 @@ def _enqueue_import(
     if not active:
         # Into empty tables, indexes are cheaper built once at the end (kmdb.load.indexes).
         indexes.put_off(engine)
-    first_settle = _enqueue(
-        q,
+    first_settle = graph.add(
         SETTLE_JOB,
         True,
         job_id=_settle_id(settings, "before", token),
         meta=meta("settle", before=True),
-        depends_on=_after(scans + running_scans),
+        after=graph.funnel([j.id for j in scans], "scanned", meta("join"))
+        + [j.id for j in running_scans],
         description="settle people before the import",
     )
     units = [(n, part) for n in todo for part in parts[n]]
     unit_sizes = [_part_bytes((sizes or {}).get(n), len(parts[n])) for n, _ in units]
+    unit_groups = groups(units, unit_sizes, budget, multiple)
+    waits = graph.spread([first_settle.id], len(unit_groups), "settled", meta("join"))
     imports = [
-        _enqueue(
-            q,
+        graph.add(
             IMPORT_JOB,
             source,
             [list(unit) for unit in group],
             job_id=job_id(settings, "import", *group[0]) + _to(group[-1], len(group)),
             meta=meta("import", parts=[list(unit) for unit in group]),
-            depends_on=_after([first_settle]),
+            after=wait,
             description=f"import {_parts_text(group, parts)} of {source}",
         )
-        for group in groups(units, unit_sizes, budget, multiple)
+        for group, wait in zip(unit_groups, waits, strict=True)
     ]
-    plan.settle = _enqueue(
-        q,
+    plan.settle = graph.add(
         SETTLE_JOB,
         job_id=_settle_id(settings, "after", token),
         meta=meta("settle"),
-        depends_on=_after(imports + running),
+        after=graph.funnel([j.id for j in imports], "imported", meta("join"))
+        + [j.id for j in running],
         description="settle people after the import",
     )
+    graph.write(own=[j.id for j in scans + imports])
     redis.delete(plan_marker(settings))
     plan.enqueued = todo
     plan.parts = len(imports)
     plan.scans = len(scans)
+    plan.joins = graph.joins
     return plan
+
+
+class _Graph:
+    """The jobs of one plan, written to Redis in a few pipelined passes.
+
+    RQ checks every dependency of a job each time one of them ends (WATCH, then
+    an HGET each), and moves all of a job's dependents in one transaction when
+    it ends: a job waiting on n jobs costs n squared, a job with n dependents one
+    transaction of n. Between a stage and the next of many jobs stand no-op join
+    jobs (meta kmdb="join"), in trees of at most FAN_IN dependencies and FAN_OUT
+    dependents per job: every job then costs a bounded number of commands.
+
+    A job waiting on jobs of this plan only is written as RQ would write it,
+    deferred, with no watch: none of its dependencies can run before the first
+    jobs (those waiting on nothing) are enqueued, last. A job that also waits on
+    jobs already running goes through RQ's own enqueue, which watches them.
+    """
+
+    def __init__(self, q: Queue, settings: Settings, token: str) -> None:
+        self.q = q
+        self.settings = settings
+        self.token = token
+        self.jobs: list[Job] = []
+        self.joins = 0
+
+    def add(
+        self,
+        func: str,
+        *args: object,
+        job_id: str,
+        meta: dict[str, Any],
+        description: str,
+        after: list[str] | None = None,
+        at_front: bool = False,
+    ) -> Job:
+        depends_on = (
+            Dependency(jobs=list(after), allow_failure=True, enqueue_at_front=at_front)
+            if after
+            else None
+        )
+        job = self.q.create_job(
+            func,
+            args=args,
+            job_id=job_id,
+            meta=meta,
+            depends_on=depends_on,
+            timeout=JOB_TIMEOUT,
+            result_ttl=86400,
+            failure_ttl=7 * 86400,
+            description=description,
+        )
+        self.jobs.append(job)
+        return job
+
+    def _join(self, after: list[str], name: str, meta: dict[str, Any]) -> str:
+        self.joins += 1
+        return self.add(
+            JOIN_JOB,
+            job_id=f"{self.settings.queue}-join-{self.token}-{name}",
+            meta=meta,
+            after=after,
+            # Joins cost a worker next to nothing, and release work: they go first.
+            at_front=True,
+            description=f"wait for {len(after)} jobs",
+        ).id
+
+    def funnel(self, ids: list[str], stage: str, meta: dict[str, Any]) -> list[str]:
+        """ids, or joins that wait on them in a tree, so that a job waiting on the
+        result waits on FAN_IN jobs at most."""
+        level = 0
+        while len(ids) > FAN_IN:
+            level += 1
+            ids = [
+                self._join(ids[i : i + FAN_IN], f"{stage}-{level}-{i // FAN_IN}", meta)
+                for i in range(0, len(ids), FAN_IN)
+            ]
+        return ids
+
+    def spread(
+        self, ids: list[str], count: int, stage: str, meta: dict[str, Any]
+    ) -> list[list[str]]:
+        """What each of count jobs waits on: ids, or joins that wait on them in a tree,
+        so that no job has more than FAN_OUT of the count jobs or joins as dependents."""
+        if count <= FAN_OUT or not ids:
+            return [ids] * count
+        joins = -(-count // FAN_OUT)
+        above = self.spread(ids, joins, stage + "-up", meta)
+        below = [self._join(wait, f"{stage}-{i}", meta) for i, wait in enumerate(above)]
+        return [[below[i // FAN_OUT]] for i in range(count)]
+
+    def write(self, own: list[str]) -> None:
+        """Write the jobs, over whatever earlier jobs of the ids in own left."""
+        q, redis = self.q, self.q.connection
+        purge_found(q, own)
+        ids = {job.id for job in self.jobs}
+        deferred, watched, first = [], [], []
+        for job in self.jobs:
+            if not job._dependency_ids:
+                first.append(job)
+            elif ids.issuperset(job._dependency_ids):
+                deferred.append(job)
+            else:
+                watched.append(job)
+        for start in range(0, len(deferred), WRITE_BATCH):
+            with redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(q.redis_queues_keys, q.key)
+                for job in deferred[start : start + WRITE_BATCH]:
+                    # As RQ's Queue.setup_dependencies writes a job that must wait.
+                    job.origin = q.name
+                    job._status = JobStatus.DEFERRED  # saved with the job's hash below
+                    job.register_dependency(pipeline=pipe)
+                    job.save(pipeline=pipe)
+                    job.cleanup(ttl=job.ttl, pipeline=pipe)
+                pipe.execute()
+        for job in watched:
+            q.enqueue_job(job)
+        for start in range(0, len(first), WRITE_BATCH):
+            with redis.pipeline() as pipe:
+                for job in first[start : start + WRITE_BATCH]:
+                    q.enqueue_job(job, pipeline=pipe)
+                pipe.execute()
 
 
 def _settle_id(settings: Settings, when: str, token: str) -> str:
@@ -367,6 +502,8 @@ def replan_dead(settings: Settings, redis: Redis, engine: Engine) -> Plan | None
     """Plan again what cannot finish by itself (see the module's docstring), with the
     source its jobs named; None when there was nothing such."""
     q = queue(settings, redis)
+    if not worth_surveying(settings, q, engine):
+        return None
     found = survey(settings, q, engine)
     if not found.dead and not found.stuck and found.stale_plan is None:
         return None

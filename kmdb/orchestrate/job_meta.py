@@ -1,7 +1,7 @@
 """What kmdb's jobs say about themselves: the revisions and parts in their meta, and their lock.
 
-Every job kmdb enqueues carries meta: `kmdb` (its kind: scan, import or
-settle), `source`, `plan` (the token of the plan that made it), and the
+Every job kmdb enqueues carries meta: `kmdb` (its kind: scan, import,
+settle, or join: a no-op between stages of many jobs), `source`, `plan` (the token of the plan that made it), and the
 `revisions` it scans or the `parts` ([revision, part] each) it imports.
 """
 
@@ -32,7 +32,8 @@ def parts_of(job: Job) -> list[tuple[int, int | None]]:
 
 def lock_of(job: Job) -> str | None:
     """The lock a live job holds from its start to its end: its first revision's or
-    part's (a settle's is the settle lock); None for jobs that are not kmdb's."""
+    part's (a settle's is the settle lock); None for joins, which hold none, and for
+    jobs that are not kmdb's."""
     kind = (job.meta or {}).get("kmdb")
     if kind == "import":
         revision, part = parts_of(job)[0]

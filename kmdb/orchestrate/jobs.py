@@ -184,3 +184,7 @@ def settle_job(before_import: bool = False) -> dict[str, int]:
         "events_moved": result.events_moved,
         "indexes_built": result.indexes_built,
     }
+
+
+def join_job() -> None:
+    """Nothing: a join between two stages of many jobs (kmdb.orchestrate.graph._Graph)."""

@@ -146,12 +146,14 @@ def _waiting_on_nothing(active: list[Job], redis: Redis) -> set[str]:
     """
     deferred = {j.id: j for j in active if j.get_status(refresh=False) == "deferred"}
     hopeful = {j.id for j in active if j.id not in deferred}
-    depends: dict[str, set[str]] = {}
-    for job_id, job in deferred.items():
-        depends[job_id] = {
-            raw.decode() if isinstance(raw, bytes) else raw
-            for raw in redis.smembers(job.dependencies_key)
-        }
+    with redis.pipeline(transaction=False) as pipe:
+        for job in deferred.values():
+            pipe.smembers(job.dependencies_key)
+        members = pipe.execute()
+    depends = {
+        job_id: {raw.decode() if isinstance(raw, bytes) else raw for raw in raws}
+        for job_id, raws in zip(deferred, members, strict=True)
+    }
     changed = True
     while changed:
         changed = False
@@ -253,9 +255,68 @@ def _stale_plan(
     return None
 
 
+def started_jobs(q: Queue) -> list[Job]:
+    """The jobs of the started registry: one per busy worker, a cheap look."""
+    ids = sorted(set(q.started_job_registry.get_job_ids()))
+    return [j for j in Job.fetch_many(ids, connection=q.connection) if j is not None]
+
+
+def _live_started(q: Queue, engine: Engine) -> tuple[list[Job], list[Job]]:
+    """(started jobs whose worker lives, started jobs whose worker died)."""
+    live: list[Job] = []
+    dead: list[Job] = []
+    for job in started_jobs(q):
+        if job.get_status(refresh=False) != "started":
+            continue
+        (dead if is_dead(job, engine, q.connection) else live).append(job)
+    return live, dead
+
+
+def _waiting_counts(q: Queue) -> tuple[int, int, int]:
+    """(queued, ready to enqueue, deferred or scheduled) as Redis counts them: cheap, but
+    with whatever another program's or a half-deleted job left."""
+    with q.connection.pipeline(transaction=False) as pipe:
+        pipe.llen(q.key)
+        pipe.zcard(q.ready_job_registry.key)
+        pipe.zcard(q.deferred_job_registry.key)
+        pipe.zcard(q.scheduled_job_registry.key)
+        queued, ready, deferred, scheduled = pipe.execute()
+    return int(queued), int(ready), int(deferred) + int(scheduled)
+
+
+def worth_surveying(settings: Settings, q: Queue, engine: Engine) -> bool:
+    """Whether a survey may find something to plan again, told from a few Redis commands.
+
+    Yes for a started job whose worker died, a job RQ failed as abandoned, a dead
+    planner's mark, and deferred jobs that nothing can release any more (no job
+    queued, running or ready). A deferred job waiting on nothing while other jobs
+    still run is found once they have ended: a survey reads every job, too much
+    to pay each time a worker's queue runs empty in an import of many jobs.
+    """
+    live, dead = _live_started(q, engine)
+    if dead or abandoned_jobs(q):
+        return True
+    if _stale_plan(settings, q.connection, engine, planning=False) is not None:
+        return True
+    if live:
+        return False
+    queued, ready, deferred = _waiting_counts(q)
+    return not queued and not ready and deferred > 0
+
+
 def pending(q: Queue, engine: Engine) -> tuple[int, int]:
-    """(jobs a worker may still get: queued, scheduled, or deferred behind a live job; live started jobs)."""
+    """(jobs a worker may still get: queued, scheduled, or deferred behind a live job; live started jobs).
+
+    While a job runs or waits in the queue, the count of jobs waiting is Redis's
+    (a few commands); when none does, every job is read to tell those that wait
+    behind a live job from those that never will.
+    """
+    live, _dead = _live_started(q, engine)
+    queued, ready, deferred = _waiting_counts(q)
+    if live or queued:
+        return queued + ready + deferred, len(live)
+    if not ready and not deferred:
+        return 0, 0
     active, _dead = live_jobs(q, engine)
     started = sum(1 for j in active if j.get_status(refresh=False) == "started")
-    waiting = len(active) - started
-    return waiting, started
+    return len(active) - started, started

@@ -7,10 +7,10 @@ import re
 from typing import cast
 
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from rq import Queue
 from rq.executions import ExecutionRegistry
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import BaseRegistry
 from rq.results import Result
 
@@ -31,9 +31,66 @@ def connect(settings: Settings) -> Redis:
     return redis
 
 
+class KmdbQueue(Queue):
+    """RQ's queue, whose released jobs reach the queue even while other workers release theirs.
+
+    RQ moves each job released by a finished dependency from the ready registry
+    onto the queue under a WATCH of the whole registry, and leaves the job there
+    when any other worker changed the registry meanwhile, until a worker's
+    maintenance ten minutes later: two workers releasing jobs at once (joins of
+    many dependents each) left thousands of jobs there. Here the job itself is
+    watched: whoever moves it first changes its status, and the other one, told
+    so by its failed transaction, leaves it.
+    """
+
+    def enqueue_ready_jobs_by_queue(self, job_ids_by_queue_name: dict[str, list[str]]) -> None:
+        for queue_name, ids in job_ids_by_queue_name.items():
+            target = (
+                self
+                if queue_name == self.name
+                else KmdbQueue(queue_name, connection=self.connection)
+            )
+            try:
+                target.enqueue_ready(ids)
+            except Exception:  # RQ's maintenance enqueues what is left, as RQ would
+                self.log.exception("Could not enqueue the ready jobs of queue %s", queue_name)
+
+    def enqueue_ready(self, job_ids: list[str]) -> None:
+        """Move these jobs from the ready registry onto the queue, each once."""
+        registry = self.ready_job_registry
+        jobs_ = Job.fetch_many(job_ids, connection=self.connection, serializer=self.serializer)
+        for job_id, job in zip(job_ids, jobs_, strict=True):
+            if job is None:
+                self.connection.zrem(registry.key, job_id)
+                continue
+            while True:
+                try:
+                    with self.connection.pipeline() as pipe:
+                        pipe.watch(job.key)  # type: ignore[no-untyped-call]
+                        status = pipe.hget(job.key, "status")
+                        ready = status is not None and _text(status) == READY
+                        if ready and pipe.zscore(registry.key, job_id) is None:
+                            pipe.unwatch()  # moved already by another worker
+                            break
+                        pipe.multi()
+                        pipe.zrem(registry.key, job_id)
+                        if ready:
+                            job._status = JobStatus.READY_TO_ENQUEUE
+                            self._enqueue_job(
+                                job, pipeline=pipe, at_front=job.should_enqueue_at_front()
+                            )
+                        pipe.execute()
+                    break
+                except WatchError:
+                    continue
+
+
+READY = JobStatus.READY_TO_ENQUEUE.value
+
+
 def queue(settings: Settings, redis: Redis) -> Queue:
     """kmdb's RQ queue (named by KMDB_QUEUE)."""
-    return Queue(settings.queue, connection=redis)
+    return KmdbQueue(settings.queue, connection=redis)
 
 
 def key(settings: Settings, *parts: str) -> str:
@@ -42,7 +99,7 @@ def key(settings: Settings, *parts: str) -> str:
 
 
 # The kinds of kmdb's job ids: "<queue>-<kind>-..." (kmdb.orchestrate.graph).
-JOB_KINDS = ("scan", "import", "settle")
+JOB_KINDS = ("scan", "import", "settle", "join")
 
 
 def _text(raw: bytes | str) -> str:
@@ -140,6 +197,73 @@ def purge(q: Queue, job_id: str) -> None:
         text_ = entry.decode() if isinstance(entry, bytes) else entry
         if text_ == job_id or text_.startswith(job_id + ":"):
             redis.zrem(started.key, entry)
+
+
+def _keys_of(job_id: str, redis: Redis) -> list[str]:
+    """A job id's own keys: its hash, dependents, dependencies, results and executions."""
+    job = Job(job_id, connection=redis)
+    executions = ExecutionRegistry(job_id=job_id, connection=redis)
+    return [
+        _text(job.key),
+        _text(job.dependents_key),
+        _text(job.dependencies_key),
+        f"rq:results:{job_id}",  # Result.get_key
+        executions.key,
+    ]
+
+
+def purge_found(q: Queue, job_ids: list[str]) -> list[str]:
+    """Purge (as purge does) the job ids that anything is left of; return those.
+
+    What is left is found in one pipelined pass, whatever the number of ids (one
+    EXISTS each, and one read of the queue and of each registry), and removed in
+    two more: planning many jobs costs few round trips, and nothing for new ids.
+    """
+    redis = q.connection
+    ids = list(dict.fromkeys(job_ids))
+    if not ids:
+        return []
+    every_registry = registries(q)
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.exists(*_keys_of(job_id, redis))
+        pipe.lrange(q.key, 0, -1)
+        for registry in every_registry:
+            pipe.zrange(registry.key, 0, -1)
+        answers = pipe.execute()
+    queued = {_text(raw) for raw in answers[len(ids)]}
+    listed: dict[str, list[tuple[str, str]]] = {}
+    for registry, entries in zip(every_registry, answers[len(ids) + 1 :], strict=True):
+        for raw in entries:
+            # The started registry lists executions as "<job id>:<execution id>".
+            entry = _text(raw)
+            listed.setdefault(entry.split(":", 1)[0], []).append((registry.key, entry))
+    found = [
+        job_id
+        for job_id, count in zip(ids, answers[: len(ids)], strict=False)
+        if count or job_id in queued or job_id in listed
+    ]
+    if not found:
+        return []
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id in found:
+            pipe.zrange(ExecutionRegistry(job_id=job_id, connection=redis).key, 0, -1)
+        executions = pipe.execute()
+    started = q.started_job_registry
+    with redis.pipeline(transaction=False) as pipe:
+        for job_id, execution_ids in zip(found, executions, strict=True):
+            if job_id in queued:
+                pipe.lrem(q.key, 0, job_id)
+            for registry in every_registry:
+                pipe.zrem(registry.key, job_id)
+            for registry_key, entry in listed.get(job_id, []):
+                pipe.zrem(registry_key, entry)
+            for execution_id in map(_text, execution_ids):
+                pipe.zrem(started.key, f"{job_id}:{execution_id}")
+                pipe.delete(f"rq:execution:{job_id}:{execution_id}")
+            pipe.delete(*_keys_of(job_id, redis))
+        pipe.execute()
+    return found
 
 
 def check_redis(settings: Settings, redis: Redis) -> None:

@@ -101,11 +101,17 @@ def jobs_report(
     q = queue(settings, redis)
     active, dead = live_jobs(q, engine)
     states: dict[str, int] = {}
+    # Joins (no-op jobs between stages of many jobs, kmdb.orchestrate.graph) are no work
+    # of the user's: not counted. One whose worker died is, as any job whose worker died.
     for job in active:
+        if _is_join(job):
+            continue
         state = str(job.get_status(refresh=False).value)
         states[state] = states.get(state, 0) + 1
     failed_ids = q.failed_job_registry.get_job_ids()
-    failed = [j for j in Job.fetch_many(failed_ids, connection=redis) if j is not None]
+    failed = [
+        j for j in Job.fetch_many(failed_ids, connection=redis) if j is not None and not _is_join(j)
+    ]
     current = _current_failures(engine, failed, settled)
     errors = []
     for job in current[-ERRORS_SHOWN:]:
@@ -122,6 +128,10 @@ def jobs_report(
         "dead": [job.id for job in dead],
         "errors": errors,
     }
+
+
+def _is_join(job: Job) -> bool:
+    return (job.meta or {}).get("kmdb") == "join"
 
 
 def _current_failures(engine: Engine, failed: list[Job], settled: bool) -> list[Job]:

@@ -73,6 +73,8 @@ POLL = 0.05
 CHECK_EVERY = 1.0
 # Before quitting on jobs that wait with nothing started, it looks again after this long.
 SETTLING = 0.25
+# Seconds within which a worker does not renew its key again with the same TTL.
+HEARTBEAT_EVERY = 2.0
 
 
 def warm_up() -> None:
@@ -118,6 +120,9 @@ class KmdbWorker(SimpleWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stopped_jobs: list[str] = []  # put back on the queue after a stop on request
+        # The last heartbeat sent (its TTL, and when) and the last state written: see heartbeat.
+        self._beat: tuple[int, float] | None = None
+        self._state_written: str | None = None
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # untyped in RQ
@@ -180,14 +185,32 @@ class KmdbWorker(SimpleWorker):
             f"ending job {job.id}",
         )
 
-    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
-        riding_out_redis(lambda: super(KmdbWorker, self).heartbeat(*args, **kwargs), "idle")
+    # RQ renews the worker's key five times from one job to the next (after the job,
+    # in the suspension check, before and after dequeueing, as the next job starts),
+    # three commands each, and writes its idle state twice: most of a short job's
+    # commands. A renewal with the TTL of one sent less than HEARTBEAT_EVERY seconds
+    # ago, and a state just written, are left out; a new TTL is always sent.
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        ttl = timeout or self.worker_ttl + 60
+        beat, now = self._beat, time.monotonic()
+        if beat is not None and beat[0] == ttl and now - beat[1] < HEARTBEAT_EVERY:
+            return
+        riding_out_redis(
+            lambda: super(KmdbWorker, self).heartbeat(timeout, pipeline=pipeline), "idle"
+        )
+        self._beat = (ttl, now)
 
     def check_for_suspension(self, burst: bool) -> None:
         riding_out_redis(lambda: super(KmdbWorker, self).check_for_suspension(burst), "idle")
 
-    def set_state(self, *args: Any, **kwargs: Any) -> None:
-        riding_out_redis(lambda: super(KmdbWorker, self).set_state(*args, **kwargs), "idle")
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        if pipeline is None and state == self._state_written:
+            self._state = state
+            return
+        riding_out_redis(
+            lambda: super(KmdbWorker, self).set_state(state, pipeline=pipeline), "idle"
+        )
+        self._state_written = state
 
     def teardown(self) -> None:
         try:
@@ -293,7 +316,7 @@ def _run_worker(q: Queue, redis: Any, burst: bool) -> KmdbWorker:
     """Run one RQ worker to its end; a new one if Redis was lost while it registered."""
 
     def run() -> KmdbWorker:
-        worker = KmdbWorker([q], connection=redis)
+        worker = KmdbWorker([q], connection=redis, queue_class=queues.KmdbQueue)
         if burst:
             worker.work(burst=True, logging_level="INFO")
         else:
@@ -347,11 +370,12 @@ def _wait_for_queue(q: Queue, seconds: float) -> None:
 
 def _wait_for_change(q: Queue) -> None:
     """Wait until a job is queued, no job is started any more, or it is time to check again."""
-    started = q.started_job_registry.count
+    # Counts only (two commands a look): the started registry's clean-up is the survey's.
+    started = q.started_job_registry.get_job_count(cleanup=False)
     deadline = time.monotonic() + CHECK_EVERY
     while time.monotonic() < deadline:
         time.sleep(POLL)
-        if q.count or q.started_job_registry.count < started:
+        if q.count or q.started_job_registry.get_job_count(cleanup=False) < started:
             return
 
 
