@@ -52,7 +52,7 @@ def test_the_tables_of_many_jobs_the_bulk_path_and_one_more_revision(
     mysql_url: str, redis_queue: str
 ) -> None:  # the fixtures make a missing service skip, or fail under CI=true
     done = _scale(
-        "--lines", "3000", "--jobs", "8,40,120",
+        "--lines", "3000", "--jobs", "8,16,40",
         "--big-lines", "20000", "--revision-lines", "2000",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -66,7 +66,7 @@ def test_the_tables_of_many_jobs_the_bulk_path_and_one_more_revision(
     imports = [_number(r[1]) for r in jobs]
     every = [_number(r[2]) for r in jobs]
     assert sizes == sorted(sizes, reverse=True)
-    assert imports[0] == 8 and imports == sorted(imports) and imports[-1] >= 100
+    assert imports[0] == 8 and imports == sorted(imports) and imports[-1] >= 30
     assert all(e > i for e, i in zip(every, imports, strict=True))  # scans and settles too
     assert jobs[0][4] == "1.00x"
     assert all(_number(r[5]) > 0 for r in jobs)
