@@ -7,6 +7,7 @@ tests/model.py and tests/reports_oracle.py), never from each other or conftest.p
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 import pymysql
 import pytest
 from rq import Queue
+from rq.job import Job
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -422,3 +424,15 @@ def same_report(got: dict, want: dict) -> None:
             if variant["certainty"] is not None:
                 variant["certainty"] = pytest.approx(variant["certainty"], abs=2e-6)
     assert got == want
+
+
+def as_started_by_ghost(q: Queue, job: Job, expires: float = 3600) -> None:
+    """The job as a worker left it that died a minute ago (no lock, no process, no key)."""
+    redis = q.connection
+    redis.lrem(q.key, 0, job.id)
+    redis.zrem(q.deferred_job_registry.key, job.id)
+    job.set_status("started")
+    job.started_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    job.worker_name = "ghost-worker"
+    job.save()
+    redis.zadd(q.started_job_registry.key, {f"{job.id}:ghost-execution": time.time() + expires})

@@ -9,7 +9,6 @@ through real workers, dead ones included.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from kmdb.orchestrate.liveness import kmdb_jobs, pending
 from kmdb.orchestrate.status import jobs_report
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from tests.helpers import NOTHING_LEFT, REDIS_URL, burst_workers_ok, queue_left
+from tests.helpers import NOTHING_LEFT, REDIS_URL, as_started_by_ghost, burst_workers_ok, queue_left
 from tests.model import assert_same, dump, expected, read_export
 
 
@@ -175,18 +174,6 @@ def _as_finished(q: Queue, job: Job) -> None:
     q.connection.zadd(q.finished_job_registry.key, {job.id: time.time() + 3600})
 
 
-def _as_started_by_ghost(q: Queue, job: Job) -> None:
-    """The job as a worker left it that died a minute ago (no lock, no process, no key)."""
-    redis = q.connection
-    redis.lrem(q.key, 0, job.id)
-    redis.zrem(q.deferred_job_registry.key, job.id)
-    job.set_status("started")
-    job.started_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    job.worker_name = "ghost-worker"
-    job.save()
-    redis.zadd(q.started_job_registry.key, {f"{job.id}:ghost-execution": time.time() + 3600})
-
-
 @pytest.mark.parametrize("kind", ["join", "import"])
 def test_a_join_or_an_import_whose_worker_died_is_planned_again(
     kind: str,
@@ -209,7 +196,7 @@ def test_a_join_or_an_import_whose_worker_died_is_planned_again(
         ghost = next(j for j in jobs if j.meta["kmdb"] == "join" and depends[j.id] <= settled)
     else:
         ghost = next(j for j in jobs if j.meta["kmdb"] == "import")
-    _as_started_by_ghost(q, ghost)
+    as_started_by_ghost(q, ghost)
 
     plan = replan_dead(settings, redis, engine)
     assert plan is not None and plan.dead == [ghost.id]

@@ -7,7 +7,6 @@ fault matrix (test_fault_matrix.py) makes them with real processes.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from kmdb.orchestrate.graph import enqueue_import, replan_dead
 from kmdb.orchestrate.liveness import kmdb_jobs, survey
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
-from tests.helpers import NOTHING_LEFT, burst_workers_ok, queue_left
+from tests.helpers import NOTHING_LEFT, as_started_by_ghost, burst_workers_ok, queue_left
 from tests.model import assert_same, dump, expected, read_export
 
 
@@ -84,18 +83,6 @@ def _as_finished(q: Queue, job: Job) -> None:
     q.connection.zadd(q.finished_job_registry.key, {job.id: time.time() + 3600})
 
 
-def _as_started_by_ghost(q: Queue, job: Job, expires: float = 3600) -> None:
-    """The job as a worker left it that died a minute ago (no lock, no process, no key)."""
-    redis = q.connection
-    redis.lrem(q.key, 0, job.id)
-    redis.zrem(q.deferred_job_registry.key, job.id)
-    job.set_status("started")
-    job.started_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    job.worker_name = "ghost-worker"
-    job.save()
-    redis.zadd(q.started_job_registry.key, {f"{job.id}:ghost-execution": time.time() + expires})
-
-
 def test_a_settle_killed_before_the_import_is_planned_again_with_the_jobs_source(
     settings: Settings, engine: Engine, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -103,7 +90,7 @@ def test_a_settle_killed_before_the_import_is_planned_again_with_the_jobs_source
     jobs = _by_kind(q)
     for scan in jobs["scan"]:
         _as_finished(q, scan)
-    _as_started_by_ghost(q, jobs["settle-before"][0])
+    as_started_by_ghost(q, jobs["settle-before"][0])
 
     plan = replan_dead(settings, redis, engine)
     assert plan is not None and plan.dead == [jobs["settle-before"][0].id]
@@ -163,7 +150,7 @@ def test_a_job_that_rq_moved_to_failed_for_its_dead_worker_is_planned_again(
     jobs = _by_kind(q)
     # Scans, settle and imports run by hand up to the imports, as workers would.
     for scan in jobs["scan"]:
-        _as_started_by_ghost(q, scan, expires=-1)
+        as_started_by_ghost(q, scan, expires=-1)
     # What another worker's clean-up does minutes after the kill (on SQLite, where no
     # lock tells, before kmdb looks): the scan moves to failed as abandoned.
     q.started_job_registry.cleanup()

@@ -9,7 +9,6 @@ LOCAL INFILE on the same server, in the same run as the imports they are compare
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from kmdb.bench.measure import cpu_seconds
 from kmdb.bench.server import MySQL
 from kmdb.errors import BenchError
 from kmdb.load.engine import sending
+from kmdb.load.indexes import side_by_side
 from kmdb.transform.rows import field as load_field
 
 DUMPED = ("keys", "users", "aliases", "events", "properties")
@@ -167,19 +167,9 @@ def bulk_path(
 
 def _build_side_by_side(mysql: MySQL, database: str, adding: dict[str, list[str]]) -> None:
     """Each table's indexes in one ALTER TABLE, the tables in threads of their own."""
-    errors: list[BaseException] = []
 
     def build(table: str) -> None:
-        try:
-            with mysql.connect(database) as conn, conn.cursor() as cur:
-                cur.execute(f"ALTER TABLE `{table}` {', '.join(adding[table])}")
-        except BaseException as exc:  # re-raised in the calling thread
-            errors.append(exc)
+        with mysql.connect(database) as conn, conn.cursor() as cur:
+            cur.execute(f"ALTER TABLE `{table}` {', '.join(adding[table])}")
 
-    threads = [threading.Thread(target=build, args=(t,)) for t in DUMPED if adding[t]]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    side_by_side(build, [t for t in DUMPED if adding[t]])
