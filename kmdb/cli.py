@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -437,6 +438,10 @@ def ui(port: int) -> None:
     # By environment, not argument: anyone on the machine can read a command line (ps).
     env = {**os.environ, "RQ_DASHBOARD_REDIS_URL": settings.redis_url}
     sys.stdout.flush()
+    # A shell script that starts a command in the background has it ignore SIGINT, and
+    # Python keeps an ignored SIGINT ignored: the server would then outlive Ctrl-C, as
+    # the workers (whose handlers RQ installs) and kmdb-pool (honcho's) do not.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.execvpe(command[0], command, env)
 
 

@@ -244,8 +244,10 @@ def kmdb_env(
     return {**env, **settings}
 
 
-def start_ui(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    """Start `kmdb-ui` on a free port; return the process (its output piped) and the port."""
+def start_ui(env: dict[str, str], sigint_ignored: bool = False) -> tuple[subprocess.Popen, int]:
+    """Start `kmdb-ui` on a free port; return the process (its output piped) and the port.
+
+    sigint_ignored: as a shell script starts a command in the background."""
     port = free_port()
     ui = subprocess.Popen(
         [str(BIN / "kmdb-ui"), "--port", str(port)],
@@ -253,6 +255,9 @@ def start_ui(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        if sigint_ignored
+        else None,
     )
     return ui, port
 

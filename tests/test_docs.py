@@ -174,6 +174,9 @@ class Session:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+                # Whatever started it (a terminal, or a script that ignores SIGINT in
+                # the commands it puts in the background), Ctrl-C must stop it.
+                pytest.fail(f"{command.line!r} did not stop within 60 s of Ctrl-C")
         return self.to_doc(log.read_text())
 
     def run_sql(self, body: str) -> None:

@@ -50,6 +50,22 @@ def test_a_started_job_is_alive_while_its_lock_is_held_and_dead_once_it_is_free(
     engine.dispose()
 
 
+def test_a_job_another_planner_purged_meanwhile_is_not_called_dead(
+    mysql_url: str, redis_queue: str
+) -> None:
+    """Two burst workers may look at one dead job: the first purges it while the
+    second looks again at its status, which must not fail the second."""
+    from kmdb.load.engine import make_engine
+
+    engine = make_engine(Settings(database_url=mysql_url))
+    q = Queue(redis_queue, connection=Redis.from_url(REDIS_URL))
+    job = q.enqueue(_noop, meta={"kmdb": "settle"})
+    _started_by(q, job, "a-worker-far-away", ago=dt.timedelta(minutes=1))
+    q.connection.delete(job.key)  # what the other planner's purge leaves: no hash at all
+    assert not is_dead(job, engine, q.connection)
+    engine.dispose()
+
+
 def test_a_job_just_started_is_not_called_dead_before_it_could_take_its_lock(
     mysql_url: str, redis_queue: str
 ) -> None:

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+import pytest
 from sqlalchemy import create_engine, text
 
 from kmdb.sample import write_sample
@@ -169,8 +170,11 @@ def test_pool_stops_gracefully_and_the_next_run_goes_on(
     assert_same(dump(create_engine(mysql_url)), expected(read_export(folder)))
 
 
-def test_ui_serves_the_dashboard(cli_env: dict[str, str], redis_queue: str) -> None:
-    ui, port = start_ui(cli_env)
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["terminal", "background"])
+def test_ui_serves_the_dashboard_until_ctrl_c(
+    cli_env: dict[str, str], redis_queue: str, sigint_ignored: bool
+) -> None:
+    ui, port = start_ui(cli_env, sigint_ignored=sigint_ignored)
     try:
 
         def answers() -> bool:
@@ -181,6 +185,10 @@ def test_ui_serves_the_dashboard(cli_env: dict[str, str], redis_queue: str) -> N
                 return False
 
         wait_for(answers, timeout=30, every=0.5)
+        ui.send_signal(signal.SIGINT)
+        # Started by a script in the background, SIGINT comes in ignored: Ctrl-C (or a
+        # kill -INT) must stop the server all the same.
+        ui.wait(timeout=20)
     finally:
         stop_ui(ui)
 

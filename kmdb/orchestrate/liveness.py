@@ -25,7 +25,7 @@ from typing import Any, cast
 
 from redis import Redis
 from rq import Queue, Worker
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.results import Result
 from sqlalchemy import Engine
@@ -93,7 +93,7 @@ def is_dead(job: Job, engine: Engine, redis: Redis) -> bool:
         try:
             if job.get_status(refresh=True) != "started":
                 return False
-        except NoSuchJobError:
+        except (NoSuchJobError, InvalidJobOperation):  # gone: another planner purged it
             return False
         return not is_held(engine, lock)
     # Without MySQL locks (SQLite, one machine): the worker's process, else its key (which
