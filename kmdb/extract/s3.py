@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kmdb.errors import ConfigError, KmdbError, NotPrivate, SourceError
 from kmdb.extract import private
@@ -15,6 +15,8 @@ from kmdb.extract.local import CHUNK, file_chunks
 from kmdb.extract.names import revision_names, say_skipped
 from kmdb.extract.stash import Stash
 from kmdb.settings import Settings
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -104,37 +106,38 @@ class S3Source:
         say_skipped(f"s3://{self.bucket}/{folder}", self.skipped)
         return numbers
 
-    def _head(self, revision: int) -> dict[str, Any] | None:
+    def _unless_missing(self, call: Callable[[], T], doing: str) -> T | None:
+        """call's answer, or None where S3 says the object is not there."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
+            return call()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._error(exc, doing) from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, doing) from exc
+
+    def _head(self, revision: int) -> dict[str, Any] | None:
+        def head() -> dict[str, Any]:
             found: dict[str, Any] = self.client.head_object(
                 Bucket=self.bucket, Key=self._key(revision)
             )
             return found
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise self._error(exc, f"look up revision {revision}") from exc
-        except BotoCoreError as exc:
-            raise self._error(exc, f"look up revision {revision}") from exc
+
+        return self._unless_missing(head, f"look up revision {revision}")
 
     def exists(self, revision: int) -> bool:
         return self._head(revision) is not None
 
     def read_text(self, name: str) -> str | None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
+        def read() -> str:
             body = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}")["Body"]
             text: str = body.read().decode("utf-8", errors="replace")
             return text
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise self._error(exc, f"read {name}") from exc
-        except BotoCoreError as exc:
-            raise self._error(exc, f"read {name}") from exc
+
+        return self._unless_missing(read, f"read {name}")
 
     def size(self, revision: int) -> int | None:
         if self._key(revision) in self._sizes:
