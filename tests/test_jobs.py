@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 
 from kmdb.errors import SourceError
 from kmdb.load.database import create_schema
+from kmdb.load.flush import flush
 from kmdb.orchestrate.jobs import import_parts_job, scan_revisions_job, settle_job
 from kmdb.sample import write_sample
 from kmdb.settings import Settings
@@ -59,3 +60,37 @@ def test_a_revision_that_is_gone_fails_the_job_at_once(
     (folder / "revisions" / "1.json").unlink()
     with pytest.raises(SourceError, match="Revision 1 is not in"):
         scan_revisions_job(str(folder), [1])
+
+
+def _run_graph(folder: Path, revisions: list[int], engine: Engine) -> None:
+    """The jobs kmdb-import plans for revisions, run in order by one worker, a job per part."""
+    scan_revisions_job(str(folder), revisions)
+    settle_job(before_import=True)
+    with engine.connect() as conn:
+        parts = conn.execute(
+            text("SELECT revision, part FROM revision_parts WHERE status <> 'done' ORDER BY 1, 2")
+        ).all()
+    for revision, part in parts:
+        import_parts_job(str(folder), [[revision, part]])
+    settle_job()
+
+
+def test_a_workers_jobs_keep_no_id_that_a_flush_or_a_settle_made_void(
+    worker_env: Settings, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Jobs of one worker remember the ids they interned (kmdb.pipeline.steps.Remembered).
+    # Tiny parts: many jobs, each using what the ones before it remembered.
+    monkeypatch.setenv("KMDB_PART_SIZE", "4096")
+    first, second = tmp_path / "first", tmp_path / "second"
+    write_sample(first, 1_200, seed=11, lines_per_revision=400)
+    # Another export, whose names come first in another order: after a flush, the ids
+    # that the first export's names had are given to other names.
+    write_sample(second, 1_200, seed=12, lines_per_revision=400)
+    create_schema(engine)
+    _run_graph(first, [1], engine)
+    # A later run: its aliases change people whose canonical ids the worker remembers.
+    _run_graph(first, [2, 3], engine)
+    assert_same(dump(engine), expected(read_export(first)))
+    flush(engine)
+    _run_graph(second, [1, 2, 3], engine)
+    assert_same(dump(engine), expected(read_export(second)))

@@ -9,11 +9,13 @@ from sqlalchemy import Engine, text
 
 from kmdb.errors import ConcurrentImport
 from kmdb.extract.local import LocalSource
+from kmdb.load import epoch, schema
 from kmdb.load.database import create_schema
+from kmdb.load.flush import flush
 from kmdb.load.ledger import Part
 from kmdb.pipeline.chunks import Segment
 from kmdb.pipeline.scan_pass import scan_revisions
-from kmdb.pipeline.steps import Importer, Prepared
+from kmdb.pipeline.steps import Importer, Prepared, Remembered
 from kmdb.settings import Settings
 from tests.helpers import line, write_export
 
@@ -86,3 +88,32 @@ def test_a_chunk_whose_part_another_worker_moved_writes_nothing(
     # Revision 1's move was in the same statement and transaction: it did not happen either.
     assert _progress(engine) == [(1, 0, 0, 0, "pending"), (2, 2, 0, 0, "pending")]
     assert (_count(engine, "events"), _count(engine, "properties")) == (0, 0)
+
+
+def test_remembered_ids_are_kept_while_the_epoch_and_generation_stay(engine: Engine) -> None:
+    create_schema(engine)
+    remembered = Remembered(engine)
+    with engine.connect() as conn:
+        before = epoch.read(conn)
+    remembered.hold_for(before)
+    remembered.keys.ids(["signed up"])
+    remembered.hold_for(before)  # the next job, nothing changed: kept
+    assert set(remembered.keys.cache) == {"signed up"}
+    flush(engine)
+    with engine.connect() as conn:
+        after = epoch.read(conn)
+    # No settle ever changed people: only the epoch tells that the ids are void.
+    assert after.generation == before.generation == 0
+    assert after.epoch != before.epoch
+    remembered.hold_for(after)
+    assert remembered.keys.cache == {}
+
+
+def test_a_database_without_an_epoch_keeps_nothing_from_job_to_job(engine: Engine) -> None:
+    create_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(schema.database_epoch.delete())
+    remembered = Remembered(engine)
+    Importer(engine, Settings(database_url=str(engine.url)), remembered).keys.ids(["signed up"])
+    Importer(engine, Settings(database_url=str(engine.url)), remembered)
+    assert remembered.keys.cache == {}

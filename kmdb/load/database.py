@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import Engine, inspect, make_url
 
 from kmdb.errors import ConfigError, NoDatabase
-from kmdb.load import schema
+from kmdb.load import epoch, schema
 from kmdb.load.engine import make_engine
 from kmdb.load.views import VIEWS, create_views
 from kmdb.settings import Settings, mask_url
@@ -45,6 +45,7 @@ def create_schema(engine: Engine, rebuild: bool = False) -> list[str]:
     missing = [t for t in schema.metadata.sorted_tables if t.name not in existing]
     schema.metadata.create_all(engine, tables=missing)
     created = [t.name for t in missing]
+    epoch.ensure(engine)
     # Views are replaced only when one is missing: replacing takes metadata locks.
     if set(VIEWS) - set(inspector.get_view_names()):
         created += create_views(engine)

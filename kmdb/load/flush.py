@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from kmdb.errors import ConfigError
-from kmdb.load import indexes, schema
+from kmdb.load import epoch, indexes, schema
 from kmdb.load.database import create_schema
 from kmdb.load.engine import is_mysql
 
@@ -74,6 +74,8 @@ def flush(engine: Engine) -> tuple[list[str], dict[str, int]]:
                 conn.execute(text(f"TRUNCATE TABLE `{table.name}`"))
             else:
                 conn.execute(table.delete())
+    # Ids remembered by running workers now name nothing.
+    epoch.renew(engine)
     # Indexes put off by an import that never ended: cheap to build on empty tables.
     indexes.build(engine)
     return created, removed

@@ -101,11 +101,16 @@ def revision_states(
             )
     r = schema.revisions
     with engine.begin() as conn:
-        conn.execute(
-            insert_ignore(r),
-            [{"number": n, "status": "pending", "size": (sizes or {}).get(n)} for n in revisions],
-        )
-        rows = conn.execute(select(r).where(r.c.number.in_(revisions))).all()
+        # Read first: an import job's revisions exist already, and an INSERT IGNORE on
+        # them would wait for the row locks of other jobs' commits.
+        rows = list(conn.execute(select(r).where(r.c.number.in_(revisions))))
+        missing = sorted(set(revisions) - {row.number for row in rows})
+        if missing:
+            conn.execute(
+                insert_ignore(r),
+                [{"number": n, "status": "pending", "size": (sizes or {}).get(n)} for n in missing],
+            )
+            rows += conn.execute(select(r).where(r.c.number.in_(missing))).all()
     return {row.number: dict(row._mapping) for row in rows}
 
 

@@ -9,6 +9,7 @@ liveness, which looks at them.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,6 +35,10 @@ def revision_lock(revision: int) -> str:
 def part_lock(revision: int, part: int) -> str:
     """The lock an import holds on a part of a revision file."""
     return f"revision:{revision}:part:{part}"
+
+
+# The database each engine's connections use, as the server names it.
+_databases: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 
 def _database(conn: Connection) -> str:
@@ -79,7 +84,10 @@ class LockSet:
     def _connect(self) -> Connection:
         if self._conn is None:
             self._conn = self.engine.connect()
-            self._database = _database(self._conn)
+            # Asked once per engine: a job of many small parts opens a LockSet each.
+            if self.engine not in _databases:
+                _databases[self.engine] = _database(self._conn)
+            self._database = _databases[self.engine]
         return self._conn
 
     def take(self, what: str, wait: float = LOCK_WAIT) -> None:
@@ -104,6 +112,11 @@ class LockSet:
             return
         conn = self._connect()
         names = [lock_name(conn, what, self._database) for what in whats]
+        # Those held already (a job takes its first part's lock early) are not taken twice.
+        whats = [what for what, name in zip(whats, names, strict=True) if name not in self._names]
+        names = [name for name in names if name not in self._names]
+        if not names:
+            return
         params = {f"n{i}": name for i, name in enumerate(names)}
         calls = ", ".join(f"GET_LOCK(:n{i}, 0)" for i in range(len(names)))
         got = conn.execute(text(f"SELECT {calls}"), params).one()

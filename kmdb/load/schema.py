@@ -258,6 +258,18 @@ people_changes = Table(
     **_mysql,
 )
 
+# A random number drawn when the tables are made and each time they are emptied
+# (kmdb.load.epoch). A worker keeps the ids it interned from one job to the next
+# only while it and people_state.generation stay the same. Not imported data:
+# a flush draws it anew instead of emptying it.
+database_epoch = Table(
+    "database_epoch",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("epoch", BigInteger, nullable=False),
+    **_mysql,
+)
+
 # --- Filters: configuration the user fills before importing -----------------
 
 ignored_users = Table("ignored_users", metadata, Column("name", Name(), primary_key=True), **_mysql)

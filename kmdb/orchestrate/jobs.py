@@ -27,10 +27,12 @@ from kmdb.load.settle import Settled, settle
 from kmdb.orchestrate.job_meta import lock_of
 from kmdb.pipeline.import_pass import import_parts
 from kmdb.pipeline.scan_pass import scan_revisions
+from kmdb.pipeline.steps import Remembered
 from kmdb.retry import OUTAGE, retrying
 
 log = logging.getLogger(__name__)
 _engines: dict[str, Engine] = {}
+_remembered: dict[str, Remembered] = {}
 T = TypeVar("T")
 
 
@@ -144,7 +146,13 @@ def import_parts_job(source: str, parts: list[list[int]]) -> dict[str, object]:
 
     def run() -> Counts:
         engine, settings = _engine()
-        return import_parts(engine, open_source(source, settings), units, settings)
+        # The ids interned by the worker's earlier jobs, where they still hold.
+        remembered = _remembered.get(settings.database_url)
+        if remembered is None:
+            remembered = _remembered[settings.database_url] = Remembered(engine)
+        return import_parts(
+            engine, open_source(source, settings), units, settings, remembered=remembered
+        )
 
     pause("import", _holding_job_lock)
     counts = _retrying(run)

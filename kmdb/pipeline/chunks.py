@@ -104,7 +104,12 @@ class ChunkStream:
         )
         p, r = schema.revision_parts, schema.revisions
         wanted = set(self.parts)
-        query = select(p).where(p.c.revision.in_(sorted({n for n, _ in wanted})))
+        # Only the job's own parts (and few others): a revision cut in a thousand parts
+        # must not make each of its jobs read a thousand rows.
+        query = select(p).where(
+            p.c.revision.in_(sorted({n for n, _ in wanted})),
+            p.c.part.in_(sorted({n for _, n in wanted})),
+        )
         with self.engine.connect() as conn:
             rows = {(row.revision, row.part): dict(row._mapping) for row in conn.execute(query)}
         missing = sorted(wanted - set(rows))

@@ -25,7 +25,7 @@ from kmdb.load.locks import LockSet, part_lock
 from kmdb.load.parts import plan_parts
 from kmdb.pipeline.chunks import ChunkStream
 from kmdb.pipeline.scan_pass import scan_revision
-from kmdb.pipeline.steps import REJECTIONS_LOGGED, Importer, Prepared
+from kmdb.pipeline.steps import REJECTIONS_LOGGED, Importer, Prepared, Remembered
 from kmdb.settings import Settings
 from kmdb.stop import check_stop
 
@@ -114,6 +114,7 @@ def import_parts(
     parts: list[tuple[int, int]],
     settings: Settings,
     on_chunk: Callable[[Counts], None] | None = None,
+    remembered: Remembered | None = None,
 ) -> Counts:
     """Import what is left of some parts of revision files, (revision, part) each, in order.
 
@@ -121,14 +122,15 @@ def import_parts(
     they were one file. Revisions not scanned yet are scanned first, so that no
     alias is lost (for their events to point at canonical people at once, settle
     after the scan). A file that cannot be read is marked failed and the others
-    go on; the call then fails naming it. Finished parts add nothing.
+    go on; the call then fails naming it. Finished parts add nothing. A worker passes
+    the ids it remembers from its earlier jobs (steps.Remembered).
     """
     revisions = sorted({revision for revision, _ in parts})
     states = revision_states(engine, revisions)
     unscanned = [n for n in revisions if states[n]["status"] != "done" and not states[n]["scanned"]]
     failures: list[str] = []
     planned = len(parts)
-    importer = Importer(engine, settings)
+    importer = Importer(engine, settings, remembered)
     with LockSet(engine) as locks:
         # Held from here to the end (the stream takes it again): other workers tell a
         # live job from a dead one by its first lock (kmdb.orchestrate.liveness.is_dead),

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from kmdb.errors import ConcurrentImport
-from kmdb.load import schema
+from kmdb.load import epoch, schema
 from kmdb.load.bulk import TABLES, Staged, load_staged, stage_rows
 from kmdb.load.engine import is_mysql
 from kmdb.load.filter_tables import read_filters
@@ -64,19 +64,44 @@ class Prepared:
     ids: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
 
+class Remembered:
+    """The ids a worker has interned, kept from one job to the next while they hold.
+
+    They hold while the database's epoch and people's generation stay as they
+    were when they were read (kmdb.load.epoch): a flush or a settle that changed
+    people makes the next job start afresh.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.keys = Interner(engine, schema.keys, "string")
+        self.users = Interner(engine, schema.users, "name", extra="canonical_id")
+        self.state: epoch.State | None = None
+
+    def hold_for(self, state: epoch.State) -> None:
+        """Forget what was read under another state (or keep nothing without an epoch)."""
+        if state.epoch is None or state != self.state:
+            self.keys.cache.clear()
+            self.users.cache.clear()
+        self.state = state
+
+
 class Importer:
     """What the parts of one job share (filters, interned names, timings), and the steps of a chunk."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(
+        self, engine: Engine, settings: Settings, remembered: Remembered | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
         with engine.connect() as conn:
             self.filters = read_filters(conn)
             # Before any canonical id is read: a settle that changes people after this
             # is seen at each commit (_repoint_own).
-            self.generation = people_generation(conn)
-        self.keys = Interner(engine, schema.keys, "string")
-        self.users = Interner(engine, schema.users, "name", extra="canonical_id")
+            state = epoch.read(conn)
+        self.generation = state.generation
+        names = remembered or Remembered(engine)
+        names.hold_for(state)
+        self.keys, self.users = names.keys, names.users
         self.counts = Counts()
         self.rejected: dict[int, int] = {}  # per revision, for the log
 
