@@ -34,6 +34,10 @@ class Row:
     into_empty: float
     settle: float  # a settle that changes nothing, on the big database just after
     settled: str  # what that settle did (it should change nothing)
+    # Of on_top: the settle before the import (re-pointing the rows of the people that the
+    # revision's aliases merge) and the import jobs, first start to last end.
+    settle_before: float = 0.0
+    imports: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -69,6 +73,16 @@ def _partition(mysql: MySQL, database: str, export: Path, ctx: dict[str, Any]) -
         ctx["tmp"] / f"partition-{database}.log",
     )
     return time.perf_counter() - started
+
+
+def stages(run: Run) -> tuple[float, float]:
+    """A run's settle before the import and its import jobs (first start to last end), seconds."""
+    before = sum(
+        end - start for start, end, _, what in run.timeline if "settle people before" in what
+    )
+    spans = [(start, end) for start, end, _, what in run.timeline if what.startswith("import ")]
+    imports = max(e for _, e in spans) - min(s for s, _ in spans) if spans else 0.0
+    return before, imports
 
 
 def idle_settle(mysql: MySQL, database: str, tmp: Path) -> tuple[float, str]:
@@ -118,7 +132,7 @@ def one_more_revision(
             table.partitioning = _partition(mysql, big, export, ctx)
         _upload(client, bucket, export, range(n, n + 1))
         say(f"{name}: revision {n} on top of the big database")
-        on_top = workers(f"{tag}_top{n}", bucket, n, n * per, big).seconds
+        top_run = workers(f"{tag}_top{n}", bucket, n, n * per, big)
         settle_s, settled = idle_settle(mysql, big, ctx["tmp"])
         alone = f"{bucket}-r{n}"
         client.create_bucket(Bucket=alone)
@@ -134,7 +148,8 @@ def one_more_revision(
         into_empty = workers(f"{tag}_empty{n}", alone, 1, per, into).seconds
         mysql.drop(empty)
         label = f"kmdb-partition by {DAYS} days" if partitioned else "not partitioned"
-        table.rows.append(Row(label, on_top, into_empty, settle_s, settled))
+        row = Row(label, top_run.seconds, into_empty, settle_s, settled, *stages(top_run))
+        table.rows.append(row)
     mysql.drop(big)
     return table
 
@@ -171,5 +186,10 @@ def print_table(t: Table, out: Any) -> None:
         f"  the big database's first import: {t.first_import:.1f} s "
         f"({t.big_lines / t.first_import:,.0f} lines/s); kmdb-partition on it: {t.partitioning:.1f} s"
     )
+    for r in t.rows:
+        p(
+            f"  on top, {r.label}: the settle before the import {r.settle_before:.1f} s, "
+            f"the import jobs {r.imports:.1f} s"
+        )
     p("  idle settle: kmdb.load.settle.settle on the big database right after, changing nothing")
     p("  (targets: ratio <= 2.0x, idle settle < 0.2 s at 3 million lines)")
