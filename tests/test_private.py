@@ -73,6 +73,10 @@ def test_only_regular_files_of_this_users_alone_are_read(tmp_path: Path) -> None
     for path in (link, open_to_all, tmp_path / "missing.json"):
         assert private.read_own(path) is None and private.read_size(path) is None
     assert private.read_own(hard) is None
+    # A part of the file: its own bytes, and the whole file's size.
+    assert private.read_own_range(own, 1, 3) == (b"in", 5)
+    assert private.read_own_range(own, 2) == (b"ne\n", 5)
+    assert private.read_own_range(link, 1, 3) is None
 
 
 def test_old_files_are_removed_and_fresh_ones_and_others_names_kept(tmp_path: Path) -> None:

@@ -80,6 +80,13 @@ def open_private(path: Path) -> int:
 def read_own(path: Path) -> bytes | None:
     """A file's bytes if it is a regular file of this user's that no one else may change;
     None otherwise (missing, a symlink, someone else's)."""
+    found = read_own_range(path)
+    return None if found is None else found[0]
+
+
+def read_own_range(path: Path, offset: int = 0, end: int | None = None) -> tuple[bytes, int] | None:
+    """The bytes from offset up to end of a file as read_own takes it, and the file's size;
+    None where read_own gives None. A part of a big kept file reads only its own bytes."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
@@ -93,7 +100,9 @@ def read_own(path: Path) -> bytes | None:
             or found.st_nlink != 1
         ):
             return None
-        return file.read()
+        file.seek(offset)
+        data = file.read() if end is None else file.read(max(0, end - offset))
+        return data, found.st_size
 
 
 def read_size(path: Path) -> int | None:

@@ -109,16 +109,17 @@ class Stash:
         if not self._usable():
             return None
         path = self._path(revision)
-        data = private.read_own(path)
-        if data is None:
+        found = private.read_own_range(path, offset, end)
+        if found is None:
             return None
-        if (size is not None and len(data) != size) or (end is None or end >= len(data)):
+        data, whole = found
+        if (size is not None and whole != size) or (end is None or end >= whole):
             with contextlib.suppress(OSError):
                 path.unlink()
-        if size is not None and len(data) != size:
+        if size is not None and whole != size:
             log.warning("Ignored a kept copy of revision %s: not the size S3 lists.", revision)
             return None
-        return data[offset:end]
+        return data
 
 
 def _size_of(folder: Path) -> int:
