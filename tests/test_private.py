@@ -61,6 +61,9 @@ def test_only_regular_files_of_this_users_alone_are_read(tmp_path: Path) -> None
     os.close(fd)
     assert stat.S_IMODE(own.stat().st_mode) == 0o600
     assert private.read_own(own) == b"mine\n" and private.read_size(own) == 5
+    # A part of the file: its own bytes, and the whole file's size.
+    assert private.read_own_range(own, 1, 3) == (b"in", 5)
+    assert private.read_own_range(own, 2) == (b"ne\n", 5)
     with pytest.raises(FileExistsError):  # never written over, nor through a symlink
         private.open_private(own)
     link = tmp_path / "link.json"
@@ -73,9 +76,6 @@ def test_only_regular_files_of_this_users_alone_are_read(tmp_path: Path) -> None
     for path in (link, open_to_all, tmp_path / "missing.json"):
         assert private.read_own(path) is None and private.read_size(path) is None
     assert private.read_own(hard) is None
-    # A part of the file: its own bytes, and the whole file's size.
-    assert private.read_own_range(own, 1, 3) == (b"in", 5)
-    assert private.read_own_range(own, 2) == (b"ne\n", 5)
     assert private.read_own_range(link, 1, 3) is None
 
 
