@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import stat
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
-from kmdb.extract import private
+from kmdb.extract import private, read_ahead
 from kmdb.extract.s3 import S3Source
 from kmdb.extract.stash import Stash, remove_stale
 from kmdb.load.database import create_schema
@@ -160,3 +161,57 @@ def test_a_stash_folder_that_is_not_private_is_not_used(
     assert sorted(p.name for p in (root / "stash" / name).iterdir()) == ["1.json"]
     assert remove_stale(settings.tmp_dir, older_than=-1) == 0
     assert (root / "stash" / name / "1.json").read_bytes() == FORGED
+
+
+def test_a_big_file_streamed_by_its_scan_is_kept_for_the_imports_of_its_parts(
+    engine: Engine,
+    settings: Settings,
+    tmp_path: Path,
+    s3_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Files too big to be read ahead whole: the scan streams them, keeping them as they go by.
+    monkeypatch.setattr(read_ahead, "READ_AHEAD_SPAN", 1_000)
+    settings = dataclasses.replace(settings, part_size=40_000)
+    folder = tmp_path / "export"
+    bucket = sample_bucket(folder, 3_000, seed=8, lines_per_revision=1_500)
+    create_schema(engine)
+    source = S3Source(f"s3://{bucket}", settings)
+    assert source.list_revisions() == [1, 2]
+    revision_states(engine, [1, 2], {n: source.size(n) for n in (1, 2)})
+    scan_revisions(engine, source, [1, 2], settings)
+    settle(engine, before_import=True)
+    kept = Stash(settings.tmp_dir, f"{s3_env['AWS_ENDPOINT_URL']}|{bucket}|")
+    assert sorted(p.name for p in kept.folder.iterdir()) == ["1.json", "2.json"]
+    for n in (1, 2):
+        assert (kept.folder / f"{n}.json").read_bytes() == (
+            folder / f"revisions/{n}.json"
+        ).read_bytes()
+        boto3.client("s3").delete_object(Bucket=bucket, Key=f"revisions/{n}.json")
+    with engine.connect() as conn:
+        parts = conn.execute(text("SELECT revision, part FROM revision_parts ORDER BY 1, 2")).all()
+    assert len(parts) > 2
+    # A job per part, as the workers run them: only the kept copies hold the lines.
+    for revision, part in parts:
+        import_parts(engine, S3Source(f"s3://{bucket}", settings), [(revision, part)], settings)
+    settle(engine)
+    assert_same(dump(engine), expected(read_export(folder)))
+    assert list(kept.folder.iterdir()) == []  # each taken by its last part
+
+
+def test_a_file_not_streamed_to_its_end_is_not_kept(tmp_path: Path) -> None:
+    stash = Stash(str(tmp_path), "s3://km")
+    keepings = [stash.keeping(n, 10) for n in (1, 2, 3)]
+    assert None not in keepings
+    first, second, third = (k for k in keepings if k is not None)
+    with pytest.raises(RuntimeError), first:
+        first.write(b"12345")
+        raise RuntimeError("the reader stopped")
+    with second:
+        second.write(b"12345")  # ended early: not the size listed
+    with third:
+        third.write(b"12345")
+        third.write(b"67890")
+    assert sorted(p.name for p in stash.folder.iterdir()) == ["3.json"]
+    assert stash.take(3, 2, 4) == b"34" and stash.take(3, 8) == b"90"
+    assert list(stash.folder.iterdir()) == []

@@ -33,6 +33,9 @@ class ReadAhead:
         self.source = source
         # A scan's whole files are kept for their import, where the source can (kmdb.extract.stash).
         self._keep = getattr(source, "keep", None) if keep else None
+        # ...and those streamed, as they stream by (S3's files only).
+        self._keeping = getattr(source, "keeping", None) if keep else None
+        self._sizes = {span: size for span, size in spans if size is not None}
         self._waiting = deque(
             (span, size) for span, size in spans if size is not None and size <= READ_AHEAD_SPAN
         )
@@ -60,7 +63,19 @@ class ReadAhead:
         """The span's bytes, read ahead if it was listed, else streamed as the source does."""
         found = self._read.pop((revision, offset, end), None)
         if found is None:
-            yield from self.source.chunks(revision, offset, end)
+            size = self._sizes.get((revision, offset, end))
+            keeping = (
+                self._keeping(revision, size)
+                if self._keeping is not None and offset == 0 and end is None and size
+                else None
+            )
+            if keeping is None:
+                yield from self.source.chunks(revision, offset, end)
+                return
+            with keeping:
+                for piece in self.source.chunks(revision, offset, end):
+                    keeping.write(piece)
+                    yield piece
             return
         future, size = found
         try:

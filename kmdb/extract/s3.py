@@ -13,7 +13,7 @@ from kmdb.errors import ConfigError, KmdbError, NotPrivate, SourceError
 from kmdb.extract import private
 from kmdb.extract.local import CHUNK, file_chunks
 from kmdb.extract.names import revision_names, say_skipped
-from kmdb.extract.stash import Stash
+from kmdb.extract.stash import Keeping, Stash
 from kmdb.settings import Settings
 
 T = TypeVar("T")
@@ -149,6 +149,10 @@ class S3Source:
         """Keep a small file that a scan read whole, for its import on this machine."""
         if self.stash is not None:
             self.stash.keep(revision, data)
+
+    def keeping(self, revision: int, size: int) -> Keeping | None:
+        """Keep a file that a scan streams whole, for its import's parts on this machine."""
+        return self.stash.keeping(revision, size) if self.stash is not None else None
 
     def _local_copy(self, revision: int) -> Path | None:
         """With KMDB_KEEP_FILES, the file is downloaded once to kmdb's private folder in

@@ -1,11 +1,12 @@
-"""Small revision files kept on local disk between their scan and their import.
+"""Revision files kept on local disk between their scan and the imports of their parts.
 
 Every revision file is read twice: by its scan (for aliases), then by its
 import. For a small file each read is a GET, whose fixed cost (the request's
 CPU on both sides and a round trip to S3) is most of what reading it costs.
-So a scan that reads a small file whole keeps its bytes
-in KMDB_TMP_DIR/kmdb-stash, and the import that reads it next on the same
-machine takes them from there and removes them. An import on another machine
+So a scan keeps each file it reads whole, as its bytes go by, in
+KMDB_TMP_DIR/kmdb-stash, and the imports of its parts that run next on the same
+machine read their bytes from there; the one that reads to the file's end
+removes it. An import on another machine
 reads the file from S3 as before. Revision files never change once written,
 so a kept copy is the file.
 
@@ -27,6 +28,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 from kmdb.errors import NotPrivate
 from kmdb.extract import private
@@ -82,20 +84,25 @@ class Stash:
 
     def keep(self, revision: int, data: bytes) -> None:
         """Keep a whole file's bytes for its import, if the stash has room (never fails)."""
-        if not data or not self._usable() or not self._take_room(len(data)):
-            return
+        keeping = self.keeping(revision, len(data))
+        if keeping is not None:
+            with keeping:
+                keeping.write(data)
+
+    def keeping(self, revision: int, size: int) -> Keeping | None:
+        """A whole file of size bytes kept as a scan streams it by, if the stash has room
+        (None: not kept). It is put in place only if all of it went by."""
+        if not size or not self._usable() or not self._take_room(size):
+            return None
         path = self._path(revision)
         partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.part")
         try:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()  # a killed process's, of the same pid and thread id
-            with os.fdopen(private.open_private(partial), "wb") as out:
-                out.write(data)
-            os.replace(partial, path)  # whole or not at all, for a reader on another process
+            return Keeping(path, partial, size, os.fdopen(private.open_private(partial), "wb"))
         except OSError as exc:  # a full or read-only disk: the import reads from S3
             log.debug("Could not keep revision %s on disk: %s", revision, exc)
-            with contextlib.suppress(OSError):
-                partial.unlink()
+            return None
 
     def take(
         self, revision: int, offset: int = 0, end: int | None = None, size: int | None = None
@@ -120,6 +127,54 @@ class Stash:
             log.warning("Ignored a kept copy of revision %s: not the size S3 lists.", revision)
             return None
         return data
+
+
+class Keeping:
+    """A file being kept as its bytes go by: put in place whole, or not at all.
+
+    Never fails its reader: a full or read-only disk only means that the import
+    reads the file from S3.
+    """
+
+    def __init__(self, path: Path, partial: Path, size: int, out: BinaryIO) -> None:
+        self._path, self._partial, self._size = path, partial, size
+        self._out: BinaryIO | None = out
+        self._written = 0
+
+    def write(self, data: bytes) -> None:
+        if self._out is None:
+            return
+        try:
+            self._out.write(data)
+            self._written += len(data)
+        except OSError as exc:
+            log.debug("Could not keep %s on disk: %s", self._path.name, exc)
+            self._discard()
+
+    def _discard(self) -> None:
+        if self._out is not None:
+            with contextlib.suppress(OSError):
+                self._out.close()
+            self._out = None
+        with contextlib.suppress(OSError):
+            self._partial.unlink()
+
+    def __enter__(self) -> Keeping:
+        return self
+
+    def __exit__(self, failed: type[BaseException] | None, *exc: object) -> None:
+        if self._out is None:
+            return
+        if failed is not None or self._written != self._size:
+            self._discard()  # a reader that stopped half-way, or a file not its listed size
+            return
+        try:
+            self._out.close()
+            self._out = None
+            os.replace(self._partial, self._path)  # whole, for a reader on another process
+        except OSError as exc:
+            log.debug("Could not keep %s on disk: %s", self._path.name, exc)
+            self._discard()
 
 
 def _size_of(folder: Path) -> int:
