@@ -150,6 +150,11 @@ class S3Source:
         if self.stash is not None:
             self.stash.keep(revision, data)
 
+    def forget(self, revision: int) -> None:
+        """Remove this machine's kept copy of a revision now imported, if there is one."""
+        if self.stash is not None:
+            self.stash.forget(revision)
+
     def keeping(self, revision: int, size: int) -> Keeping | None:
         """Keep a file that a scan streams whole, for its import's parts on this machine."""
         return self.stash.keeping(revision, size) if self.stash is not None else None

@@ -89,6 +89,12 @@ class Stash:
             with keeping:
                 keeping.write(data)
 
+    def forget(self, revision: int) -> None:
+        """Remove a kept file whose revision is imported (never fails)."""
+        if self._usable():
+            with contextlib.suppress(OSError):
+                self._path(revision).unlink()
+
     def keeping(self, revision: int, size: int) -> Keeping | None:
         """A whole file of size bytes kept as a scan streams it by, if the stash has room
         (None: not kept). It is put in place only if all of it went by."""
@@ -107,8 +113,10 @@ class Stash:
     def take(
         self, revision: int, offset: int = 0, end: int | None = None, size: int | None = None
     ) -> bytes | None:
-        """The kept bytes of a file from offset up to end (None: not kept). A read that
-        reaches the file's end removes it: its one part is then imported.
+        """The kept bytes of a file from offset up to end (None: not kept). A read of the
+        whole file removes it: its one part is then imported. The parts of a file cut in
+        several leave it for each other, in whatever order they run; the import that
+        finds the revision done removes it (forget).
 
         Only a file this user wrote in the private folder is used, and only if it has
         the file's size where that is known.
@@ -120,7 +128,7 @@ class Stash:
         if found is None:
             return None
         data, whole = found
-        if (size is not None and whole != size) or (end is None or end >= whole):
+        if (size is not None and whole != size) or (offset == 0 and (end is None or end >= whole)):
             with contextlib.suppress(OSError):
                 path.unlink()
         if size is not None and whole != size:

@@ -229,10 +229,11 @@ def progress_sql(moves: list[Move]) -> str:
     )
 
 
-def sum_parts(engine: Engine, *revisions: int) -> None:
-    """Bring the revisions' totals up to date from their parts; mark those done whose parts all are."""
+def sum_parts(engine: Engine, *revisions: int) -> list[int]:
+    """Bring the revisions' totals up to date from their parts; mark those done whose parts
+    all are, and return them."""
     if not revisions:
-        return
+        return []
     p, r = schema.revision_parts, schema.revisions
     mine = p.c.revision == r.c.number
     numbers = sorted(set(revisions))
@@ -255,11 +256,15 @@ def sum_parts(engine: Engine, *revisions: int) -> None:
             )
         )
         unfinished = select(p.c.part).where(mine, p.c.status != "done").exists()
-        conn.execute(
+        marked = conn.execute(
             update(r)
             .where(r.c.number.in_(numbers), r.c.status != "done", ~unfinished)
             .values(status="done", error=None, finished_at=now())
-        )
+        ).rowcount
+        if not marked or len(numbers) == 1:
+            return numbers if marked else []
+        done = select(r.c.number).where(r.c.number.in_(numbers), r.c.status == "done")
+        return list(conn.execute(done).scalars())
 
 
 @dataclass

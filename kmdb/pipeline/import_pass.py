@@ -77,7 +77,7 @@ def _parse_while_loading(
         finished = [m.part for m in prepared.moves if m.finished]
         for part in finished:
             stream.running.pop((part.revision, part.part), None)
-        sum_parts(importer.engine, *{part.revision for part in finished})
+        _forget(stream.source, sum_parts(importer.engine, *{part.revision for part in finished}))
         return counts
 
     with (
@@ -106,6 +106,14 @@ def _parse_while_loading(
             loading = loader.submit(load, prepared)
             waited = time.perf_counter()
         finish()
+
+
+def _forget(source: Source, revisions: list[int]) -> None:
+    """Let the source drop what it keeps of revisions now imported (kmdb.extract.stash)."""
+    forget = getattr(source, "forget", None)
+    if forget is not None:
+        for revision in revisions:
+            forget(revision)
 
 
 def import_parts(
@@ -160,7 +168,7 @@ def import_parts(
         except Exception as exc:
             stream.stop(exc, "failed")
             raise
-        sum_parts(engine, *stream.already_done)
+        _forget(source, sum_parts(engine, *stream.already_done))
     for revision, rejected in sorted(importer.rejected.items()):
         if rejected > REJECTIONS_LOGGED:
             log.warning(
