@@ -33,8 +33,13 @@ def test_the_table_gives_jobs_ratio_commands_per_job_and_a_rows_check() -> None:
     runs = [run(8_000_000, 6.0, 8, 1800), run(130_000, 9.0, 336, 34_600, events=899)]
     out = io.StringIO()
     args = argparse.Namespace(workers=2)
-    print_jobs(args, runs, {"lines": 300_000, "revisions": 8, "mb": 42.0}, out)
+    ctx = {"lines": 300_000, "revisions": 8, "mb": 42.0, "rq_alone": (346, 3.46)}
+    print_jobs(args, runs, ctx, out)
     lines = out.getvalue().splitlines()
+    assert (
+        "  RQ alone: 346 no-op jobs on the same workers take 3.5 s (20.0 ms per job and worker)"
+        in lines
+    )
     assert lines[1] == "Many jobs: 300,000 lines in 8 revision files (42.0 MB), 2 kmdb-work --burst"
     assert lines[3].split() == ["8,000,000", "8", "18", "6.0", "1.00x", "100", "first"]
     assert lines[4].split() == ["130,000", "336", "346", "9.0", "1.50x", "100", "DIFF"]

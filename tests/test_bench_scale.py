@@ -71,6 +71,10 @@ def test_the_tables_of_many_jobs_the_bulk_path_and_one_more_revision(
     assert jobs[0][4] == "1.00x"
     assert all(_number(r[5]) > 0 for r in jobs)
     assert [r[6] for r in jobs] == ["first", "same", "same"]
+    alone = re.search(
+        rf"RQ alone: ({NUMBER}) no-op jobs on the same workers take ({NUMBER}) s", out
+    )
+    assert alone and _number(alone.group(1)) == max(every) and float(alone.group(2)) > 0
 
     best = re.search(
         rf"without secondary indexes, then the indexes built: ({NUMBER}) s "

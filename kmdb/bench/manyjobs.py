@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from kmdb.bench import s3
-from kmdb.bench.commands import say
+from kmdb.bench.commands import command, environment, say
 from kmdb.bench.report import compare_counts
 from kmdb.bench.runs import Run, run_workers
 from kmdb.bench.server import MySQL
+from kmdb.errors import BenchError
 
 REVISION_FILES = 8
 
@@ -44,7 +45,44 @@ def many_jobs(args: argparse.Namespace, mysql: MySQL, ctx: dict[str, Any]) -> li
             ctx["first_database"] = database
         else:
             mysql.drop(database)
+    most = max(sum(run.jobs_of.values()) for run in runs)
+    ctx["rq_alone"] = (most, rq_alone(args, mysql.url_of(ctx["first_database"]), ctx, most))
+    say(f"RQ alone: {most:,} no-op jobs, {ctx['rq_alone'][1]:.1f} s")
     return runs
+
+
+def rq_alone(args: argparse.Namespace, database_url: str, ctx: dict[str, Any], jobs: int) -> float:
+    """Seconds that `jobs` no-op jobs take on the run's burst workers: what RQ itself costs
+    per job (dequeue, status, result, heartbeat), below which no import of that many
+    jobs can go. They are enqueued at once, with no graph, before the workers start."""
+    import subprocess
+    import time
+
+    from kmdb.orchestrate import queues
+    from kmdb.settings import Settings
+
+    settings = Settings(redis_url=args.redis_url, queue=f"{ctx['prefix']}-rq-alone")
+    redis = queues.connect(settings)
+    q = queues.queue(settings, redis)
+    with redis.pipeline() as pipe:
+        for _ in range(jobs):
+            q.enqueue("kmdb.orchestrate.jobs.join_job", pipeline=pipe)
+        pipe.execute()
+    env = environment(ctx["base_env"], DATABASE_URL=database_url, KMDB_QUEUE=settings.queue)
+    started = time.perf_counter()
+    with open(ctx["tmp"] / "rq-alone.log", "wb") as log:
+        procs = [
+            subprocess.Popen(
+                [*command("work"), "--burst"], env=env, cwd=ctx["tmp"], stdout=log, stderr=log
+            )
+            for _ in range(args.workers)
+        ]
+        codes = [p.wait() for p in procs]
+    seconds = time.perf_counter() - started
+    queues.clear(settings, redis)
+    if any(codes):
+        raise BenchError(f"kmdb-work failed on no-op jobs; see {ctx['tmp'] / 'rq-alone.log'}.")
+    return seconds
 
 
 def print_jobs(args: argparse.Namespace, runs: list[Run], ctx: dict[str, Any], out: Any) -> None:
@@ -74,4 +112,11 @@ def print_jobs(args: argparse.Namespace, runs: list[Run], ctx: dict[str, Any], o
         "  jobs: every job RQ ran (scans, imports, settles); ratio: wall time / the first run's",
         file=out,
     )
+    if "rq_alone" in ctx:
+        jobs, seconds = ctx["rq_alone"]
+        p(
+            f"  RQ alone: {jobs:,} no-op jobs on the same workers take {seconds:.1f} s "
+            f"({seconds * args.workers / max(jobs, 1) * 1000:.1f} ms per job and worker)",
+            file=out,
+        )
     p("  (targets: 1,300 jobs within 1.5x of 8 jobs, at most 100 Redis commands per job)", file=out)
