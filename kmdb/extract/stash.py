@@ -1,12 +1,13 @@
 """Revision files kept on local disk between their scan and the imports of their parts.
 
 Every revision file is read twice: by its scan (for aliases), then by its
-import. For a small file each read is a GET, whose fixed cost (the request's
-CPU on both sides and a round trip to S3) is most of what reading it costs.
+import. For a small file, or a small part of a big one, each read is a GET,
+whose fixed cost (the request's CPU on both sides and a round trip to S3) is
+most of what reading it costs.
 So a scan keeps each file it reads whole, as its bytes go by, in
 KMDB_TMP_DIR/kmdb-stash, and the imports of its parts that run next on the same
-machine read their bytes from there; the one that reads to the file's end
-removes it. An import on another machine
+machine read their bytes from there; the import that finds the revision done
+removes it (a file of one part: its one read). An import on another machine
 reads the file from S3 as before. Revision files never change once written,
 so a kept copy is the file.
 
