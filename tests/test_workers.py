@@ -316,3 +316,32 @@ def test_a_worker_removes_the_load_files_that_a_killed_one_left(
     run("kmdb-flush", env=env)
     run("kmdb-work", "--burst", env=env)
     assert not left.exists()
+
+
+def test_an_idle_burst_worker_looks_less_and_less_often_while_nothing_changes(
+    redis_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rq.registry import StartedJobRegistry
+
+    from kmdb.orchestrate import workers
+    from kmdb.orchestrate.queues import queue
+    from kmdb.settings import Settings
+
+    redis = Redis.from_url(REDIS_URL)
+    q = queue(Settings(redis_url=REDIS_URL, queue=redis_queue), redis)
+    # A job another worker runs, that does not end while this one waits.
+    redis.zadd(q.started_job_registry.key, {f"{redis_queue}-busy:an-execution": time.time() + 60})
+    looks: list[float] = []
+    count = StartedJobRegistry.get_job_count
+
+    def counted(self: StartedJobRegistry, *args: object, **kwargs: object) -> int:
+        looks.append(time.monotonic())
+        return count(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StartedJobRegistry, "get_job_count", counted)
+    started = time.monotonic()
+    workers._wait_for_change(q)
+    assert time.monotonic() - started >= workers.CHECK_EVERY
+    # Every 50 ms would be 20 looks in the second (two Redis commands each); the pauses
+    # double from 50 ms up to 400 ms.
+    assert 2 <= len(looks) <= 7

@@ -69,6 +69,9 @@ def riding_out_redis(action: Callable[[], T], doing: str, wait: float | None = N
 # A burst worker with nothing to do looks this often (seconds) for work that running jobs
 # release, and whether they are done; cheap Redis counts, so that it starts or quits at once.
 POLL = 0.05
+# ...and, while nothing changes, less and less often, down to this (a worker waiting on a
+# settle of several seconds made some 40 Redis commands a second).
+POLL_MAX = 0.4
 # ...and checks at least this often whether the workers of started jobs are alive.
 CHECK_EVERY = 1.0
 # Before quitting on jobs that wait with nothing started, it looks again after this long.
@@ -373,10 +376,12 @@ def _wait_for_change(q: Queue) -> None:
     # Counts only (two commands a look): the started registry's clean-up is the survey's.
     started = q.started_job_registry.get_job_count(cleanup=False)
     deadline = time.monotonic() + CHECK_EVERY
+    pause = POLL
     while time.monotonic() < deadline:
-        time.sleep(POLL)
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         if q.count or q.started_job_registry.get_job_count(cleanup=False) < started:
             return
+        pause = min(POLL_MAX, pause * 2)
 
 
 def pool_command(settings: Settings, workers: int | None, procfile: str | None) -> list[str]:
