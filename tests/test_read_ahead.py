@@ -31,8 +31,25 @@ class Recorded:
         data = self.files[revision][offset:end]
         yield from (data[i : i + 3] for i in range(0, len(data), 3))
 
-    def keep(self, revision: int, data: bytes) -> None:
-        self.kept[revision] = data
+    def keeping(self, revision: int, size: int) -> Kept:
+        return Kept(self.kept, revision)
+
+
+class Kept:
+    """What a source keeps of a file as it is read: in a dict, once all of it went by."""
+
+    def __init__(self, kept: dict[int, bytes], revision: int) -> None:
+        self.kept, self.revision, self.pieces = kept, revision, list[bytes]()
+
+    def write(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    def __enter__(self) -> Kept:
+        return self
+
+    def __exit__(self, failed: object, *exc: object) -> None:
+        if failed is None:
+            self.kept[self.revision] = b"".join(self.pieces)
 
 
 def test_spans_are_read_ahead_whole_in_threads_and_given_in_one_piece() -> None:
@@ -76,7 +93,7 @@ def test_no_more_than_the_budget_is_read_ahead_at_a_time() -> None:
         assert [revision for revision, *_ in sorted(source.reads)] == list(range(1, fit + 2))
 
 
-def test_whole_files_are_handed_to_the_sources_keep_and_parts_are_not() -> None:
+def test_whole_files_are_handed_to_the_sources_keeping_and_parts_are_not() -> None:
     source = Recorded({1: b"whole\n", 2: b"in parts\n"})
     with ReadAhead(source, [((1, 0, None), 6), ((2, 0, 3), 3)], keep=True) as reader:
         assert list(reader.chunks(1)) == [b"whole\n"]

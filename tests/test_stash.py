@@ -26,29 +26,37 @@ from tests.helpers import sample_bucket
 from tests.model import assert_same, dump, expected, read_export
 
 
+def _keep(stash: Stash, revision: int, data: bytes) -> None:
+    """A whole file's bytes kept as a scan keeps them, if the stash has room."""
+    keeping = stash.keeping(revision, len(data))
+    if keeping is not None:
+        with keeping:
+            keeping.write(data)
+
+
 def test_a_kept_file_is_taken_by_its_whole_read_or_forgotten_once_its_parts_are_in(
     tmp_path: Path,
 ) -> None:
     stash = Stash(str(tmp_path), "s3://km")
-    stash.keep(7, b"line one\nline two\n")
+    _keep(stash, 7, b"line one\nline two\n")
     # Parts, in whatever order their jobs run: the file stays for the others.
     assert stash.take(7, 9, None) == b"line two\n"
     assert stash.take(7, 0, 9) == b"line one\n"
     stash.forget(7)  # the import that found the revision done
     assert stash.take(7) is None
-    stash.keep(8, b"one part\n")
+    _keep(stash, 8, b"one part\n")
     assert stash.take(8) == b"one part\n"
     assert stash.take(8) is None
     # Another export's revision 7 is not this one's.
-    Stash(str(tmp_path), "s3://other").keep(7, b"other\n")
+    _keep(Stash(str(tmp_path), "s3://other"), 7, b"other\n")
     assert stash.take(7) is None
 
 
 def test_the_stash_keeps_no_more_than_its_budget(tmp_path: Path) -> None:
-    Stash(str(tmp_path), "s3://km", budget=25).keep(1, b"x" * 20)
+    _keep(Stash(str(tmp_path), "s3://km", budget=25), 1, b"x" * 20)
     later = Stash(str(tmp_path), "s3://km", budget=25)  # the next job sees what is there
-    later.keep(2, b"y" * 10)
-    later.keep(3, b"z" * 5)
+    _keep(later, 2, b"y" * 10)
+    _keep(later, 3, b"z" * 5)
     assert later.take(1) == b"x" * 20
     assert later.take(2) is None
     assert later.take(3) == b"z" * 5
@@ -56,8 +64,8 @@ def test_the_stash_keeps_no_more_than_its_budget(tmp_path: Path) -> None:
 
 def test_files_no_import_took_are_removed_after_an_hour(tmp_path: Path) -> None:
     stash = Stash(str(tmp_path), "s3://km")
-    stash.keep(1, b"old\n")
-    stash.keep(2, b"new\n")
+    _keep(stash, 1, b"old\n")
+    _keep(stash, 2, b"new\n")
     an_hour_ago = time.time() - 3700
     os.utime(stash.folder / "1.json", (an_hour_ago, an_hour_ago))
     assert remove_stale(str(tmp_path)) == 1
@@ -107,7 +115,7 @@ FORGED = b'{"_n":"forged","_p":"mallory","_t":1351187280}\n{"_p":"mallory","_p2"
 
 def test_kept_copies_are_private_to_this_user(tmp_path: Path) -> None:
     stash = Stash(str(tmp_path), "s3://km")
-    stash.keep(1, b"line\n")
+    _keep(stash, 1, b"line\n")
     root = private.root(str(tmp_path))
     for folder in (root, root / "stash", stash.folder):
         assert stat.S_IMODE(folder.lstat().st_mode) == 0o700, folder

@@ -24,7 +24,8 @@ class ReadAhead:
     against S3 that wait is longer than parsing the file.
     `spans` lists (revision, first byte, end) in the order chunks() will ask for
     them, with their sizes in bytes (None: unknown, never read ahead). With
-    keep, whole files are handed to the source's `keep` for a later read.
+    keep, whole files of known size, read ahead or streamed, go through the
+    source's `keeping` as they are read, for a later read.
     """
 
     def __init__(
@@ -32,8 +33,6 @@ class ReadAhead:
     ) -> None:
         self.source = source
         # A scan's whole files are kept for their import, where the source can (kmdb.extract.stash).
-        self._keep = getattr(source, "keep", None) if keep else None
-        # ...and those streamed, as they stream by (S3's files only).
         self._keeping = getattr(source, "keeping", None) if keep else None
         self._sizes = {span: size for span, size in spans if size is not None}
         self._waiting = deque(
@@ -53,29 +52,29 @@ class ReadAhead:
             self._held += size
 
     def _whole(self, span: Span) -> bytes:
-        data = b"".join(self.source.chunks(*span))
-        revision, offset, end = span
-        if self._keep is not None and offset == 0 and end is None:
-            self._keep(revision, data)
-        return data
+        return b"".join(self._read_keeping(*span))
+
+    def _read_keeping(self, revision: int, offset: int, end: int | None) -> Iterator[bytes]:
+        """The source's chunks of the span; a whole file's also kept as they go by."""
+        size = self._sizes.get((revision, offset, end))
+        keeping = (
+            self._keeping(revision, size)
+            if self._keeping is not None and offset == 0 and end is None and size
+            else None
+        )
+        if keeping is None:
+            yield from self.source.chunks(revision, offset, end)
+            return
+        with keeping:
+            for piece in self.source.chunks(revision, offset, end):
+                keeping.write(piece)
+                yield piece
 
     def chunks(self, revision: int, offset: int = 0, end: int | None = None) -> Iterator[bytes]:
         """The span's bytes, read ahead if it was listed, else streamed as the source does."""
         found = self._read.pop((revision, offset, end), None)
         if found is None:
-            size = self._sizes.get((revision, offset, end))
-            keeping = (
-                self._keeping(revision, size)
-                if self._keeping is not None and offset == 0 and end is None and size
-                else None
-            )
-            if keeping is None:
-                yield from self.source.chunks(revision, offset, end)
-                return
-            with keeping:
-                for piece in self.source.chunks(revision, offset, end):
-                    keeping.write(piece)
-                    yield piece
+            yield from self._read_keeping(revision, offset, end)
             return
         future, size = found
         try:

@@ -145,18 +145,14 @@ class S3Source:
         head = self._head(revision)
         return int(head["ContentLength"]) if head else None
 
-    def keep(self, revision: int, data: bytes) -> None:
-        """Keep a small file that a scan read whole, for its import on this machine."""
-        if self.stash is not None:
-            self.stash.keep(revision, data)
-
     def forget(self, revision: int) -> None:
         """Remove this machine's kept copy of a revision now imported, if there is one."""
         if self.stash is not None:
             self.stash.forget(revision)
 
     def keeping(self, revision: int, size: int) -> Keeping | None:
-        """Keep a file that a scan streams whole, for its import's parts on this machine."""
+        """Keep a file that a scan reads whole, as it is read, for the imports of its parts
+        on this machine."""
         return self.stash.keeping(revision, size) if self.stash is not None else None
 
     def _local_copy(self, revision: int) -> Path | None:

@@ -83,13 +83,6 @@ class Stash:
             self._room -= size
             return True
 
-    def keep(self, revision: int, data: bytes) -> None:
-        """Keep a whole file's bytes for its import, if the stash has room (never fails)."""
-        keeping = self.keeping(revision, len(data))
-        if keeping is not None:
-            with keeping:
-                keeping.write(data)
-
     def forget(self, revision: int) -> None:
         """Remove a kept file whose revision is imported (never fails)."""
         if self._usable():
