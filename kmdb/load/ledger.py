@@ -261,8 +261,10 @@ def sum_parts(engine: Engine, *revisions: int) -> list[int]:
             .where(r.c.number.in_(numbers), r.c.status != "done", ~unfinished)
             .values(status="done", error=None, finished_at=now())
         ).rowcount
-        if not marked or len(numbers) == 1:
-            return numbers if marked else []
+        if not marked:
+            return []
+        if len(numbers) == 1:
+            return numbers
         done = select(r.c.number).where(r.c.number.in_(numbers), r.c.status == "done")
         return list(conn.execute(done).scalars())
 

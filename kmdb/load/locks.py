@@ -111,12 +111,12 @@ class LockSet:
         if not is_mysql(self.engine) or not whats:
             return
         conn = self._connect()
-        names = [lock_name(conn, what, self._database) for what in whats]
         # Those held already (a job takes its first part's lock early) are not taken twice.
-        whats = [what for what, name in zip(whats, names, strict=True) if name not in self._names]
-        names = [name for name in names if name not in self._names]
-        if not names:
+        named = [(what, lock_name(conn, what, self._database)) for what in whats]
+        named = [(what, name) for what, name in named if name not in self._names]
+        if not named:
             return
+        whats, names = [what for what, _ in named], [name for _, name in named]
         params = {f"n{i}": name for i, name in enumerate(names)}
         calls = ", ".join(f"GET_LOCK(:n{i}, 0)" for i in range(len(names)))
         got = conn.execute(text(f"SELECT {calls}"), params).one()
