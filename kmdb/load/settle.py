@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 
 from kmdb.errors import LockBusy
-from kmdb.load import indexes, schema
+from kmdb.load import epoch, indexes, schema
 from kmdb.load.bulk import bulk_insert
 from kmdb.load.engine import insert_ignore, is_mysql
 from kmdb.load.locks import SETTLE_LOCK, held
@@ -237,7 +237,7 @@ def _apply(
                 )
             if not full:
                 moved = _repoint_changed(conn)
-            generation = _generation(conn) + 1
+            generation = epoch.read(conn).generation + 1
             conn.exec_driver_sql(
                 "INSERT INTO people_changes (user_id, generation) "
                 f"SELECT id, {int(generation)} FROM kmdb_canonical_changes"
@@ -300,12 +300,6 @@ def _repoint_all(conn: Connection) -> list[int]:
             sql = f"UPDATE {table} SET user_id = {person} WHERE user_id <> {person}"
         moved.append(conn.execute(text(sql)).rowcount)
     return moved
-
-
-def _generation(conn: Connection) -> int:
-    """people_state.generation as this transaction sees it (0 before any settle changed people)."""
-    ps = schema.people_state
-    return conn.execute(select(ps.c.generation).where(ps.c.id == 1)).scalar() or 0
 
 
 def _next_generation(conn: Connection) -> None:

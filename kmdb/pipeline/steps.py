@@ -312,7 +312,7 @@ class Importer:
         this chunk was either re-pointed by that settle (which waited for this commit)
         or is written after it; then this reads its generation, and moves the row here.
         """
-        generation = people_generation(conn, lock=True)
+        generation = locked_generation(conn)
         if generation <= self.generation:
             return
         since = int(self.generation)
@@ -345,10 +345,10 @@ def _add_range(ranges: list[tuple[int, int]], new: tuple[int, int]) -> None:
         ranges.append(new)
 
 
-def people_generation(conn: Connection, lock: bool = False) -> int:
-    """people_state.generation (0 before any settle changed people); with lock, a locking
-    read that waits for a settle moving it on to commit (SQLite's writers take turns)."""
+def locked_generation(conn: Connection) -> int:
+    """people_state.generation (0 before any settle changed people), by a locking read that
+    waits for a settle moving it on to commit (SQLite's writers take turns)."""
     sql = "SELECT generation FROM people_state WHERE id = 1"
-    if lock and is_mysql(conn.engine):
+    if is_mysql(conn.engine):
         sql += " LOCK IN SHARE MODE"
     return conn.exec_driver_sql(sql).scalar() or 0
