@@ -1,6 +1,6 @@
 """A pause at a named stage of the job graph, for tests that stop an import there.
 
-Only tests set KMDB_PAUSE_AT (a stage name: scan, settle-before, import,
+Only tests set KMDB_PAUSE_AT (a stage name: scan, settle-before, repoint, import,
 settle-after, index-build) and KMDB_PAUSE_DIR. The first job to reach that
 stage writes <dir>/<stage>.reached with its process id, then waits, until
 <dir>/<stage>.go exists or the worker is asked to stop. A job that pauses
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kmdb.stop import STOP
 
-STAGES = ("scan", "settle-before", "import", "settle-after", "index-build")
+STAGES = ("scan", "settle-before", "repoint", "import", "settle-after", "index-build")
 
 
 def pause(stage: str, holding: Callable[[], AbstractContextManager[object]] | None = None) -> None:

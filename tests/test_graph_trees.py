@@ -76,7 +76,7 @@ def test_no_job_of_a_plan_of_many_parts_waits_on_or_releases_many_jobs(
     assert plan.parts > graph.FAN_OUT > graph.FAN_IN
     assert plan.joins > 0
     jobs = kmdb_jobs(q)
-    assert len(jobs) == plan.scans + plan.parts + plan.joins + 2
+    assert len(jobs) == plan.scans + plan.parts + plan.joins + 3  # two settles, the re-point
     depends, dependents = _edges(redis, jobs)
     assert max(len(ids) for ids in depends.values()) <= graph.FAN_IN
     assert max(len(ids) for ids in dependents.values()) <= graph.FAN_OUT
@@ -112,7 +112,7 @@ def test_the_status_counts_no_join(settings: Settings, engine: Engine, tmp_path:
     settings = settings.replace(part_size=2_000)
     _folder, redis, q, plan = _plan(settings, engine, tmp_path)
     report = jobs_report(settings, redis, engine)
-    assert report["queued"] + report["deferred"] == plan.scans + plan.parts + 2
+    assert report["queued"] + report["deferred"] == plan.scans + plan.parts + 3  # two settles, the re-point
     assert report["dead"] == [] and report["failed"] == 0
 
 
@@ -163,7 +163,7 @@ def test_a_plan_with_join_trees_imports_what_the_contract_says(
     assert queue_left(q) == NOTHING_LEFT
     assert q.failed_job_registry.get_job_count(cleanup=False) == 0
     finished = q.finished_job_registry.get_job_ids()
-    assert len(finished) == plan.scans + plan.parts + plan.joins + 2
+    assert len(finished) == plan.scans + plan.parts + plan.joins + 3  # two settles, the re-point
     assert_same(dump(engine), expected(read_export(folder)))
 
 

@@ -70,7 +70,9 @@ def _by_kind(q: Queue) -> dict[str, list[Job]]:
     found: dict[str, list[Job]] = {}
     for job in kmdb_jobs(q):
         kind = job.meta["kmdb"]
-        if kind == "settle":
+        if kind == "settle" and job.meta.get("repoint"):
+            kind = "repoint"
+        elif kind == "settle":
             kind += "-before" if job.meta.get("before") else "-after"
         found.setdefault(kind, []).append(job)
     return found
@@ -173,6 +175,7 @@ def test_jobs_waiting_on_jobs_that_will_never_end_are_planned_again(
     for scan in jobs["scan"]:
         _as_finished(q, scan)
     _as_finished(q, jobs["settle-before"][0])
+    _as_finished(q, jobs["repoint"][0])
     for job in jobs["import"]:
         redis.delete(job.key)
         redis.zrem(q.deferred_job_registry.key, job.id)

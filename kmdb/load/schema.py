@@ -258,6 +258,18 @@ people_changes = Table(
     **_mysql,
 )
 
+# Rows of users a settle changed that may still point at old canonical ids: the
+# settle before an import leaves them to a job of their own beside the import's jobs
+# (kmdb.load.repoint). Its one row, when present, holds the generation of people
+# after which people_changes' users are still to re-point; no row: none are.
+repoint_state = Table(
+    "repoint_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("since", BigInteger, nullable=False),
+    **_mysql,
+)
+
 # A random number drawn when the tables are made and each time they are emptied
 # (kmdb.load.epoch). A worker keeps the ids it interned from one job to the next
 # only while it and people_state.generation stay the same. Not imported data:
@@ -288,6 +300,7 @@ IMPORTED = (
     settle_state,
     people_state,
     people_changes,
+    repoint_state,
     users,
     keys,
     rejected_lines,

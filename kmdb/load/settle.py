@@ -21,15 +21,11 @@ from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     ColumnElement,
     Connection,
     Engine,
     Insert,
-    MetaData,
     String,
-    Table,
     bindparam,
     cast,
     func,
@@ -41,7 +37,7 @@ from sqlalchemy import (
 )
 
 from kmdb.errors import LockBusy
-from kmdb.load import epoch, indexes, schema
+from kmdb.load import epoch, indexes, repoint, schema
 from kmdb.load.bulk import bulk_insert
 from kmdb.load.engine import insert_ignore, is_mysql
 from kmdb.load.locks import SETTLE_LOCK, held
@@ -189,100 +185,63 @@ def _existing_aliases(
     return existing
 
 
-# Where a settle stages its changes (a temporary table, one per connection).
-_CHANGES = Table(
-    "kmdb_canonical_changes",
-    MetaData(),
-    Column("id", BigInteger, primary_key=True),
-    Column("canonical_id", BigInteger),
-)
-
-
 def _apply(
-    conn: Connection, changes: list[tuple[int, int | None]], full: bool, tmp_dir: str | None
+    conn: Connection,
+    changes: list[tuple[int, int | None]],
+    full: bool,
+    tmp_dir: str | None,
+    defer: bool = False,
 ) -> tuple[int, int]:
     """Write users.canonical_id for many users, (user id, canonical id or None) each, log
     them under the next generation and re-point rows; return (events, properties) moved.
 
-    Without full, only rows whose user_id is a user that got a new canonical id move:
-    aliases only ever merge people, so a row points at its person's old canonical
-    identity, which is among the changes whenever the person's canonical moved. With
+    Without full, only rows whose user_id is a user that got a new canonical id move
+    (kmdb.load.repoint), with those of earlier settles' changes still pending; with
+    defer (the settle before an import) they are left pending for a re-point job. With
     full (people may have split), every row is re-pointed from the identity it named.
     The changes are staged in a temporary table, then applied by joined statements:
     statements per row spent most of a settle escaping their parameters.
     """
-    mysql = is_mysql(conn.engine)
-    temporary = "TEMPORARY" if mysql else "TEMP"
+    generation = epoch.read(conn).generation
+    since = repoint.pending_since(conn)
     moved = [0, 0]
-    if changes:
-        conn.exec_driver_sql(
-            f"DROP {'TEMPORARY ' if mysql else ''}TABLE IF EXISTS kmdb_canonical_changes"
-        )
-        conn.exec_driver_sql(
-            f"CREATE {temporary} TABLE kmdb_canonical_changes "
-            "(id BIGINT PRIMARY KEY, canonical_id BIGINT NULL)"
-        )
-        try:
-            bulk_insert(conn, _CHANGES, ("id", "canonical_id"), changes, tmp_dir)
-            if mysql:
+    repointing = not full and not defer and since is not None
+    if changes or repointing:
+        with repoint.staging(conn):
+            if changes:
+                bulk_insert(conn, repoint.STAGED, ("id", "canonical_id"), changes, tmp_dir)
+                _write_canonical_ids(conn)
                 conn.exec_driver_sql(
-                    "UPDATE users u JOIN kmdb_canonical_changes c ON u.id = c.id "
-                    "SET u.canonical_id = c.canonical_id"
+                    "INSERT INTO people_changes (user_id, generation) "
+                    f"SELECT id, {int(generation) + 1} FROM kmdb_canonical_changes"
                 )
-            else:
-                conn.exec_driver_sql(
-                    "UPDATE users SET canonical_id = (SELECT c.canonical_id FROM "
-                    "kmdb_canonical_changes c WHERE c.id = users.id) "
-                    "WHERE id IN (SELECT id FROM kmdb_canonical_changes)"
-                )
-            if not full:
-                moved = _repoint_changed(conn)
-            generation = epoch.read(conn).generation + 1
-            conn.exec_driver_sql(
-                "INSERT INTO people_changes (user_id, generation) "
-                f"SELECT id, {int(generation)} FROM kmdb_canonical_changes"
-            )
-        finally:
-            conn.exec_driver_sql(
-                f"DROP {'TEMPORARY ' if mysql else ''}TABLE kmdb_canonical_changes"
-            )
+            if defer:
+                if changes:
+                    repoint.defer(conn, generation)
+            elif not full:
+                if since is not None:
+                    repoint.stage_pending(conn, since)
+                moved = repoint.staged_rows(conn)
     if full:
         moved = _repoint_all(conn)
+    if not defer and since is not None:
+        repoint.done(conn)
     return moved[0], moved[1]
 
 
-def _repoint_changed(conn: Connection) -> list[int]:
-    """Re-point the rows of the users staged with a new canonical id (through user_id's index).
-
-    On MySQL the UPDATE reads the index ranges of those users with locks, kept to
-    the end of the settle's transaction: an import's row for one of them is either
-    seen here (the settle waits for its commit) or written after this settle moves
-    people_state on, and that import then re-points it itself (steps.Importer).
-    """
-    lacking = indexes.missing(conn)
-    moved = []
-    for table in ("events", "properties"):
-        if not is_mysql(conn.engine):
-            sql = (
-                f"UPDATE {table} SET user_id = (SELECT c.canonical_id FROM kmdb_canonical_changes c "
-                f"WHERE c.id = {table}.user_id) WHERE user_id IN "
-                "(SELECT id FROM kmdb_canonical_changes WHERE canonical_id IS NOT NULL)"
-            )
-        elif table in lacking:
-            # No index by user (put off while a first import's tables are empty): one
-            # scan of the table, not one per user.
-            sql = (
-                f"UPDATE `{table}` r JOIN kmdb_canonical_changes c ON r.user_id = c.id "
-                "SET r.user_id = c.canonical_id WHERE c.canonical_id IS NOT NULL"
-            )
-        else:
-            # The changes first (STRAIGHT_JOIN): left to itself the optimizer may scan every row.
-            sql = (
-                f"UPDATE kmdb_canonical_changes c STRAIGHT_JOIN `{table}` r ON r.user_id = c.id "
-                "SET r.user_id = c.canonical_id WHERE c.canonical_id IS NOT NULL"
-            )
-        moved.append(conn.exec_driver_sql(sql).rowcount)
-    return moved
+def _write_canonical_ids(conn: Connection) -> None:
+    """users.canonical_id from the staged changes."""
+    if is_mysql(conn.engine):
+        conn.exec_driver_sql(
+            "UPDATE users u JOIN kmdb_canonical_changes c ON u.id = c.id "
+            "SET u.canonical_id = c.canonical_id"
+        )
+    else:
+        conn.exec_driver_sql(
+            "UPDATE users SET canonical_id = (SELECT c.canonical_id FROM "
+            "kmdb_canonical_changes c WHERE c.id = users.id) "
+            "WHERE id IN (SELECT id FROM kmdb_canonical_changes)"
+        )
 
 
 def _repoint_all(conn: Connection) -> list[int]:
@@ -455,7 +414,12 @@ def settle(
 
     A settle that changes people logs who changed in people_changes and moves
     people_state.generation on, as the last statement of its transaction: imports
-    running meanwhile read it as they commit (see _repoint_changed).
+    running meanwhile read it as they commit. Its re-pointing reads the index ranges
+    of those users by user_id with locks, kept to the end of that transaction (on
+    MySQL, at REPEATABLE READ): an import's row for one of them is either seen there
+    (the settle waits for its commit) or written after the generation moved on, and
+    that import then re-points it itself (steps.Importer). The settle before an
+    import leaves the re-pointing to a job beside the import (kmdb.load.repoint).
 
     Indexes put off by a first import are built first; before_import (the settle
     between the scans and the import) leaves them put off while the tables are empty.
@@ -472,17 +436,21 @@ def settle(
                 newest, upto = _aliases_marks(conn)
                 if not full and upto is not None and newest <= upto:
                     # People are as the last settle left them (kmdb-realias is the tool
-                    # for aliases edited by hand), and so are the rows.
-                    return 0, 0, 0
+                    # for aliases edited by hand); rows may still be pending a re-point.
+                    if before_import or repoint.pending_since(conn) is None:
+                        return 0, 0, 0
+                    return (0, *_apply(conn, [], full, tmp_dir))
                 if full or not upto:
                     # No canonical ids yet (never settled, or no aliases): all at once.
                     changes = _people_changes(conn)
                 else:
                     changes = _touched_people_changes(conn, upto)
-                events_moved, properties_moved = _apply(conn, changes, full, tmp_dir)
+                events_moved, properties_moved = _apply(
+                    conn, changes, full, tmp_dir, defer=before_import
+                )
                 _mark_settled(conn, newest)
                 if changes:
-                    _next_generation(conn)  # last: see _repoint_changed
+                    _next_generation(conn)  # last: see the docstring
                 return len(changes), events_moved, properties_moved
 
         changed, events_moved, properties_moved = retrying_lock_conflicts(run)

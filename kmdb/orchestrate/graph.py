@@ -2,7 +2,11 @@
 
 One run of kmdb-import enqueues, for the revisions it found:
 
-    scan jobs (aliases) -> settle -> import jobs -> settle
+    scan jobs (aliases) -> settle -> import jobs               -> settle
+                                  -> re-point of older rows  -^
+
+The settle before the import writes people's new canonical ids; the rows stored
+before it that must follow move in a job beside the imports (kmdb.load.repoint).
 
 Each arrow is RQ's depends_on, allowing failures: whatever did import still
 gets settled, and a re-run picks up what failed. An arrow from or to many jobs
@@ -46,6 +50,7 @@ JOB_TIMEOUT = 24 * 3600
 # Jobs are named, not imported: kmdb-import then need not load the import code itself.
 SCAN_JOB = "kmdb.orchestrate.jobs.scan_revisions_job"
 SETTLE_JOB = "kmdb.orchestrate.jobs.settle_job"
+REPOINT_JOB = "kmdb.orchestrate.jobs.repoint_job"
 IMPORT_JOB = "kmdb.orchestrate.jobs.import_parts_job"
 JOIN_JOB = "kmdb.orchestrate.jobs.join_job"
 # The join trees' widths (see _Graph): a job waits on FAN_IN jobs at most, and a job
@@ -314,6 +319,16 @@ def _enqueue_import(
         + [j.id for j in running_scans],
         description="settle people before the import",
     )
+    # Older rows of the people the settle changes move beside the imports, which need
+    # none of it (kmdb.load.repoint); first, so that a worker takes it at once.
+    repoint = graph.add(
+        REPOINT_JOB,
+        job_id=_settle_id(settings, "repoint", token),
+        meta=meta("settle", repoint=True),
+        after=[first_settle.id],
+        at_front=True,
+        description="re-point older rows of the people the settle changed",
+    )
     units = [(n, part) for n in todo for part in parts[n]]
     unit_sizes = [_part_bytes((sizes or {}).get(n), len(parts[n])) for n, _ in units]
     unit_groups = groups(units, unit_sizes, budget, multiple)
@@ -334,7 +349,7 @@ def _enqueue_import(
         SETTLE_JOB,
         job_id=_settle_id(settings, "after", token),
         meta=meta("settle"),
-        after=graph.funnel([j.id for j in imports], "imported", meta("join"))
+        after=graph.funnel([j.id for j in imports] + [repoint.id], "imported", meta("join"))
         + [j.id for j in running],
         description="settle people after the import",
     )

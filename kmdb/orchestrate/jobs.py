@@ -23,6 +23,7 @@ from kmdb.faults import pause
 from kmdb.load.engine import make_engine
 from kmdb.load.ledger import Counts
 from kmdb.load.locks import LockSet
+from kmdb.load.repoint import repoint_pending
 from kmdb.load.settle import Settled, settle
 from kmdb.orchestrate.job_meta import lock_of
 from kmdb.pipeline.import_pass import import_parts
@@ -192,6 +193,21 @@ def settle_job(before_import: bool = False) -> dict[str, int]:
         "events_moved": result.events_moved,
         "indexes_built": result.indexes_built,
     }
+
+
+def repoint_job() -> dict[str, int]:
+    """Re-point older rows of the people that the settle before the import changed.
+
+    It runs beside the import jobs (kmdb.load.repoint), which need none of it.
+    """
+
+    def run() -> tuple[int, int]:
+        engine, _settings = _engine()
+        return repoint_pending(engine)
+
+    pause("repoint", _holding_job_lock)
+    events, properties = _retrying(run)
+    return {"events_moved": events, "properties_moved": properties}
 
 
 def join_job() -> None:
