@@ -13,7 +13,7 @@ from kmdb.bench.runs import Run
 def _table() -> Table:
     table = Table("127.0.0.1:3306", 3_000_000, 50, 60_000, first_import=60.0, partitioning=30.0)
     table.rows = [
-        Row("not partitioned", 20.0, 2.5, 2.1, NOTHING, 9.0, 10.5),
+        Row("not partitioned", 20.0, 2.5, 2.1, NOTHING, 1.0, 10.5, 9.0),
         Row("kmdb-partition by 7 days", 10.5, 2.625, 0.15, NOTHING),
     ]
     return table
@@ -32,22 +32,27 @@ def test_the_table_gives_each_database_its_times_ratio_and_idle_settle() -> None
     assert lines[5].split()[-4:] == ["10.5", "2.6", "4.00x", "0.15"]
     assert "first import: 60.0 s (50,000 lines/s); kmdb-partition on it: 30.0 s" in lines[6]
     assert lines[7] == (
-        "  on top, not partitioned: the settle before the import 9.0 s, the import jobs 10.5 s"
+        "  on top, not partitioned: the settle before the import 1.0 s, the import jobs 10.5 s, "
+        "the re-point of older rows beside them 9.0 s"
     )
 
 
-def test_stages_are_the_settle_before_the_import_and_the_span_of_the_import_jobs() -> None:
+def test_stages_are_the_settle_before_the_import_the_span_of_the_import_jobs_and_the_repoint() -> (
+    None
+):
     run = Run("W=2", 25.0, {})
     run.timeline = [
         (1.5, 1.7, "w1", "scan revision 51 of s3://b for aliases"),
         (1.7, 10.5, "w1", "settle people before the import"),
         (10.5, 25.0, "w1", "import revision 51, part 2 of 2 of s3://b"),
-        (10.6, 24.0, "w2", "import revision 51, part 1 of 2 of s3://b"),
+        (10.5, 16.0, "w2", "re-point older rows of the people the settle changed"),
+        (16.0, 24.0, "w2", "import revision 51, part 1 of 2 of s3://b"),
         (25.0, 25.1, "w2", "settle people after the import"),
     ]
-    before, imports = stages(run)
+    before, imports, repoint = stages(run)
     assert round(before, 6) == 8.8
     assert round(imports, 6) == 14.5
+    assert round(repoint, 6) == 5.5
 
 
 def test_a_settle_that_changed_something_is_named() -> None:

@@ -112,7 +112,9 @@ def test_the_status_counts_no_join(settings: Settings, engine: Engine, tmp_path:
     settings = settings.replace(part_size=2_000)
     _folder, redis, q, plan = _plan(settings, engine, tmp_path)
     report = jobs_report(settings, redis, engine)
-    assert report["queued"] + report["deferred"] == plan.scans + plan.parts + 3  # two settles, the re-point
+    assert (
+        report["queued"] + report["deferred"] == plan.scans + plan.parts + 3
+    )  # two settles, the re-point
     assert report["dead"] == [] and report["failed"] == 0
 
 
