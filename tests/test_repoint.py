@@ -13,6 +13,8 @@ from kmdb.load import repoint
 from kmdb.load.engine import is_mysql, make_engine
 from kmdb.load.repoint import repoint_pending
 from kmdb.load.settle import settle
+from kmdb.orchestrate.graph import needs_settle
+from kmdb.orchestrate.status import render, report
 from kmdb.pipeline.import_pass import import_revision
 from kmdb.pipeline.scan_pass import scan_revision
 from kmdb.settings import Settings
@@ -73,6 +75,10 @@ def test_the_settle_before_an_import_leaves_older_rows_to_the_repoint_beside_it(
     before = settle(engine, before_import=True)
     assert before.people_changed > 0 and before.events_moved == 0
     assert _pending(engine) is not None
+    # What is left undone shows, and makes kmdb-import plan a settle even with nothing new.
+    assert needs_settle(engine)
+    shown = render(report(settings, engine, None))
+    assert any(line.startswith("Older rows of people that the last settle") for line in shown)
     # Older rows still point at the old canonical identities; the import's own at 42.
     import_revision(engine, LocalSource(str(folder)), 9, settings)
     assert _people_of_events(engine) == [
@@ -85,6 +91,8 @@ def test_the_settle_before_an_import_leaves_older_rows_to_the_repoint_beside_it(
     # visited and paid of anon-b, visited of zed; url and plan of anon-b.
     assert repoint_pending(engine) == (3, 2)
     assert _pending(engine) is None
+    assert not needs_settle(engine)
+    assert not report(settings, engine, None)["rows"]["rows_to_repoint"]
     assert repoint_pending(engine) == (0, 0)
     after = settle(engine)
     assert (after.people_changed, after.events_moved, after.properties_moved) == (0, 0, 0)

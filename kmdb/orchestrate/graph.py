@@ -173,11 +173,13 @@ def _source_of(jobs_: list[Job]) -> str:
 
 
 def needs_settle(engine: Engine) -> bool:
-    """Whether a settle left something undone: sightings, unsettled aliases, put-off indexes."""
+    """Whether a settle left something undone: sightings, unsettled aliases, rows to
+    re-point, put-off indexes."""
     a, st = schema.aliases, schema.settle_state
     with engine.connect() as conn:
-        if conn.execute(select(1).select_from(schema.alias_sightings).limit(1)).first():
-            return True
+        for table in (schema.alias_sightings, schema.repoint_state):
+            if conn.execute(select(1).select_from(table).limit(1)).first():
+                return True
         newest = conn.execute(select(func.max(a.c.id))).scalar() or 0
         upto = conn.execute(select(st.c.aliases_upto).where(st.c.id == 1)).scalar()
         if newest and (upto is None or newest > upto):

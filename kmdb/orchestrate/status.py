@@ -205,6 +205,7 @@ def rows_report(engine: Engine) -> dict[str, Any]:
         people = _quick_count(conn, schema.users, estimated, schema.users.c.canonical_id.is_(None))
         aliases = _quick_count(conn, schema.aliases, estimated)
         sightings = _quick_count(conn, schema.alias_sightings, estimated)
+        repoint = conn.execute(select(func.count()).select_from(schema.repoint_state)).scalar()
     events, properties, rejected = (
         int(a) + int(b) for a, b in zip(from_parts, from_revisions, strict=True)
     )
@@ -217,6 +218,7 @@ def rows_report(engine: Engine) -> dict[str, Any]:
         "aliases": aliases,
         "rejected": rejected,
         "aliases_to_settle": sightings,
+        "rows_to_repoint": bool(repoint),
         "estimated": estimated,
     }
 
@@ -264,7 +266,10 @@ def report(settings: Settings, engine: Engine, redis: Redis | None) -> dict[str,
         "rows": rows,
         "indexes_put_off": put_off,
         "jobs": jobs_report(
-            settings, redis, engine, settled=not rows["aliases_to_settle"] and not put_off
+            settings,
+            redis,
+            engine,
+            settled=not rows["aliases_to_settle"] and not rows["rows_to_repoint"] and not put_off,
         )
         if redis is not None
         else None,
@@ -293,6 +298,11 @@ def render(data: dict[str, Any]) -> list[str]:
     ]
     if rows["aliases_to_settle"]:
         out.append(f"Aliases waiting for the settle step: {rows['aliases_to_settle']:,}")
+    if rows.get("rows_to_repoint"):
+        out.append(
+            "Older rows of people that the last settle changed wait to be re-pointed "
+            "(by the re-point job beside the import, or the next settle)."
+        )
     if rows.get("estimated"):
         out.append(
             "Estimated from the table statistics while the database is busy: "
