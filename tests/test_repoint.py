@@ -142,19 +142,17 @@ def test_a_repoint_in_progress_does_not_hold_up_an_imports_rows(
             except BaseException as exc:  # reported by the assertion below
                 failures.append(exc)
 
-        move = repoint.staged_rows
+        mark_done = repoint.done
 
-        def import_before_commit(conn: Connection, tables: tuple[str, ...]) -> list[int]:
-            moved = move(conn, tables)
-            if tables == ("events",):
-                # The events' re-point ran, its transaction is open: the import goes on.
-                importing = threading.Thread(target=import_9)
-                importing.start()
-                importing.join(timeout=60)
-                assert not importing.is_alive()
-            return moved
+        def import_before_done(conn: Connection) -> None:
+            # The re-point's UPDATEs ran, its transaction is open: the import goes on.
+            importing = threading.Thread(target=import_9)
+            importing.start()
+            importing.join(timeout=60)
+            assert not importing.is_alive()
+            mark_done(conn)
 
-        monkeypatch.setattr(repoint, "staged_rows", import_before_commit)
+        monkeypatch.setattr(repoint, "done", import_before_done)
         assert repoint_pending(engine) == (3, 2)
         assert failures == []
         settle(engine)
@@ -162,10 +160,3 @@ def test_a_repoint_in_progress_does_not_hold_up_an_imports_rows(
     finally:
         impatient.dispose()
         engine.dispose()
-
-
-def test_the_shards_of_a_repoint_cover_every_user_of_both_tables_once() -> None:
-    for table in ("events", "properties"):
-        shards = [(k, n) for t, k, n in repoint.SHARDS if t == table]
-        assert len({n for _, n in shards}) == 1
-        assert sorted(k for k, _ in shards) == list(range(shards[0][1]))

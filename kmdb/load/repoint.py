@@ -24,7 +24,6 @@ from sqlalchemy import BigInteger, Column, Connection, Engine, MetaData, Table, 
 
 from kmdb.load import indexes, schema
 from kmdb.load.engine import insert_ignore, is_mysql
-from kmdb.load.indexes import side_by_side
 from kmdb.load.locks import SETTLE_LOCK, held
 from kmdb.retry import retrying_lock_conflicts
 
@@ -67,18 +66,14 @@ def defer(conn: Connection, generation: int) -> None:
     conn.execute(insert_ignore(schema.repoint_state), [{"id": 1, "since": generation}])
 
 
-def stage_pending(conn: Connection, since: int, shard: tuple[int, int] = (0, 1)) -> None:
+def stage_pending(conn: Connection, since: int) -> None:
     """Stage the users changed after generation since, with their canonical ids as they are now.
 
-    Users staged already (a settle's own changes) keep their row. shard (k, n) stages
-    only the users whose id is k modulo n.
+    Users staged already (a settle's own changes) keep their row.
     """
     pc, u = schema.people_changes, schema.users
     changed = select(pc.c.user_id).where(pc.c.generation > since).distinct()
     current = select(u.c.id, u.c.canonical_id).where(u.c.id.in_(changed))
-    k, n = shard
-    if n > 1:
-        current = current.where(u.c.id % n == k)
     conn.execute(insert_ignore(STAGED).from_select(["id", "canonical_id"], current))
 
 
@@ -87,7 +82,7 @@ def done(conn: Connection) -> None:
     conn.execute(delete(schema.repoint_state))
 
 
-def staged_rows(conn: Connection, tables: tuple[str, ...] = ("events", "properties")) -> list[int]:
+def staged_rows(conn: Connection) -> list[int]:
     """Re-point the rows of the staged users that have a new canonical id; (events, properties) moved.
 
     Aliases only ever merge people, so a row points at its person's old canonical
@@ -96,7 +91,7 @@ def staged_rows(conn: Connection, tables: tuple[str, ...] = ("events", "properti
     """
     lacking = indexes.missing(conn)
     moved = []
-    for table in tables:
+    for table in ("events", "properties"):
         if not is_mysql(conn.engine):
             sql = (
                 f"UPDATE {table} SET user_id = (SELECT c.canonical_id FROM kmdb_canonical_changes c "
@@ -120,59 +115,27 @@ def staged_rows(conn: Connection, tables: tuple[str, ...] = ("events", "properti
     return moved
 
 
-# The re-point's shards, on MySQL: (table, k, n) moves the rows of that table of the
-# users whose id is k modulo n. Each runs on a connection of its own, side by side:
-# the rows are spread over the whole history, and one UPDATE waits on one page read
-# at a time. properties has over twice the rows of events.
-SHARDS = (("events", 0, 1), ("properties", 0, 2), ("properties", 1, 2))
-
-
 def repoint_pending(engine: Engine) -> tuple[int, int]:
     """Re-point the rows left pending by settles before imports; (events, properties) moved.
 
-    Holds the settle lock, so that no settle changes people meanwhile. On MySQL its
-    shards read at READ COMMITTED, which takes no gap locks: the imports running
-    beside it insert rows by the same users' index without waiting for it (see the
-    module's docstring for why none of their rows can need it). A shard that commits
-    while another fails has moved its rows for good: moving them again finds none.
+    Holds the settle lock, so that no settle changes people meanwhile. On MySQL it
+    reads at READ COMMITTED, which takes no gap locks: the imports running beside it
+    insert rows by the same users' index without waiting for it (see the module's
+    docstring for why none of their rows can need it).
     """
-    with held(engine, SETTLE_LOCK):
-        with engine.connect() as conn:
-            since = pending_since(conn)
-        if since is None:
-            return 0, 0
-        if is_mysql(engine):
-            moved: dict[str, int] = {"events": 0, "properties": 0}
+    level = "READ COMMITTED" if is_mysql(engine) else "SERIALIZABLE"
 
-            def shard(task: tuple[str, int, int]) -> None:
-                table, k, n = task
-                count = _repoint(engine, "READ COMMITTED", since, (table,), (k, n))[0]
-                moved[table] += count  # one thread per shard; += of ints under the GIL
-
-            side_by_side(shard, SHARDS)
-            events, properties = moved["events"], moved["properties"]
-        else:
-            events, properties = _repoint(engine, "SERIALIZABLE", since)
-        with engine.begin() as conn:
-            done(conn)
-        return events, properties
-
-
-def _repoint(
-    engine: Engine,
-    level: str,
-    since: int,
-    tables: tuple[str, ...] = ("events", "properties"),
-    shard: tuple[int, int] = (0, 1),
-) -> list[int]:
-    """One transaction that re-points the pending rows of tables (of shard's users)."""
-
-    def run() -> list[int]:
+    def run() -> tuple[int, int]:
         with engine.connect().execution_options(isolation_level=level) as conn:
+            since = pending_since(conn)
+            if since is None:
+                return 0, 0
             with staging(conn):
-                stage_pending(conn, since, shard)
-                moved = staged_rows(conn, tables)
+                stage_pending(conn, since)
+                events, properties = staged_rows(conn)
+            done(conn)
             conn.commit()
-            return moved
+            return events, properties
 
-    return retrying_lock_conflicts(run)
+    with held(engine, SETTLE_LOCK):
+        return retrying_lock_conflicts(run)
