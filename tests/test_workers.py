@@ -345,3 +345,57 @@ def test_an_idle_burst_worker_looks_less_and_less_often_while_nothing_changes(
     # Every 50 ms would be 20 looks in the second (two Redis commands each); the pauses
     # double from 50 ms up to 400 ms.
     assert 2 <= len(looks) <= 7
+
+
+def test_an_idle_burst_worker_wakes_when_a_job_is_queued_and_leaves_the_queue_as_it_was(
+    redis_queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from kmdb.orchestrate import workers
+    from kmdb.orchestrate.queues import queue
+    from kmdb.settings import Settings
+
+    redis = Redis.from_url(REDIS_URL)
+    q = queue(Settings(redis_url=REDIS_URL, queue=redis_queue), redis)
+    redis.zadd(q.started_job_registry.key, {f"{redis_queue}-busy:an-execution": time.time() + 60})
+    real_sleep = time.sleep
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s instead of waiting on Redis")
+
+    def release() -> None:
+        real_sleep(0.2)
+        redis.rpush(q.key, "a-job")
+
+    # The queue is empty until the other thread pushes: the wait is Redis's, not a sleep.
+    monkeypatch.setattr(workers.time, "sleep", no_sleep)
+    releasing = threading.Thread(target=release)
+    releasing.start()
+    try:
+        workers._wait_for_change(q)
+    finally:
+        releasing.join()
+    assert redis.lrange(q.key, 0, -1) == [b"a-job"]
+
+
+def test_on_a_redis_without_blmove_an_idle_worker_pauses_and_counts(redis_queue: str) -> None:
+    import redis.exceptions
+
+    from kmdb.orchestrate import workers
+    from kmdb.orchestrate.queues import queue
+    from kmdb.settings import Settings
+
+    client = Redis.from_url(REDIS_URL)
+    q = queue(Settings(redis_url=REDIS_URL, queue=redis_queue), client)
+    asked: list[str] = []
+
+    def old_redis(*args: object) -> None:
+        asked.append("BLMOVE")
+        raise redis.exceptions.ResponseError("unknown command 'BLMOVE'")
+
+    client.blmove = old_redis  # type: ignore[method-assign]
+    assert workers._queued_within(q, 0.01) is False
+    client.rpush(q.key, "a-job")
+    assert workers._queued_within(q, 0.01) is True
+    assert asked == ["BLMOVE"]  # asked once, then known to be missing

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -377,11 +378,34 @@ def _wait_for_change(q: Queue) -> None:
     started = q.started_job_registry.get_job_count(cleanup=False)
     deadline = time.monotonic() + CHECK_EVERY
     pause = POLL
-    while time.monotonic() < deadline:
-        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-        if q.count or q.started_job_registry.get_job_count(cleanup=False) < started:
+    while (left := deadline - time.monotonic()) > 0:
+        if _queued_within(q, min(pause, left)):
+            return
+        if q.started_job_registry.get_job_count(cleanup=False) < started:
             return
         pause = min(POLL_MAX, pause * 2)
+
+
+def _queued_within(q: Queue, seconds: float) -> bool:
+    """Whether a job is queued within seconds; Redis 6.2+ answers the moment one is.
+
+    BLMOVE from the queue to itself, head to head, waits for a job and moves nothing:
+    a worker waiting on a settle takes the imports it releases at once, not up to a
+    pause later. Older Redis has no BLMOVE: then a pause, and a count.
+    """
+    if q.connection not in _NO_BLMOVE:
+        try:
+            # Redis 6 takes a timeout in fractions of a second; redis-py annotates an int.
+            moved = q.connection.blmove(q.key, q.key, seconds, "LEFT", "LEFT")  # type: ignore[arg-type]
+            return moved is not None
+        except redis.exceptions.ResponseError:
+            _NO_BLMOVE.add(q.connection)
+    time.sleep(seconds)
+    return bool(q.count)
+
+
+# Redis connections whose server said it has no BLMOVE.
+_NO_BLMOVE: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def pool_command(settings: Settings, workers: int | None, procfile: str | None) -> list[str]:
