@@ -367,9 +367,7 @@ def waiting_for_database(settings: Settings) -> Engine:
 
 def _wait_for_queue(q: Queue, seconds: float) -> None:
     """Wait up to seconds for a job to be queued."""
-    deadline = time.monotonic() + seconds
-    while not q.count and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _queued_within(q, seconds)
 
 
 def _wait_for_change(q: Queue) -> None:
