@@ -100,9 +100,11 @@ def revision_states(
                 f"({MAX_REVISION}); it was not imported."
             )
     r = schema.revisions
-    with engine.begin() as conn:
-        # Read first: an import job's revisions exist already, and an INSERT IGNORE on
-        # them would wait for the row locks of other jobs' commits.
+    # Not engine.begin(): an import job's revisions exist already, and a read needs no
+    # COMMIT (the connection's return rolls back, a round trip either way).
+    with engine.connect() as conn:
+        # Read first: an INSERT IGNORE on existing rows would wait for the row locks
+        # of other jobs' commits.
         rows = list(conn.execute(select(r).where(r.c.number.in_(revisions))))
         missing = sorted(set(revisions) - {row.number for row in rows})
         if missing:
@@ -111,6 +113,7 @@ def revision_states(
                 [{"number": n, "status": "pending", "size": (sizes or {}).get(n)} for n in missing],
             )
             rows += conn.execute(select(r).where(r.c.number.in_(missing))).all()
+            conn.commit()
     return {row.number: dict(row._mapping) for row in rows}
 
 
