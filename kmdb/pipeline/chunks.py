@@ -110,27 +110,30 @@ class ChunkStream:
             p.c.revision.in_(sorted({n for n, _ in wanted})),
             p.c.part.in_(sorted({n for _, n in wanted})),
         )
+        # One connection, and one transaction: the read comes after the locks, so its
+        # snapshot shows what the parts' last holders committed.
         with self.engine.connect() as conn:
             rows = {(row.revision, row.part): dict(row._mapping) for row in conn.execute(query)}
-        missing = sorted(wanted - set(rows))
-        if missing:
-            revision, number = missing[0]
-            raise KmdbError(
-                f"Revision {revision} has no part {number}; run kmdb-import to plan it again."
-            )
-        parts = []
-        for revision, number in self.parts:
-            if self.states[revision]["status"] == "done":
-                continue
-            row = rows[(revision, number)]
-            if row["status"] == "done":
-                self.already_done.add(revision)  # the revision is done if this was its last part
-                continue
-            parts.append(Part.of(row))
-        if not parts:
-            return parts
-        started = now()
-        with self.engine.begin() as conn:
+            missing = sorted(wanted - set(rows))
+            if missing:
+                revision, number = missing[0]
+                raise KmdbError(
+                    f"Revision {revision} has no part {number}; run kmdb-import to plan it again."
+                )
+            parts = []
+            for revision, number in self.parts:
+                if self.states[revision]["status"] == "done":
+                    continue
+                row = rows[(revision, number)]
+                if row["status"] == "done":
+                    self.already_done.add(
+                        revision
+                    )  # the revision is done if this was its last part
+                    continue
+                parts.append(Part.of(row))
+            if not parts:
+                return parts
+            started = now()
             conn.exec_driver_sql(
                 update_many(
                     "revision_parts",
@@ -145,6 +148,7 @@ class ChunkStream:
                     status="running", error=None, started_at=func.coalesce(r.c.started_at, started)
                 )
             )
+            conn.commit()
         for part in parts:
             self.running[(part.revision, part.part)] = part
         return parts
