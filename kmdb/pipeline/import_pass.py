@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from kmdb.errors import ConcurrentImport, Stopped, Unreadable, concerns_one_file
 from kmdb.extract.export import Source
+from kmdb.load.engine import autocommit
 from kmdb.load.ledger import (
     Counts,
     revision_state,
@@ -146,8 +147,9 @@ def import_parts(
     the ids it remembers from its earlier jobs (steps.Remembered).
     """
     revisions = sorted({revision for revision, _ in parts})
-    with engine.connect() as conn:
-        # The job's first reads share a connection: a checkout (a ping and a ROLLBACK) fewer.
+    # The job's first reads share a connection (a checkout, and its ping, fewer), one of
+    # autocommit: they need no snapshot in common, and it goes back with no ROLLBACK.
+    with autocommit(engine).connect() as conn:
         states = states_on(conn, revisions)
         importer = Importer(engine, settings, remembered, conn)
     unscanned = [n for n in revisions if states[n]["status"] != "done" and not states[n]["scanned"]]
