@@ -220,7 +220,8 @@ def per_part(moves: list[Move]) -> list[Move]:
 
 def progress_sql(moves: list[Move]) -> str:
     """One UPDATE of revision_parts that moves every part of a chunk, each only from where
-    the chunk found it (so that its row count tells whether another worker moved one)."""
+    the chunk found it (so that its row count tells whether another worker moved one),
+    and marks it running (or done, at its end)."""
     values: dict[str, list[object]] = {
         "lines_done": [m.to_line for m in moves],
         "bytes_done": [m.end_offset for m in moves],
@@ -230,8 +231,12 @@ def progress_sql(moves: list[Move]) -> str:
         added = [getattr(m.counts, column) for m in moves]
         if any(added):
             values[column] = [f"{column} + {int(n)}" for n in added]
-    if any(m.finished for m in moves):
-        values["status"] = ["'done'" if m.finished else "status" for m in moves]
+    # A part is marked running by its first chunk (kmdb.pipeline.chunks.ChunkStream._start),
+    # and only from pending: one that the stream marked failed meanwhile stays so.
+    values["status"] = [
+        "'done'" if m.finished else "CASE WHEN status = 'pending' THEN 'running' ELSE status END"
+        for m in moves
+    ]
     return update_many(
         "revision_parts",
         [part_key(m.part.revision, m.part.part) for m in moves],
