@@ -69,9 +69,10 @@ def test_one_statement_moves_every_part_only_from_where_the_chunk_found_it(
                 "ORDER BY part"
             )
         ).all()
+    # A part moved on is marked running by its first chunk; one not in the chunk stays.
     assert [tuple(r) for r in rows] == [
         (0, 5, 50, 4, "done"),
-        (1, 2, 20, 1, "pending"),
+        (1, 2, 20, 1, "running"),
         (2, 0, 0, 0, "pending"),
     ]
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 
 from kmdb.extract.local import LocalSource
 from kmdb.load.database import create_schema
@@ -309,10 +309,10 @@ def test_an_import_that_read_canonical_ids_before_a_settle_repoints_its_own_rows
     original = Importer._commit
     settled = []
 
-    def settle_first(self: Importer, prepared: Prepared) -> None:
+    def settle_first(self: Importer, conn: Connection, prepared: Prepared) -> None:
         if not settled:
             settled.append(settle(engine))
-        original(self, prepared)
+        original(self, conn, prepared)
 
     monkeypatch.setattr(Importer, "_commit", settle_first)
     import_revision(engine, source, 2, settings)
@@ -367,11 +367,11 @@ def test_a_settle_interleaved_with_an_import_transaction_leaves_rows_right(
             monkeypatch.setattr(settle_module, "_next_generation", slow_bump)
             original_commit = Importer._commit
 
-            def commit(self: Importer, prepared: Prepared) -> None:
+            def commit(self: Importer, conn: Connection, prepared: Prepared) -> None:
                 if not threads:
                     threads.append(settle_in_thread())
                     repointed.wait(30)
-                original_commit(self, prepared)
+                original_commit(self, conn, prepared)
 
             monkeypatch.setattr(Importer, "_commit", commit)
         else:

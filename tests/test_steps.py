@@ -69,12 +69,25 @@ def test_a_chunk_moves_all_its_parts_in_one_commit_and_a_retry_writes_nothing_tw
     prepared = _chunk_of_two_files(engine, settings, tmp_path / "export")
     chunk_importer = Importer(engine, settings)
     chunk_importer.commit(prepared)
-    assert _progress(engine) == [(1, 2, 2, 1, "done"), (2, 1, 1, 1, "pending")]
+    # A part that goes on after the chunk is marked running by it.
+    assert _progress(engine) == [(1, 2, 2, 1, "done"), (2, 1, 1, 1, "running")]
     assert (_count(engine, "events"), _count(engine, "properties")) == (3, 2)
     # The same chunk again, as after a connection lost once its commit went through.
     chunk_importer.commit(prepared)
-    assert _progress(engine) == [(1, 2, 2, 1, "done"), (2, 1, 1, 1, "pending")]
+    assert _progress(engine) == [(1, 2, 2, 1, "done"), (2, 1, 1, 1, "running")]
     assert (_count(engine, "events"), _count(engine, "properties")) == (3, 2)
+
+
+def test_a_chunk_leaves_a_part_that_failed_meanwhile_failed(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    prepared = _chunk_of_two_files(engine, settings, tmp_path / "export")
+    # The stream fails a part whose unreadable rest it met while the chunk of its first
+    # lines was loading: that chunk's commit must not mark it running again.
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE revision_parts SET status = 'failed' WHERE revision = 2"))
+    Importer(engine, settings).commit(prepared)
+    assert _progress(engine) == [(1, 2, 2, 1, "done"), (2, 1, 1, 1, "failed")]
 
 
 def test_a_chunk_whose_part_another_worker_moved_writes_nothing(

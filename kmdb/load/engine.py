@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -89,9 +91,7 @@ def _is_local(url: str) -> bool:
     return host in (None, "", "localhost", "127.0.0.1", "::1")
 
 
-def make_engine(settings: Settings) -> Engine:
-    """An engine for DATABASE_URL that has been checked to connect."""
-    url = settings.database_url
+def _engine_kwargs(url: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"future": True}
     if url.startswith(("mysql", "mariadb")):
         kwargs["connect_args"] = {
@@ -109,8 +109,14 @@ def make_engine(settings: Settings) -> Engine:
         # Each worker process opens its own file handle; pooling buys nothing on SQLite.
         kwargs["poolclass"] = NullPool
         kwargs["connect_args"] = {"timeout": 60}
+    return kwargs
+
+
+def make_engine(settings: Settings) -> Engine:
+    """An engine for DATABASE_URL that has been checked to connect."""
+    url = settings.database_url
     try:
-        engine = create_engine(url, **kwargs)
+        engine = create_engine(url, **_engine_kwargs(url))
     except Exception as exc:  # a malformed URL or a missing driver
         raise ConfigError(f"DATABASE_URL {mask_url(url)} cannot be used ({exc}).") from None
     if engine.dialect.name == "sqlite":
@@ -125,6 +131,38 @@ def make_engine(settings: Settings) -> Engine:
             "check DATABASE_URL and that the server is running."
         ) from None
     return engine
+
+
+# Each MySQL engine's twin of autocommit connections (see autocommit), made on first use.
+_autocommit: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_autocommit_made = threading.Lock()
+
+
+def autocommit(engine: Engine) -> Engine:
+    """An engine on engine's database whose connections run each statement in a transaction
+    of its own: no statement waits for a COMMIT to be seen, nor sees an old snapshot.
+
+    On MySQL it has a pool of its own, whose connections stay in autocommit mode:
+    an isolation_level option on a connection of engine's pool cost five statements
+    of its own (SET AUTOCOMMIT = 1, then, as the connection went back, ROLLBACK,
+    SET AUTOCOMMIT = 0, SET SESSION TRANSACTION ISOLATION LEVEL and COMMIT). With
+    skip_autocommit_rollback, a connection that goes back sends no ROLLBACK either:
+    in autocommit mode there is no transaction to end. engine.dispose() disposes of
+    it too.
+    """
+    if not is_mysql(engine):
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    with _autocommit_made:
+        found = _autocommit.get(engine)
+        if found is not None:
+            return found
+        url = engine.url.render_as_string(hide_password=False)
+        twin = create_engine(
+            url, **_engine_kwargs(url), isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True
+        )
+        _autocommit[engine] = twin
+        event.listen(engine, "engine_disposed", lambda _engine: twin.dispose())
+        return twin
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, bindparam, select, text
 
-from kmdb.load.engine import is_mysql
+from kmdb.load.engine import autocommit, is_mysql
 from kmdb.retry import retrying_lock_conflicts
 
 LOOKUP_BATCH = 1000
@@ -23,9 +23,10 @@ def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
 class Interner:
     """Ids for names in `keys` or `users`, inserting the missing ones.
 
-    Inserts run in short autocommit transactions of their own, in sorted order:
-    inside a long transaction a worker could not see another worker's new rows
-    (REPEATABLE READ), and unsorted concurrent INSERT IGNOREs deadlock.
+    Inserts run in short autocommit transactions of their own (on the engine's
+    autocommit twin, kmdb.load.engine.autocommit), in sorted order: inside a long
+    transaction a worker could not see another worker's new rows (REPEATABLE READ),
+    and unsorted concurrent INSERT IGNOREs deadlock.
     """
 
     def __init__(self, engine: Engine, table: Table, column: str, extra: str | None = None) -> None:
@@ -84,7 +85,7 @@ class Interner:
         wanted = sorted({n for n in names if n not in self.cache})
         if not wanted:
             return self.cache
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with autocommit(self.engine).connect() as conn:
             self.lookup(conn, wanted)
             missing = [n for n in wanted if n not in self.cache]
             if missing:

@@ -93,6 +93,17 @@ def revision_states(
 ) -> dict[int, dict[str, Any]]:
     """The revisions' progress rows, created where missing (with their file sizes, if known:
     scans read small files ahead, and keep them for their import, only when sizes are known)."""
+    # Not engine.begin(): an import job's revisions exist already, and a read needs no
+    # COMMIT (the connection's return rolls back, a round trip either way).
+    with engine.connect() as conn:
+        return states_on(conn, revisions, sizes)
+
+
+def states_on(
+    conn: Connection, revisions: list[int], sizes: dict[int, int | None] | None = None
+) -> dict[int, dict[str, Any]]:
+    """revision_states on the caller's connection, which it commits if it created rows
+    (and leaves in the transaction of its read otherwise)."""
     for revision in revisions:
         if not 0 <= revision <= MAX_REVISION:
             raise KmdbError(
@@ -100,17 +111,17 @@ def revision_states(
                 f"({MAX_REVISION}); it was not imported."
             )
     r = schema.revisions
-    with engine.begin() as conn:
-        # Read first: an import job's revisions exist already, and an INSERT IGNORE on
-        # them would wait for the row locks of other jobs' commits.
-        rows = list(conn.execute(select(r).where(r.c.number.in_(revisions))))
-        missing = sorted(set(revisions) - {row.number for row in rows})
-        if missing:
-            conn.execute(
-                insert_ignore(r),
-                [{"number": n, "status": "pending", "size": (sizes or {}).get(n)} for n in missing],
-            )
-            rows += conn.execute(select(r).where(r.c.number.in_(missing))).all()
+    # Read first: an INSERT IGNORE on existing rows would wait for the row locks of
+    # other jobs' commits.
+    rows = list(conn.execute(select(r).where(r.c.number.in_(revisions))))
+    missing = sorted(set(revisions) - {row.number for row in rows})
+    if missing:
+        conn.execute(
+            insert_ignore(r),
+            [{"number": n, "status": "pending", "size": (sizes or {}).get(n)} for n in missing],
+        )
+        rows += conn.execute(select(r).where(r.c.number.in_(missing))).all()
+        conn.commit()
     return {row.number: dict(row._mapping) for row in rows}
 
 
@@ -209,7 +220,8 @@ def per_part(moves: list[Move]) -> list[Move]:
 
 def progress_sql(moves: list[Move]) -> str:
     """One UPDATE of revision_parts that moves every part of a chunk, each only from where
-    the chunk found it (so that its row count tells whether another worker moved one)."""
+    the chunk found it (so that its row count tells whether another worker moved one),
+    and marks it running (or done, at its end)."""
     values: dict[str, list[object]] = {
         "lines_done": [m.to_line for m in moves],
         "bytes_done": [m.end_offset for m in moves],
@@ -219,8 +231,12 @@ def progress_sql(moves: list[Move]) -> str:
         added = [getattr(m.counts, column) for m in moves]
         if any(added):
             values[column] = [f"{column} + {int(n)}" for n in added]
-    if any(m.finished for m in moves):
-        values["status"] = ["'done'" if m.finished else "status" for m in moves]
+    # A part is marked running by its first chunk (kmdb.pipeline.chunks.ChunkStream._start),
+    # and only from pending: one that the stream marked failed meanwhile stays so.
+    values["status"] = [
+        "'done'" if m.finished else "CASE WHEN status = 'pending' THEN 'running' ELSE status END"
+        for m in moves
+    ]
     return update_many(
         "revision_parts",
         [part_key(m.part.revision, m.part.part) for m in moves],
@@ -234,6 +250,17 @@ def sum_parts(engine: Engine, *revisions: int) -> list[int]:
     all are, and return them."""
     if not revisions:
         return []
+    with engine.connect() as conn:
+        done = sum_parts_in(conn, *revisions)
+        conn.commit()
+    return done
+
+
+def sum_parts_in(conn: Connection, *revisions: int) -> list[int]:
+    """sum_parts on the caller's connection, in a transaction that this begins and the
+    caller commits (so that it reads the parts as the commits before it left them)."""
+    if not revisions:
+        return []
     p, r = schema.revision_parts, schema.revisions
     mine = p.c.revision == r.c.number
     numbers = sorted(set(revisions))
@@ -243,30 +270,29 @@ def sum_parts(engine: Engine, *revisions: int) -> list[int]:
 
     # After the commit of the parts that ended: of two parts that finish together,
     # the one that looks last sees both done.
-    with engine.begin() as conn:
-        conn.execute(
-            update(r)
-            .where(r.c.number.in_(numbers))
-            .values(
-                lines_done=total(p.c.lines_done - func.coalesce(p.c.start_line, 1) + 1),
-                bytes_done=total(p.c.bytes_done - func.coalesce(p.c.start_byte, 0)),
-                events=total(p.c.events),
-                properties=total(p.c.properties),
-                rejected=total(p.c.rejected),
-            )
+    conn.execute(
+        update(r)
+        .where(r.c.number.in_(numbers))
+        .values(
+            lines_done=total(p.c.lines_done - func.coalesce(p.c.start_line, 1) + 1),
+            bytes_done=total(p.c.bytes_done - func.coalesce(p.c.start_byte, 0)),
+            events=total(p.c.events),
+            properties=total(p.c.properties),
+            rejected=total(p.c.rejected),
         )
-        unfinished = select(p.c.part).where(mine, p.c.status != "done").exists()
-        marked = conn.execute(
-            update(r)
-            .where(r.c.number.in_(numbers), r.c.status != "done", ~unfinished)
-            .values(status="done", error=None, finished_at=now())
-        ).rowcount
-        if not marked:
-            return []
-        if len(numbers) == 1:
-            return numbers
-        done = select(r.c.number).where(r.c.number.in_(numbers), r.c.status == "done")
-        return list(conn.execute(done).scalars())
+    )
+    unfinished = select(p.c.part).where(mine, p.c.status != "done").exists()
+    marked = conn.execute(
+        update(r)
+        .where(r.c.number.in_(numbers), r.c.status != "done", ~unfinished)
+        .values(status="done", error=None, finished_at=now())
+    ).rowcount
+    if not marked:
+        return []
+    if len(numbers) == 1:
+        return numbers
+    done = select(r.c.number).where(r.c.number.in_(numbers), r.c.status == "done")
+    return list(conn.execute(done).scalars())
 
 
 @dataclass

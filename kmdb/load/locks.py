@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine, text
 
 from kmdb.errors import LockBusy
-from kmdb.load.engine import is_mysql
+from kmdb.load.engine import autocommit, is_mysql
 
 # How long a job waits for another worker that holds its revision.
 LOCK_WAIT = 6 * 3600
@@ -83,7 +83,9 @@ class LockSet:
 
     def _connect(self) -> Connection:
         if self._conn is None:
-            self._conn = self.engine.connect()
+            # In autocommit mode: named locks are the session's, not a transaction's,
+            # and a connection that read no table goes back to its pool with no ROLLBACK.
+            self._conn = autocommit(self.engine).connect()
             # Asked once per engine: a job of many small parts opens a LockSet each.
             if self.engine not in _databases:
                 _databases[self.engine] = _database(self._conn)

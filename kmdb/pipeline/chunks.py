@@ -18,6 +18,7 @@ from kmdb.extract.export import Source
 from kmdb.extract.framing import line_batches
 from kmdb.extract.read_ahead import ReadAhead
 from kmdb.load import schema
+from kmdb.load.engine import autocommit
 from kmdb.load.ledger import (
     Part,
     error_text,
@@ -71,8 +72,9 @@ class Segment:
 class ChunkStream:
     """The parts of a job as one stream of chunks of lines, a chunk spanning parts if they are small.
 
-    The parts are started together (their locks taken, marked running); each ends
-    with a segment of no lines that marks it done in its chunk's transaction.
+    The parts are started together (their locks taken, their revisions marked
+    running); each is marked running by the commit of its first chunk, and ends with
+    a segment of no lines that marks it done in its chunk's transaction.
     """
 
     def __init__(
@@ -94,7 +96,15 @@ class ChunkStream:
         self.reached: set[tuple[int, int]] = set()  # parts the stream has begun to read
 
     def _start(self) -> list[Part]:
-        """Take the parts' locks, and mark those not done yet running, in one transaction."""
+        """Take the parts' locks, read how far they got, and mark their revisions running.
+
+        A part is marked running by its first chunk's commit (progress_sql), not here:
+        a transaction of its own, and its commit's flush to disk, cost a small job more
+        than any of its statements. kmdb-status counts revisions by status, and a
+        revision is marked running here unless it is already (the usual case: it has
+        other parts). Parts that an earlier attempt left failed or stopped are marked
+        running here, their error cleared, as their revisions are.
+        """
         self.locks.take_all(
             [
                 part_lock(revision, number)
@@ -106,45 +116,63 @@ class ChunkStream:
         wanted = set(self.parts)
         # Only the job's own parts (and few others): a revision cut in a thousand parts
         # must not make each of its jobs read a thousand rows.
-        query = select(p).where(
-            p.c.revision.in_(sorted({n for n, _ in wanted})),
-            p.c.part.in_(sorted({n for _, n in wanted})),
+        query = (
+            select(
+                p,
+                r.c.status.label("revision_status"),
+                r.c.error.label("revision_error"),
+                r.c.started_at.label("revision_started_at"),
+            )
+            .outerjoin(r, r.c.number == p.c.revision)
+            .where(
+                p.c.revision.in_(sorted({n for n, _ in wanted})),
+                p.c.part.in_(sorted({n for _, n in wanted})),
+            )
         )
-        with self.engine.connect() as conn:
+        # After the locks, in autocommit: the read shows what the parts' last holders
+        # committed, and the marks below need no transaction in common.
+        with autocommit(self.engine).connect() as conn:
             rows = {(row.revision, row.part): dict(row._mapping) for row in conn.execute(query)}
-        missing = sorted(wanted - set(rows))
-        if missing:
-            revision, number = missing[0]
-            raise KmdbError(
-                f"Revision {revision} has no part {number}; run kmdb-import to plan it again."
-            )
-        parts = []
-        for revision, number in self.parts:
-            if self.states[revision]["status"] == "done":
-                continue
-            row = rows[(revision, number)]
-            if row["status"] == "done":
-                self.already_done.add(revision)  # the revision is done if this was its last part
-                continue
-            parts.append(Part.of(row))
-        if not parts:
-            return parts
-        started = now()
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql(
-                update_many(
-                    "revision_parts",
-                    [part_key(part.revision, part.part) for part in parts],
-                    {"status": ["'running'"] * len(parts), "error": ["NULL"] * len(parts)},
+            missing = sorted(wanted - set(rows))
+            if missing:
+                revision, number = missing[0]
+                raise KmdbError(
+                    f"Revision {revision} has no part {number}; run kmdb-import to plan it again."
                 )
-            )
-            conn.execute(
-                update(r)
-                .where(r.c.number.in_(sorted({part.revision for part in parts})))
-                .values(
-                    status="running", error=None, started_at=func.coalesce(r.c.started_at, started)
+            parts = []
+            for revision, number in self.parts:
+                if self.states[revision]["status"] == "done":
+                    continue
+                row = rows[(revision, number)]
+                if row["status"] == "done":
+                    self.already_done.add(
+                        revision
+                    )  # the revision is done if this was its last part
+                    continue
+                parts.append(Part.of(row))
+            if not parts:
+                return parts
+            found = [rows[(part.revision, part.part)] for part in parts]
+            retried = [row for row in found if row["status"] not in ("pending", "running")]
+            if retried:
+                conn.exec_driver_sql(
+                    update_many(
+                        "revision_parts",
+                        [part_key(row["revision"], row["part"]) for row in retried],
+                        {"status": ["'running'"] * len(retried), "error": ["NULL"] * len(retried)},
+                    )
                 )
-            )
+            idle = sorted({row["revision"] for row in found if not _marked_running(row)})
+            if idle:
+                conn.execute(
+                    update(r)
+                    .where(r.c.number.in_(idle))
+                    .values(
+                        status="running",
+                        error=None,
+                        started_at=func.coalesce(r.c.started_at, now()),
+                    )
+                )
         for part in parts:
             self.running[(part.revision, part.part)] = part
         return parts
@@ -217,6 +245,15 @@ class ChunkStream:
         set_part(self.engine, part.revision, part.part, status=status, error=error)
         set_status(self.engine, part.revision, status=status, error=error)
         sum_parts(self.engine, part.revision)
+
+
+def _marked_running(row: dict[str, Any]) -> bool:
+    """Whether a part's row (read with its revision's) shows its revision marked running."""
+    return (
+        row["revision_status"] == "running"
+        and row["revision_error"] is None
+        and row["revision_started_at"] is not None
+    )
 
 
 def _rest(done: int, end: int | None) -> int | None:

@@ -9,6 +9,7 @@ interned so far, and the time spent in each step.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -89,15 +90,21 @@ class Importer:
     """What the parts of one job share (filters, interned names, timings), and the steps of a chunk."""
 
     def __init__(
-        self, engine: Engine, settings: Settings, remembered: Remembered | None = None
+        self,
+        engine: Engine,
+        settings: Settings,
+        remembered: Remembered | None = None,
+        conn: Connection | None = None,
     ) -> None:
+        """conn, if given, is where the filters and the epoch are read (a job's first reads
+        share a connection); otherwise one of engine's."""
         self.engine = engine
         self.settings = settings
-        with engine.connect() as conn:
-            self.filters = read_filters(conn)
+        with contextlib.nullcontext(conn) if conn is not None else engine.connect() as reading:
+            self.filters = read_filters(reading)
             # Before any canonical id is read: a settle that changes people after this
             # is seen at each commit (_repoint_own).
-            state = epoch.read(conn)
+            state = epoch.read(reading)
         self.generation = state.generation
         names = remembered or Remembered(engine)
         names.hold_for(state)
@@ -257,11 +264,16 @@ class Importer:
             self.timed("identities", started)
             return rows(*args, self.keys.cache, user_ids)
 
-    def commit(self, prepared: Prepared) -> Counts:
-        """Load a prepared chunk and its parts' progress in one transaction (in the loader thread)."""
+    def commit(self, prepared: Prepared, conn: Connection | None = None) -> Counts:
+        """Load a prepared chunk and its parts' progress in one transaction (in the loader
+        thread), on conn if given (with no transaction begun), or on one of the engine's."""
         started = time.perf_counter()
         try:
-            retrying_lock_conflicts(lambda: self._commit(prepared))
+            if conn is None:
+                with self.engine.connect() as own:
+                    retrying_lock_conflicts(lambda: self._commit(own, prepared))
+            else:
+                retrying_lock_conflicts(lambda: self._commit(conn, prepared))
         finally:
             for staged in prepared.staged:
                 staged.discard()
@@ -271,10 +283,10 @@ class Importer:
         self.counts.add(prepared.counts)
         return prepared.counts
 
-    def _commit(self, p: Prepared) -> None:
+    def _commit(self, conn: Connection, p: Prepared) -> None:
         r = schema.revision_parts
         moves = per_part(p.moves)
-        with self.engine.begin() as conn:
+        with conn.begin():
             # The progress rows are updated first: they lock the parts, so a second
             # worker on the same part waits here and then finds it moved on. One
             # statement for all of them: the loader thread waits for the GIL after
