@@ -145,9 +145,8 @@ class ChunkStream:
                     continue
                 row = rows[(revision, number)]
                 if row["status"] == "done":
-                    self.already_done.add(
-                        revision
-                    )  # the revision is done if this was its last part
+                    # The revision is done if this was its last part.
+                    self.already_done.add(revision)
                     continue
                 parts.append(Part.of(row))
             if not parts:
