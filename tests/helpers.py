@@ -315,6 +315,18 @@ def line(**fields: object) -> bytes:
     return orjson.dumps(fields)
 
 
+# Two revisions of a first run: anon-b's and zed's events and properties, then anon-b
+# aliased to bob@x. A later run's aliases to a numeric identity move them all.
+ANON_B_AND_ZED = {
+    7: [
+        line(_n="visited", _p="anon-b", _t=100, url="x"),
+        line(_p="anon-b", _t=101, plan="free"),
+        line(_n="visited", _p="zed", _t=102),
+    ],
+    8: [line(_p="anon-b", _p2="bob@x", _t=200), line(_n="paid", _p="bob@x", _t=201)],
+}
+
+
 def run_import(engine: Engine, folder: Path, settings: Settings, source: Any = None) -> list[int]:
     """Import an export folder (or source) inline into engine's database, its schema made
     first; return the revisions it found to import."""

@@ -90,8 +90,10 @@ def test_the_tables_of_many_jobs_the_bulk_path_and_one_more_revision(
     assert [" ".join(r[:-4]) for r in revision] == ["not partitioned", "kmdb-partition by 7 days"]
     for row in revision:
         on_top, empty, ratio, settle = (_number(x) for x in row[-4:])
-        # The seconds are printed to a tenth: the ratio, from the unrounded ones, is close.
-        assert ratio == pytest.approx(on_top / empty, rel=0.05) and settle >= 0
+        # The seconds are printed to a tenth, the ratio from the unrounded ones: it lies
+        # within what the rounding allows (at these sizes a tenth is a third of a time).
+        low, high = (on_top - 0.05) / (empty + 0.05), (on_top + 0.05) / max(empty - 0.05, 1e-9)
+        assert low - 0.01 <= ratio <= high + 0.01 and settle >= 0
     assert "All imports complete, and every many-jobs run has the first run's rows." in out
     # The databases it made are gone.
     assert not re.search(r"kmdb_scale_", " ".join(mysql_databases()))

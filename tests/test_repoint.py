@@ -18,7 +18,7 @@ from kmdb.orchestrate.status import render, report
 from kmdb.pipeline.import_pass import import_revision
 from kmdb.pipeline.scan_pass import scan_revision
 from kmdb.settings import Settings
-from tests.helpers import REDIS_URL, line, run_import, write_export
+from tests.helpers import ANON_B_AND_ZED, REDIS_URL, line, run_import, write_export
 from tests.model import assert_same, dump, expected, read_export
 
 
@@ -26,17 +26,7 @@ def _first_run_then_aliases(engine: Engine, settings: Settings, tmp_path: Path) 
     """An imported run of anon-b's and zed's rows, then revision 9 scanned (not imported):
     its aliases make the numeric 42 the canonical identity of both."""
     folder = tmp_path / "export"
-    write_export(
-        folder,
-        {
-            7: [
-                line(_n="visited", _p="anon-b", _t=100, url="x"),
-                line(_p="anon-b", _t=101, plan="free"),
-                line(_n="visited", _p="zed", _t=102),
-            ],
-            8: [line(_p="anon-b", _p2="bob@x", _t=200), line(_n="paid", _p="bob@x", _t=201)],
-        },
-    )
+    write_export(folder, ANON_B_AND_ZED)
     run_import(engine, folder, settings)
     write_export(
         folder,

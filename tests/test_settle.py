@@ -26,6 +26,7 @@ from kmdb.sample import write_sample
 from kmdb.settings import Settings
 from kmdb.transform.parse import Record, parse_line
 from tests.helpers import (
+    ANON_B_AND_ZED,
     aliases_a_scan_merges,
     export_on_mariadb,
     line,
@@ -39,17 +40,7 @@ def test_transitive_aliases_across_files_and_runs(
     engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
     folder = tmp_path / "export"
-    write_export(
-        folder,
-        {
-            7: [
-                line(_n="visited", _p="anon-b", _t=100, url="x"),
-                line(_p="anon-b", _t=101, plan="free"),
-                line(_n="visited", _p="zed", _t=102),
-            ],
-            8: [line(_p="anon-b", _p2="bob@x", _t=200), line(_n="paid", _p="bob@x", _t=201)],
-        },
-    )
+    write_export(folder, ANON_B_AND_ZED)
     run_import(engine, folder, settings)
     result = dump(engine)
     assert {(e[1], e[2]) for e in result.events} == {

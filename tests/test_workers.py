@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -318,19 +319,27 @@ def test_a_worker_removes_the_load_files_that_a_killed_one_left(
     assert not left.exists()
 
 
-def test_an_idle_burst_worker_looks_less_and_less_often_while_nothing_changes(
-    redis_queue: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from rq.registry import StartedJobRegistry
-
-    from kmdb.orchestrate import workers
+@pytest.fixture
+def busy(redis_queue: str) -> tuple[Redis, Any]:
+    """Redis and a queue of the test's own, where another worker runs a job that does not
+    end while the test waits."""
     from kmdb.orchestrate.queues import queue
     from kmdb.settings import Settings
 
     redis = Redis.from_url(REDIS_URL)
     q = queue(Settings(redis_url=REDIS_URL, queue=redis_queue), redis)
-    # A job another worker runs, that does not end while this one waits.
     redis.zadd(q.started_job_registry.key, {f"{redis_queue}-busy:an-execution": time.time() + 60})
+    return redis, q
+
+
+def test_an_idle_burst_worker_looks_less_and_less_often_while_nothing_changes(
+    busy: tuple[Redis, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rq.registry import StartedJobRegistry
+
+    from kmdb.orchestrate import workers
+
+    redis, q = busy
     looks: list[float] = []
     count = StartedJobRegistry.get_job_count
 
@@ -348,17 +357,13 @@ def test_an_idle_burst_worker_looks_less_and_less_often_while_nothing_changes(
 
 
 def test_an_idle_burst_worker_wakes_when_a_job_is_queued_and_leaves_the_queue_as_it_was(
-    redis_queue: str, monkeypatch: pytest.MonkeyPatch
+    busy: tuple[Redis, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import threading
 
     from kmdb.orchestrate import workers
-    from kmdb.orchestrate.queues import queue
-    from kmdb.settings import Settings
 
-    redis = Redis.from_url(REDIS_URL)
-    q = queue(Settings(redis_url=REDIS_URL, queue=redis_queue), redis)
-    redis.zadd(q.started_job_registry.key, {f"{redis_queue}-busy:an-execution": time.time() + 60})
+    redis, q = busy
     real_sleep = time.sleep
 
     def no_sleep(seconds: float) -> None:
