@@ -9,10 +9,11 @@ and the older rows move in a job of their own (`repoint_pending`) that runs
 beside the import's jobs instead of holding them back. Any later settle moves
 what is still pending, so a re-point job that failed or died loses nothing.
 
-Why a re-point job may run beside imports without the settle's locks: every
-import job that commits after the settle read the generation it moved on, and
-re-points its own rows (kmdb.pipeline.steps); every row committed before the
-settle's commit is there to see when this job starts, after it.
+Why a re-point job may run beside imports without the settle's locks: an import
+job that commits after the settle either read the new canonical ids, or reads, as
+it commits, the generation the settle moved on and re-points its own rows then
+(kmdb.pipeline.steps); every row committed before the settle's commit is there
+to see when this job starts, after it.
 """
 
 from __future__ import annotations
