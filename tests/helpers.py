@@ -220,7 +220,7 @@ def running_mariadb(folder: Path, *extra_server_args: str) -> Iterator[PrivateMa
     Its buffer pool is 64 MB unless extra_server_args say otherwise.
     """
     if shutil.which("mariadbd") is None:
-        pytest.skip("needs mariadbd")
+        unavailable("mariadbd", FileNotFoundError("not on PATH"))
     server = PrivateMariaDB(folder, "--innodb-buffer-pool-size=64M", *extra_server_args)
     server.start()
     try:

@@ -15,11 +15,12 @@ from redis import Redis
 from kmdb.bench.private import PrivateMariaDB, PrivateRedis
 from kmdb.bench.server import MySQL
 from kmdb.errors import BenchError
+from tests.helpers import unavailable
 
 
 def test_a_private_mariadb_runs_with_the_settings_given(tmp_path: Path) -> None:
     if shutil.which("mariadbd") is None:
-        pytest.skip("needs mariadbd")
+        unavailable("mariadbd", FileNotFoundError("not on PATH"))
     server = PrivateMariaDB(tmp_path, "--innodb-buffer-pool-size=96M")
     server.start()
     try:
@@ -38,7 +39,7 @@ def test_a_private_mariadb_runs_with_the_settings_given(tmp_path: Path) -> None:
 
 def test_a_mariadb_that_refuses_its_settings_is_a_sentence(tmp_path: Path) -> None:
     if shutil.which("mariadbd") is None:
-        pytest.skip("needs mariadbd")
+        unavailable("mariadbd", FileNotFoundError("not on PATH"))
     server = PrivateMariaDB(tmp_path, "--no-such-setting=1")
     try:
         with pytest.raises(BenchError, match="mariadbd --no-such-setting=1 exited at its start"):
@@ -49,7 +50,7 @@ def test_a_mariadb_that_refuses_its_settings_is_a_sentence(tmp_path: Path) -> No
 
 def test_a_private_redis_answers_and_is_gone_when_stopped(tmp_path: Path) -> None:
     if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server")
+        unavailable("redis-server", FileNotFoundError("not on PATH"))
     server = PrivateRedis(tmp_path / "redis")
     server.start()
     try:

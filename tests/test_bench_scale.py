@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 
 from kmdb.bench_scale import parse_args
-from tests.helpers import mysql_databases, mysql_server_url
+from tests.helpers import mysql_databases, mysql_server_url, unavailable
 
 BENCH = Path(__file__).resolve().parents[1] / "bin" / "bench"
 NUMBER = r"[\d,]+(?:\.\d+)?"
 
 
 def _scale(*args: str) -> subprocess.CompletedProcess[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server (bin/bench scale runs one of its own)")
+    if shutil.which("redis-server") is None:  # bin/bench scale runs one of its own
+        unavailable("redis-server", FileNotFoundError("not on PATH"))
     return subprocess.run(
         [str(BENCH), "scale", "--mysql-url", mysql_server_url(), *args],
         capture_output=True,
@@ -103,7 +103,7 @@ def test_server_args_run_the_revision_table_on_a_private_server(
     mysql_url: str, redis_queue: str
 ) -> None:
     if shutil.which("mariadbd") is None:
-        pytest.skip("needs mariadbd")
+        unavailable("mariadbd", FileNotFoundError("not on PATH"))
     done = _scale(
         "--tables", "revision", "--big-lines", "3000", "--revision-lines", "1000",
         "--server-args=--innodb-buffer-pool-size=96M",

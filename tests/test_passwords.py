@@ -15,7 +15,16 @@ from sqlalchemy import make_url
 
 from kmdb.sample import write_sample
 from kmdb.settings import mask_url, url_secrets
-from tests.helpers import PrivateRedis, free_port, mysql_admin, run, start_ui, stop_ui, wait_for
+from tests.helpers import (
+    PrivateRedis,
+    free_port,
+    mysql_admin,
+    run,
+    start_ui,
+    stop_ui,
+    unavailable,
+    wait_for,
+)
 
 # Every character that URLs treat specially, and a '!' as in the issue's report.
 PASSWORD = "Pw@S3c!r:t/9x"
@@ -73,7 +82,7 @@ def password_user(mysql_url: str) -> Iterator[str]:
 def password_redis(tmp_path: Path) -> Iterator[int]:
     """A private redis-server that asks for PASSWORD, on a free port."""
     if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server")
+        unavailable("redis-server", FileNotFoundError("not on PATH"))
     server = PrivateRedis(tmp_path / "redis", password=PASSWORD)
     server.start()
     try:
