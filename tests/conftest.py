@@ -6,6 +6,7 @@ tests call themselves is in tests/helpers.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -62,14 +63,19 @@ def redis_queue() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
-    """Settings for the parametrized database, with a private queue name and temp dir."""
-    return Settings(
+def settings(database_url: str, tmp_path: Path) -> Iterator[Settings]:
+    """Settings for the parametrized database, with a private queue name and temp dir;
+    whatever the test left of the queue in Redis is removed after (RQ keeps a job's
+    dependents without an expiry: tests that plan graphs left thousands of keys)."""
+    settings = Settings(
         database_url=database_url,
         redis_url=REDIS_URL,
         queue=f"kmdb-test-{uuid.uuid4().hex[:12]}",
         tmp_dir=str(tmp_path / "tmp"),
     )
+    yield settings
+    with contextlib.suppress(Exception):  # a test of a database alone may have no Redis
+        queues.clear(settings, Redis.from_url(REDIS_URL, socket_connect_timeout=2))
 
 
 @pytest.fixture
