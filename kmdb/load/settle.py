@@ -202,23 +202,22 @@ def _apply(
     The changes are staged in a temporary table, then applied by joined statements:
     statements per row spent most of a settle escaping their parameters.
     """
-    generation = epoch.read(conn).generation
     since = repoint.pending_since(conn)
     moved = [0, 0]
     repointing = not full and not defer and since is not None
     if changes or repointing:
         with repoint.staging(conn):
             if changes:
+                generation = epoch.read(conn).generation
                 bulk_insert(conn, repoint.STAGED, ("id", "canonical_id"), changes, tmp_dir)
                 _write_canonical_ids(conn)
                 conn.exec_driver_sql(
                     "INSERT INTO people_changes (user_id, generation) "
                     f"SELECT id, {int(generation) + 1} FROM kmdb_canonical_changes"
                 )
-            if defer:
-                if changes:
+                if defer:
                     repoint.defer(conn, generation)
-            elif not full:
+            if not full and not defer:
                 if since is not None:
                     repoint.stage_pending(conn, since)
                 moved = repoint.staged_rows(conn)
