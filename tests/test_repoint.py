@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine, event, text
 
 from kmdb.extract.local import LocalSource
 from kmdb.load import repoint
+from kmdb.load.database import create_schema
 from kmdb.load.engine import is_mysql, make_engine
 from kmdb.load.repoint import repoint_pending
 from kmdb.load.settle import settle
@@ -86,6 +87,33 @@ def test_the_settle_before_an_import_leaves_older_rows_to_the_repoint_beside_it(
     assert repoint_pending(engine) == (0, 0)
     after = settle(engine)
     assert (after.people_changed, after.events_moved, after.properties_moved) == (0, 0, 0)
+    assert_same(dump(engine), expected(read_export(folder)))
+
+
+def test_a_first_imports_repoint_reads_no_changes_when_no_row_came_before_the_settle(
+    engine: Engine, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On empty tables there is nothing older to move: the pending mark goes, and the
+    changed users (every aliased one, on a first import) are not even staged."""
+    folder = tmp_path / "export"
+    write_export(folder, ANON_B_AND_ZED)
+    write_export(folder, {9: [line(_p="42", _p2="anon-b", _t=300)]})
+    create_schema(engine)
+    for revision in (7, 8, 9):
+        scan_revision(engine, LocalSource(str(folder)), revision, settings)
+    assert settle(engine, before_import=True).people_changed > 0
+    assert _pending(engine) is not None
+
+    def staged(*_args: object) -> None:
+        raise AssertionError("staged the changed users although no row was there to move")
+
+    monkeypatch.setattr(repoint, "stage_pending", staged)
+    assert repoint_pending(engine) == (0, 0)
+    assert _pending(engine) is None
+    monkeypatch.undo()
+    for revision in (7, 8, 9):
+        import_revision(engine, LocalSource(str(folder)), revision, settings)
+    settle(engine)
     assert_same(dump(engine), expected(read_export(folder)))
 
 
