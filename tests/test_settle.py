@@ -404,15 +404,19 @@ def test_realias_recomputes_every_person_and_row(
     assert {e[2] for e in dump(engine).events} == {"bob@x"}
 
 
-def test_a_database_without_the_users_canonical_index_gets_it(
-    engine: Engine, settings: Settings, tmp_path: Path
+@pytest.mark.parametrize(
+    ("table", "index"),
+    [("users", "users_canonical"), ("people_changes", "people_changes_generation")],
+)
+def test_a_database_without_an_index_of_an_older_kmdb_gets_it(
+    engine: Engine, settings: Settings, tmp_path: Path, table: str, index: str
 ) -> None:
     create_schema(engine)
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
-            conn.execute(text("DROP INDEX users_canonical"))
+            conn.execute(text(f"DROP INDEX {index}"))
         else:
-            conn.execute(text("ALTER TABLE users DROP INDEX users_canonical"))
+            conn.execute(text(f"ALTER TABLE {table} DROP INDEX {index}"))
     assert settle(engine).indexes_built == 1
     with engine.connect() as conn:
-        assert "users_canonical" in {ix["name"] for ix in inspect(conn).get_indexes("users")}
+        assert index in {ix["name"] for ix in inspect(conn).get_indexes(table)}

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 PUT_OFF = (schema.events, schema.properties)
 # Tables whose indexes are never put off, but which a database made by an older kmdb
 # may lack (create_all makes no index on a table that exists): built where missing.
-KEPT = (schema.users,)
+KEPT = (schema.users, schema.people_changes)
 # Indexes of an older kmdb that a wider one of the schema now serves (kmdb/schema.py):
 # dropped where found when indexes are built or put off, so a table keeps one of each.
 REPLACED = {

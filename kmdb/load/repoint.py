@@ -21,7 +21,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from sqlalchemy import BigInteger, Column, Connection, Engine, MetaData, Table, delete, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    Select,
+    Table,
+    delete,
+    select,
+)
 
 from kmdb.load import indexes, schema
 from kmdb.load.engine import insert_ignore, is_mysql
@@ -72,10 +82,15 @@ def stage_pending(conn: Connection, since: int) -> None:
 
     Users staged already (a settle's own changes) keep their row.
     """
-    pc, u = schema.people_changes, schema.users
-    changed = select(pc.c.user_id).where(pc.c.generation > since).distinct()
-    current = select(u.c.id, u.c.canonical_id).where(u.c.id.in_(changed))
+    u = schema.users
+    current = select(u.c.id, u.c.canonical_id).where(u.c.id.in_(changed_since(since)))
     conn.execute(insert_ignore(STAGED).from_select(["id", "canonical_id"], current))
+
+
+def changed_since(since: int) -> Select[tuple[int]]:
+    """The users that settles changed after generation since (by people_changes_generation)."""
+    pc = schema.people_changes
+    return select(pc.c.user_id).where(pc.c.generation > since).distinct()
 
 
 def done(conn: Connection) -> None:
