@@ -267,7 +267,8 @@ def sum_parts_in(conn: Connection, *revisions: int) -> list[int]:
     # parts six times, for every part that ends: quadratic in a file's parts). Read
     # with shared locks, as an UPDATE's subqueries are: a part whose chunk is still
     # committing is waited for, and none moves until this commits, so of two parts
-    # that end together, the one that sums last sees both done.
+    # that end together, the one that sums last sees both done. Parts are locked
+    # before their revisions, the order a job's start (ChunkStream._start) takes them in.
     totals = (
         select(
             p.c.revision,
