@@ -146,15 +146,13 @@ def repoint_pending(engine: Engine) -> tuple[int, int]:
             since = pending_since(conn)
             if since is None:
                 return 0, 0
-            if not indexes.has_rows(conn):
-                # A first import: the settle committed before this began and no row
-                # was there, so every row comes after it, and needs none of this.
-                done(conn)
-                conn.commit()
-                return 0, 0
-            with staging(conn):
-                stage_pending(conn, since)
-                events, properties = staged_rows(conn)
+            events = properties = 0
+            # Empty tables (a first import's): the settle committed before this began
+            # and no row was there, so every row comes after it, and needs none of this.
+            if indexes.has_rows(conn):
+                with staging(conn):
+                    stage_pending(conn, since)
+                    events, properties = staged_rows(conn)
             done(conn)
             conn.commit()
             return events, properties

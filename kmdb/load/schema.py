@@ -256,7 +256,8 @@ people_changes = Table(
     # By user first: an import looks its rows' identities up in it.
     PrimaryKeyConstraint("user_id", "generation"),
     # A re-point reads the users changed after a generation: through this index, the
-    # changes since, not every change the database ever had.
+    # changes since, not every change the database ever had. A database made before it
+    # gets it from indexes.build, as users_canonical.
     Index("people_changes_generation", "generation"),
     **_mysql,
 )

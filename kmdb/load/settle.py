@@ -6,9 +6,10 @@ known at the time. `settle` runs after them: it folds any sightings left over,
 recomputes the people that aliases new since the last settle touch, stores each
 identity's canonical id in users.canonical_id, and re-points the events and
 properties of the identities whose canonical id changed (before an import, a job
-beside the import does: kmdb.load.repoint), so that its cost follows what changed. An import that read canonical ids before a settle changed them
-re-points its own rows as it commits (people_state, people_changes). The result
-depends only on which lines were imported, not on the order the revisions ran in.
+beside the import does: kmdb.load.repoint), so that its cost follows what changed.
+An import that read canonical ids before a settle changed them re-points its own
+rows as it commits (people_state, people_changes). The result depends only on
+which lines were imported, not on the order the revisions ran in.
 """
 
 from __future__ import annotations
